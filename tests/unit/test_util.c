@@ -1,0 +1,108 @@
+/* test_util.c — RFC 3339 parsing/formatting, UTF-8 validation, files. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "util.h"
+
+static void test_time_roundtrip(void **state)
+{
+	int64_t us;
+	char buf[UTIL_TIME_LEN];
+
+	(void)state;
+	assert_int_equal(util_time_parse("2026-11-29T04:00:00Z", &us), 0);
+	assert_int_equal(us, 1795924800LL * 1000000);
+	assert_int_equal(util_time_format(us, false, buf), 0);
+	assert_string_equal(buf, "2026-11-29T04:00:00Z");
+	assert_int_equal(util_time_parse("2026-11-29T05:30:00.5+01:30", &us), 0);
+	assert_int_equal(util_time_format(us, true, buf), 0);
+	assert_string_equal(buf, "2026-11-29T04:00:00.500000Z");
+	assert_int_equal(util_time_parse("2021-01-26T20:33:57.7220239Z", &us), 0);
+	assert_int_equal(us % 1000000, 722023);
+}
+
+static void test_time_rejects(void **state)
+{
+	int64_t us;
+	static const char *bad[] = {
+		"", "2026-11-29", "2026-11-29T04:00:00", "2026-13-01T00:00:00Z",
+		"2026-02-29T00:00:00Z", "2026-11-29T24:00:00Z", "2026-11-29T04:00:00Zjunk",
+		"2026-11-29T04:00:00.Z", "tomorrow", "2026-11-29T04:00:00+1:00",
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(util_time_parse(bad[i], &us), -EINVAL);
+	assert_int_equal(util_time_parse("2024-02-29T00:00:00Z", &us), 0);
+}
+
+static void test_utf8(void **state)
+{
+	(void)state;
+	assert_true(util_utf8_valid("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x94\x91", 15));
+	assert_false(util_utf8_valid("\xc3", 1));
+	assert_false(util_utf8_valid("\xc0\xaf", 2));         /* overlong */
+	assert_false(util_utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
+	assert_false(util_utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
+	assert_false(util_utf8_valid("a\0b", 3));
+	assert_false(util_utf8_valid("\xff", 1));
+}
+
+static void test_files(void **state)
+{
+	char dir[] = "/tmp/custody-util-XXXXXX", path[64], *buf = NULL;
+	size_t len;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/a/b/f", dir);
+	snprintf(path, sizeof(path), "%s/a/b", dir);
+	assert_int_equal(util_mkdir_p(path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/a/b/f", dir);
+	assert_int_equal(util_write_file(path, "hello", 5, 0600), 0);
+	assert_int_equal(util_read_file(path, 5, &buf, &len), 0);
+	assert_int_equal(len, 5);
+	assert_string_equal(buf, "hello");
+	free(buf);
+	assert_int_equal(util_read_file(path, 4, &buf, &len), -EFBIG);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(util_read_file(path, 4, &buf, &len), -ENOENT);
+	snprintf(path, sizeof(path), "%s/a/b", dir);
+	rmdir(path);
+	snprintf(path, sizeof(path), "%s/a", dir);
+	rmdir(path);
+	rmdir(dir);
+}
+
+static void test_uuid(void **state)
+{
+	char a[37], b[37];
+
+	(void)state;
+	util_uuid4(a);
+	util_uuid4(b);
+	assert_int_equal(strlen(a), 36);
+	assert_int_equal(a[14], '4');
+	assert_string_not_equal(a, b);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_time_roundtrip),
+		cmocka_unit_test(test_time_rejects),
+		cmocka_unit_test(test_utf8),
+		cmocka_unit_test(test_files),
+		cmocka_unit_test(test_uuid),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
