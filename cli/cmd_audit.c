@@ -1,0 +1,692 @@
+/* cmd_audit.c — custody audit list|export|verify|tail.
+ *
+ * list/export/tail ask the running broker (admin socket, role auditor) and,
+ * when it does not run, read the database file read-only. verify is
+ * always offline: it trusts nothing but the file and the verifier key. */
+#include "cli.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "audit.h"
+
+#define PAGE 1000
+#define TAIL_LINES 10
+#define FOLLOW_MS 250
+
+static const char list_usage[] =
+	"Usage: custody audit list [--tenant T] [--principal P] [--event E] [--outcome O]\n"
+	"                          [--since T] [--until T] [--limit N] [--format table|json|csv]\n"
+	"\n"
+	"List audit records, oldest first. With --limit N, the newest N that match.\n"
+	"Asks the running broker; reads the database file when it does not run.\n"
+	"\n"
+	"Options:\n"
+	"  --tenant T, --principal P, --event E, --outcome O   filters (exact match)\n"
+	"  --since T, --until T  RFC 3339 times\n"
+	"  --limit N             at most N records (the newest)\n"
+	"  --format F            table (default), json (one record body per line), csv\n"
+	CLI_COMMON_HELP;
+
+static const char export_usage[] =
+	"Usage: custody audit export --tenant T [--since T] [--until T]\n"
+	"                            [--from-checkpoint FILE] --output FILE\n"
+	"\n"
+	"Write one tenant's records, each with an inclusion proof against a signed\n"
+	"checkpoint (and a consistency proof from --from-checkpoint, a checkpoint the\n"
+	"customer kept), for the customer to verify offline with 'custody audit verify\n"
+	"--export FILE --key VKEY'. Reveals nothing of other tenants.\n"
+	"\n"
+	"Options:\n"
+	"  --tenant T            the tenant (required)\n"
+	"  --since T, --until T  RFC 3339 times\n"
+	"  --from-checkpoint FILE  a signed checkpoint note from an earlier export\n"
+	"  --output FILE         where to write the export (required)\n" CLI_COMMON_HELP;
+
+static const char verify_usage[] =
+	"Usage: custody audit verify [--db FILE | --export FILE] [--key VKEY]\n"
+	"\n"
+	"Verify offline: every leaf hash, the root at every checkpoint, every\n"
+	"signature and every tenant chain. Names the first record that does not\n"
+	"match. Exit 0 verified, 6 verification failed, 1 cannot read.\n"
+	"\n"
+	"Options:\n"
+	"  --db FILE             the audit database (default: state_dir/audit.db)\n"
+	"  --export FILE         a tenant export instead\n"
+	"  --key VKEY            the verifier key (or a file holding it); default: the\n"
+	"                        audit_verifier_key 'custody keys' prints\n" CLI_COMMON_HELP;
+
+static const char tail_usage[] =
+	"Usage: custody audit tail [--follow]\n"
+	"\n"
+	"Print the last records; with --follow keep printing new ones as they come\n"
+	"(until interrupted).\n"
+	"\n"
+	"Options:\n"
+	"  -f, --follow          keep following\n"
+	"  --format F            table (default), json, csv\n" CLI_COMMON_HELP;
+
+#define PARSE_COMMON(usage_text)                                                        \
+	do {                                                                            \
+		int st_ = EXIT_OK;                                                      \
+		if (cli_common_option(ctx, c, usage_text, &st_) != 0) {                \
+			if (c == OPT_HELP || c == '?' || c == ':')                     \
+				return st_;                                             \
+			continue;                                                       \
+		}                                                                       \
+	} while (0)
+
+enum fmt { FMT_TABLE, FMT_JSON, FMT_CSV };
+
+struct aq {
+	const char *tenant, *principal, *event, *outcome, *since, *until;
+	uint64_t after_seq;
+	unsigned limit;
+	bool desc;
+};
+
+/* Where records come from: the broker, or the file when it does not run. */
+struct source {
+	struct custody_client *c;
+	const char *sock;
+	struct audit *a;
+};
+
+static int source_open(struct cli_ctx *ctx, struct source *s)
+{
+	struct audit_opts o = { .read_only = true };
+	struct custody_error e;
+	struct cerr err = { "" };
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	s->sock = cli_admin_socket(ctx);
+	if (s->sock == NULL)
+		return EXIT_ERROR;
+	memset(&e, 0, sizeof(e));
+	rc = custody_connect(s->sock, &s->c, &e);
+	if (rc == 0)
+		return 0;
+	if (cli_exit_for_rc(rc, &e) != EXIT_UNREACHABLE || rc == -EACCES)
+		return cli_report(rc, &e, s->sock);
+	/* Nobody listens: read the file itself (needs read access to it). */
+	if (cli_config(ctx) != 0)
+		return EXIT_ERROR;
+	rc = audit_open(ctx->cfg->audit_db, &o, &s->a, &err);
+	if (rc < 0)
+		return cli_fail(rc == -ENOENT ? EXIT_UNREACHABLE : EXIT_ERROR,
+				"the broker is not running and %s cannot be read: %s; start "
+				"custodyd or check the path", ctx->cfg->audit_db,
+				err.msg[0] ? err.msg : strerror(-rc));
+	return 0;
+}
+
+static void source_close(struct source *s)
+{
+	custody_close(s->c);
+	if (s->a != NULL)
+		audit_close(s->a);
+}
+
+static int collect(void *ctx, uint64_t seq, const char *body, size_t len)
+{
+	json_t *arr = ctx, *o;
+
+	(void)seq;
+	o = json_loadb(body, len, 0, NULL);
+	if (o == NULL)
+		return -EBADMSG;
+	return json_array_append_new(arr, o) < 0 ? -ENOMEM : 0;
+}
+
+static int parse_time_opt(const char *s, int64_t *us)
+{
+	if (s == NULL) {
+		*us = 0;
+		return 0;
+	}
+	return util_time_parse(s, us);
+}
+
+/* One page of records (body objects) into *out. Returns 0 or an exit status. */
+static int source_query(struct source *s, const struct aq *q, json_t **out)
+{
+	json_t *req = NULL, *reply = NULL, *recs;
+	struct audit_filter f = { 0 };
+	struct custody_error e;
+	int rc;
+
+	if (s->a != NULL) {
+		f.tenant = q->tenant;
+		f.principal = q->principal;
+		f.event = q->event;
+		f.outcome = q->outcome;
+		parse_time_opt(q->since, &f.since_us);
+		parse_time_opt(q->until, &f.until_us);
+		f.after_seq = q->after_seq;
+		f.limit = q->limit;
+		f.descending = q->desc;
+		recs = json_array();
+		if (recs == NULL)
+			return cli_fail(EXIT_ERROR, "out of memory");
+		rc = audit_query(s->a, &f, collect, recs);
+		if (rc < 0) {
+			json_decref(recs);
+			return cli_fail(EXIT_ERROR, "cannot read the audit database: %s",
+					strerror(-rc));
+		}
+		*out = recs;
+		return 0;
+	}
+	req = json_pack("{s:s, s:I, s:I, s:s}", "op", "audit.query", "after_seq",
+			(json_int_t)q->after_seq, "limit", (json_int_t)q->limit, "order",
+			q->desc ? "desc" : "asc");
+	if (req == NULL ||
+	    (q->tenant && json_object_set_new(req, "tenant", json_string(q->tenant))) ||
+	    (q->principal && json_object_set_new(req, "principal", json_string(q->principal))) ||
+	    (q->event && json_object_set_new(req, "event", json_string(q->event))) ||
+	    (q->outcome && json_object_set_new(req, "outcome", json_string(q->outcome))) ||
+	    (q->since && json_object_set_new(req, "since", json_string(q->since))) ||
+	    (q->until && json_object_set_new(req, "until", json_string(q->until)))) {
+		json_decref(req);
+		return cli_fail(EXIT_USAGE, "a filter is not valid UTF-8");
+	}
+	memset(&e, 0, sizeof(e));
+	rc = custody_call(s->c, req, 60000, &reply, &e);
+	json_decref(req);
+	if (rc < 0)
+		return cli_report(rc, &e, s->sock);
+	recs = json_object_get(reply, "records");
+	if (!json_is_array(recs)) {
+		json_decref(reply);
+		return cli_fail(EXIT_ERROR, "the broker's audit.query reply has no records; check "
+				"that custody and custodyd are the same version");
+	}
+	*out = json_incref(recs);
+	json_decref(reply);
+	return 0;
+}
+
+static const char *field(json_t *r, const char *k)
+{
+	json_t *v = json_object_get(r, k);
+
+	return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static const char *dash(const char *s)
+{
+	return s != NULL ? s : "-";
+}
+
+static void csv_cell(const char *s, bool last)
+{
+	if (s != NULL && strpbrk(s, ",\"\r\n") != NULL) {
+		putchar('"');
+		for (; *s; s++) {
+			if (*s == '"')
+				putchar('"');
+			putchar(*s);
+		}
+		putchar('"');
+	} else if (s != NULL) {
+		fputs(s, stdout);
+	}
+	putchar(last ? '\n' : ',');
+}
+
+static void print_header(enum fmt f)
+{
+	if (f == FMT_TABLE)
+		printf("%-6s %-27s %-18s %-8s %-16s %-16s %s\n", "SEQ", "TIME", "EVENT", "OUTCOME",
+		       "TENANT", "PRINCIPAL", "DETAIL");
+	else if (f == FMT_CSV)
+		printf("seq,time,event,outcome,tenant,principal,actor,grant,scope,error,purpose\n");
+}
+
+static void print_record(json_t *r, enum fmt f)
+{
+	char seq[32];
+	const char *detail;
+
+	snprintf(seq, sizeof(seq), "%lld", (long long)json_integer_value(json_object_get(r, "seq")));
+	if (f == FMT_JSON) {
+		cli_print_json(stdout, r, false);
+		return;
+	}
+	if (f == FMT_CSV) {
+		csv_cell(seq, false);
+		csv_cell(field(r, "time"), false);
+		csv_cell(field(r, "event"), false);
+		csv_cell(field(r, "outcome"), false);
+		csv_cell(field(r, "tenant"), false);
+		csv_cell(field(r, "principal"), false);
+		csv_cell(field(r, "actor"), false);
+		csv_cell(field(r, "grant"), false);
+		csv_cell(field(r, "scope"), false);
+		csv_cell(field(r, "error"), false);
+		csv_cell(field(r, "purpose"), true);
+		return;
+	}
+	detail = field(r, "error");
+	if (detail == NULL)
+		detail = field(r, "grant");
+	if (detail == NULL)
+		detail = field(r, "actor") ? field(r, "actor") : "";
+	printf("%-6s %-27s %-18s %-8s %-16s %-16s %s\n", seq, dash(field(r, "time")),
+	       dash(field(r, "event")), dash(field(r, "outcome")), dash(field(r, "tenant")),
+	       dash(field(r, "principal")), detail);
+}
+
+static int parse_format(const char *cmd, const char *s, enum fmt *f)
+{
+	if (strcmp(s, "table") == 0)
+		*f = FMT_TABLE;
+	else if (strcmp(s, "json") == 0)
+		*f = FMT_JSON;
+	else if (strcmp(s, "csv") == 0)
+		*f = FMT_CSV;
+	else
+		return cli_usage_error(cmd, "--format: '%s' is not one of table, json, csv", s);
+	return 0;
+}
+
+static int audit_list_main(struct cli_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		CLI_COMMON_OPTIONS,
+		{ "tenant", required_argument, NULL, 't' },
+		{ "principal", required_argument, NULL, 'p' },
+		{ "event", required_argument, NULL, 'e' },
+		{ "outcome", required_argument, NULL, 'o' },
+		{ "since", required_argument, NULL, 's' },
+		{ "until", required_argument, NULL, 'u' },
+		{ "limit", required_argument, NULL, 'l' },
+		{ "format", required_argument, NULL, 'f' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct aq q = { 0 };
+	struct source s;
+	enum fmt f = FMT_TABLE;
+	json_t *recs = NULL, *r;
+	unsigned long limit = 0;
+	int64_t us;
+	size_t i, n;
+	char *end;
+	int c, rc;
+
+	cli_getopt_reset();
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 't': q.tenant = optarg; continue;
+		case 'p': q.principal = optarg; continue;
+		case 'e': q.event = optarg; continue;
+		case 'o': q.outcome = optarg; continue;
+		case 's':
+		case 'u':
+			if (util_time_parse(optarg, &us) < 0)
+				return cli_usage_error("audit list", "--%s: '%s' is not an RFC 3339 "
+						       "time", c == 's' ? "since" : "until", optarg);
+			*(c == 's' ? &q.since : &q.until) = optarg;
+			continue;
+		case 'l':
+			errno = 0;
+			limit = strtoul(optarg, &end, 10);
+			if (errno || *end || end == optarg || limit == 0 || limit > 1000000000ul ||
+			    optarg[0] == '-')
+				return cli_usage_error("audit list", "--limit: '%s' is not a positive "
+						       "number", optarg);
+			continue;
+		case 'f':
+			if (parse_format("audit list", optarg, &f) != 0)
+				return EXIT_USAGE;
+			continue;
+		default:
+			break;
+		}
+		PARSE_COMMON(list_usage);
+	}
+	if (optind != argc)
+		return cli_usage_error("audit list", "unexpected argument '%s'", argv[optind]);
+	rc = source_open(ctx, &s);
+	if (rc != 0)
+		return rc;
+	print_header(f);
+	if (limit > 0) {
+		/* The newest N, printed oldest first. */
+		q.desc = true;
+		q.limit = (unsigned)(limit > 10000 ? 10000 : limit);
+		rc = source_query(&s, &q, &recs);
+		if (rc == 0)
+			for (n = json_array_size(recs); n > 0; n--)
+				print_record(json_array_get(recs, n - 1), f);
+		json_decref(recs);
+		goto out;
+	}
+	for (;;) {
+		q.limit = PAGE;
+		rc = source_query(&s, &q, &recs);
+		if (rc != 0)
+			break;
+		json_array_foreach(recs, i, r) {
+			print_record(r, f);
+			q.after_seq = (uint64_t)json_integer_value(json_object_get(r, "seq"));
+		}
+		n = json_array_size(recs);
+		json_decref(recs);
+		recs = NULL;
+		if (n < PAGE)
+			break;
+	}
+out:
+	source_close(&s);
+	return rc;
+}
+
+static int audit_export_main(struct cli_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		CLI_COMMON_OPTIONS,
+		{ "tenant", required_argument, NULL, 't' },
+		{ "since", required_argument, NULL, 's' },
+		{ "until", required_argument, NULL, 'u' },
+		{ "from-checkpoint", required_argument, NULL, 'c' },
+		{ "output", required_argument, NULL, 'o' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *tenant = NULL, *since = NULL, *until = NULL, *cp_file = NULL, *output = NULL;
+	json_t *req = NULL, *reply = NULL;
+	struct custody_error e;
+	struct cerr err = { "" };
+	struct source s = { 0 };
+	int64_t since_us = 0, until_us = 0;
+	char *note = NULL, *text = NULL;
+	size_t note_len = 0, n = 0;
+	FILE *fp = NULL;
+	int c, rc;
+
+	cli_getopt_reset();
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 't': tenant = optarg; continue;
+		case 's':
+			since = optarg;
+			if (util_time_parse(optarg, &since_us) < 0)
+				return cli_usage_error("audit export", "--since: not an RFC 3339 time");
+			continue;
+		case 'u':
+			until = optarg;
+			if (util_time_parse(optarg, &until_us) < 0)
+				return cli_usage_error("audit export", "--until: not an RFC 3339 time");
+			continue;
+		case 'c': cp_file = optarg; continue;
+		case 'o': output = optarg; continue;
+		default: break;
+		}
+		PARSE_COMMON(export_usage);
+	}
+	if (optind != argc)
+		return cli_usage_error("audit export", "unexpected argument '%s'", argv[optind]);
+	if (tenant == NULL || output == NULL)
+		return cli_usage_error("audit export", "--tenant and --output are required");
+	if (cp_file != NULL) {
+		rc = util_read_file(cp_file, 65536, &note, &note_len);
+		if (rc < 0)
+			return cli_fail(EXIT_ERROR, "cannot read checkpoint %s: %s; pass the "
+					"checkpoint note from an earlier export", cp_file, strerror(-rc));
+	}
+	rc = source_open(ctx, &s);
+	if (rc != 0)
+		goto out;
+	if (s.a != NULL) {
+		fp = fopen(output, "we");
+		if (fp == NULL) {
+			rc = cli_fail(EXIT_ERROR, "cannot write %s: %s; check the --output path",
+				      output, strerror(errno));
+			goto out;
+		}
+		rc = audit_export(s.a, tenant, since_us, until_us, note, fp, &err);
+		if (fclose(fp) != 0 && rc == 0)
+			rc = -EIO;
+		fp = NULL;
+		if (rc < 0) {
+			unlink(output);
+			rc = cli_fail(EXIT_ERROR, "cannot export tenant %s: %s", tenant,
+				      err.msg[0] ? err.msg : strerror(-rc));
+			goto out;
+		}
+	} else {
+		req = json_pack("{s:s, s:s}", "op", "audit.export", "tenant", tenant);
+		if (req == NULL || (since && json_object_set_new(req, "since", json_string(since))) ||
+		    (until && json_object_set_new(req, "until", json_string(until))) ||
+		    (note && json_object_set_new(req, "from_checkpoint", json_string(note)))) {
+			rc = cli_fail(EXIT_USAGE, "an argument is not valid UTF-8");
+			goto out;
+		}
+		memset(&e, 0, sizeof(e));
+		rc = custody_call(s.c, req, 300000, &reply, &e);
+		if (rc < 0) {
+			rc = cli_report(rc, &e, s.sock);
+			goto out;
+		}
+		text = json_dumps(json_object_get(reply, "export"), JSON_COMPACT | JSON_PRESERVE_ORDER);
+		if (text == NULL) {
+			rc = cli_fail(EXIT_ERROR, "the broker's export reply holds no export");
+			goto out;
+		}
+		n = strlen(text);
+		text[n] = '\n';
+		rc = util_write_file(output, text, n + 1, 0644);
+		text[n] = '\0';
+		if (rc < 0) {
+			rc = cli_fail(EXIT_ERROR, "cannot write %s: %s; check the --output path",
+				      output, strerror(-rc));
+			goto out;
+		}
+	}
+	printf("wrote the audit export of tenant %s to %s; verify it with 'custody audit verify "
+	       "--export %s --key VKEY'\n", tenant, output, output);
+	rc = EXIT_OK;
+out:
+	free(text);
+	free(note);
+	json_decref(req);
+	json_decref(reply);
+	source_close(&s);
+	return rc;
+}
+
+/* --key: the vkey itself, or a file holding it. */
+static char *load_vkey(const char *arg)
+{
+	char *text = NULL, *p, *end;
+	size_t len;
+
+	if (util_read_file(arg, 4096, &text, &len) < 0)
+		return strdup(arg);
+	p = text;
+	while (isspace((unsigned char)*p))
+		p++;
+	end = p + strlen(p);
+	while (end > p && isspace((unsigned char)end[-1]))
+		*--end = '\0';
+	memmove(text, p, strlen(p) + 1);
+	return text;
+}
+
+static int audit_verify_main(struct cli_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		CLI_COMMON_OPTIONS,
+		{ "db", required_argument, NULL, 'd' },
+		{ "export", required_argument, NULL, 'x' },
+		{ "key", required_argument, NULL, 'k' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *db = NULL, *export = NULL, *key_arg = NULL, *what;
+	struct audit_verify_stats st = { 0 };
+	struct cerr err = { "" };
+	json_t *keys = NULL;
+	char *vkey = NULL;
+	int c, rc;
+
+	cli_getopt_reset();
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': db = optarg; continue;
+		case 'x': export = optarg; continue;
+		case 'k': key_arg = optarg; continue;
+		default: break;
+		}
+		PARSE_COMMON(verify_usage);
+	}
+	if (optind != argc)
+		return cli_usage_error("audit verify", "unexpected argument '%s'", argv[optind]);
+	if (db != NULL && export != NULL)
+		return cli_usage_error("audit verify", "give --db FILE or --export FILE, not both");
+	if (key_arg != NULL) {
+		vkey = load_vkey(key_arg);
+	} else {
+		rc = cli_keys_get(ctx, &keys);
+		if (rc != 0) {
+			fprintf(stderr, "custody: without a config, pass the verifier key: --key VKEY\n");
+			return rc;
+		}
+		vkey = strdup(json_string_value(json_object_get(keys, "audit_verifier_key")));
+		json_decref(keys);
+	}
+	if (vkey == NULL)
+		return cli_fail(EXIT_ERROR, "out of memory");
+	if (export == NULL && db == NULL) {
+		if ((rc = cli_config(ctx)) != 0)
+			goto out;
+		db = ctx->cfg->audit_db;
+	}
+	what = export ? export : db;
+	rc = export ? audit_verify_export(export, vkey, &st, &err)
+		    : audit_verify_db(db, vkey, &st, &err);
+	if (rc == -EBADMSG) {
+		rc = cli_fail(EXIT_VERIFY, "audit verification FAILED for %s: %s; keep the file "
+			      "as evidence and compare it with a copy you trust", what,
+			      err.msg[0] ? err.msg : "a record does not match");
+		goto out;
+	}
+	if (rc < 0) {
+		rc = cli_fail(EXIT_ERROR, "cannot verify %s: %s; check the path and permissions",
+			      what, err.msg[0] ? err.msg : strerror(-rc));
+		goto out;
+	}
+	printf("ok: %s verified: %llu records, %llu signed checkpoints, %llu tenant chains\n",
+	       what, (unsigned long long)st.records, (unsigned long long)st.checkpoints,
+	       (unsigned long long)st.tenants);
+	rc = EXIT_OK;
+out:
+	free(vkey);
+	return rc;
+}
+
+static volatile sig_atomic_t stop_following;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	stop_following = 1;
+}
+
+static int audit_tail_main(struct cli_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		CLI_COMMON_OPTIONS,
+		{ "follow", no_argument, NULL, 'f' },
+		{ "format", required_argument, NULL, 'F' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct aq q = { 0 };
+	struct source s;
+	enum fmt f = FMT_TABLE;
+	json_t *recs = NULL, *r;
+	bool follow = false;
+	size_t i, n;
+	int c, rc;
+
+	cli_getopt_reset();
+	while ((c = getopt_long(argc, argv, "hf", opts, NULL)) != -1) {
+		if (c == 'f') {
+			follow = true;
+			continue;
+		}
+		if (c == 'F') {
+			if (parse_format("audit tail", optarg, &f) != 0)
+				return EXIT_USAGE;
+			continue;
+		}
+		PARSE_COMMON(tail_usage);
+	}
+	if (optind != argc)
+		return cli_usage_error("audit tail", "unexpected argument '%s'", argv[optind]);
+	rc = source_open(ctx, &s);
+	if (rc != 0)
+		return rc;
+	print_header(f);
+	q.desc = true;
+	q.limit = TAIL_LINES;
+	rc = source_query(&s, &q, &recs);
+	if (rc != 0)
+		goto out;
+	for (n = json_array_size(recs); n > 0; n--) {
+		r = json_array_get(recs, n - 1);
+		print_record(r, f);
+		if ((uint64_t)json_integer_value(json_object_get(r, "seq")) > q.after_seq)
+			q.after_seq = (uint64_t)json_integer_value(json_object_get(r, "seq"));
+	}
+	json_decref(recs);
+	recs = NULL;
+	fflush(stdout);
+	if (!follow)
+		goto out;
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	signal(SIGPIPE, on_signal);
+	q.desc = false;
+	q.limit = PAGE;
+	while (!stop_following) {
+		rc = source_query(&s, &q, &recs);
+		if (rc != 0)
+			break;
+		json_array_foreach(recs, i, r) {
+			print_record(r, f);
+			q.after_seq = (uint64_t)json_integer_value(json_object_get(r, "seq"));
+		}
+		n = json_array_size(recs);
+		json_decref(recs);
+		recs = NULL;
+		if (fflush(stdout) != 0)
+			break;
+		if (n < PAGE)
+			poll(NULL, 0, FOLLOW_MS);
+	}
+	if (stop_following)
+		rc = EXIT_OK;
+out:
+	json_decref(recs);
+	source_close(&s);
+	return rc;
+}
+
+int cmd_audit(struct cli_ctx *ctx, int argc, char **argv)
+{
+	static const struct cli_cmd cmds[] = {
+		{ "list", audit_list_main, "list records (filters, table/json/csv)" },
+		{ "export", audit_export_main, "a tenant's records with proofs, for the customer" },
+		{ "verify", audit_verify_main, "verify a database or an export offline" },
+		{ "tail", audit_tail_main, "the last records; --follow for new ones" },
+		{ NULL, NULL, NULL },
+	};
+
+	return cli_dispatch(ctx, "audit", cmds, argc, argv);
+}
