@@ -159,19 +159,25 @@ static const char *const known_fields[] = {
 	"client_secret", "scopes", "not_before", "not_after", "principals", NULL,
 };
 
-/* A field name as it may appear in a message: short, printable, and never
- * more than a name (a customer who pasted the secret as a key must not see
- * it echoed). */
-static void field_name_safe(const char *in, char out[static 48])
+/* A field name as it may appear in a message: only when it looks like a
+ * field name (lowercase identifier) and is not the secret itself, so a
+ * customer who pasted the secret as a key never sees it echoed. */
+static void field_name_safe(const char *in, json_t *secret, char out[static 48])
 {
-	size_t n = 0;
+	size_t n = strlen(in);
+	bool plausible = n > 0 && n <= 32 && in[0] >= 'a' && in[0] <= 'z';
 
-	for (; in[n] != '\0' && n < 40; n++)
-		out[n] = (isalnum((unsigned char)in[n]) || in[n] == '_' || in[n] == '-' ||
-			  in[n] == '.') ? in[n] : '?';
-	out[n] = '\0';
-	if (in[n] != '\0')
-		strcpy(out + n, "...");
+	for (size_t i = 0; plausible && i < n; i++)
+		plausible = (in[i] >= 'a' && in[i] <= 'z') || (in[i] >= '0' && in[i] <= '9') ||
+			    in[i] == '_';
+	if (plausible && json_is_string(secret) && json_string_length(secret) > 0 &&
+	    (strstr(in, json_string_value(secret)) != NULL ||
+	     strstr(json_string_value(secret), in) != NULL))
+		plausible = false;
+	if (plausible)
+		memcpy(out, in, n + 1);
+	else
+		strcpy(out, "(name not shown)");
 }
 
 static bool is_printable_token(const char *s)
@@ -457,7 +463,7 @@ int grant_validate(const char *json, size_t len, const char *const *allowed_host
 		if (!known) {
 			char safe[48];
 
-			field_name_safe(key, safe);
+			field_name_safe(key, json_object_get(root, "client_secret"), safe);
 			rc = cerr_set(err, -EINVAL, "unknown field: %s", safe);
 			goto out;
 		}
