@@ -1,0 +1,909 @@
+/* admin_ops.c — the admin socket's ops (DESIGN §6, docs/PROTOCOL.md).
+ *
+ * Roles come from the config; root holds all. Every op, allowed or
+ * refused, is audited as "admin.<op>" with the caller's user name as
+ * actor. Officer actions change the persistent state in the vault (durable
+ * before the call returns) and the in-memory policy at once, so the
+ * token path's re-check stops any token that was still on its way; their
+ * reply leaves after the audit record is durable and a checkpoint signed.
+ */
+#include "broker_int.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define AUDIT_QUERY_MAX 10000
+#define EXPOSURE_LOOKBACK_US (24LL * 3600 * 1000000)
+
+struct admin_op {
+	const char *name;
+	enum broker_role role;
+	const char *const *fields;
+	void (*run)(struct pending *p, json_t *id, json_t *req);
+	bool officer;     /* checkpoint after the record */
+};
+
+static const char *const f_none[] = {NULL};
+static const char *const f_import[] = {"sealed", "probe", NULL};
+static const char *const f_list[] = {"tenant", NULL};
+static const char *const f_show[] = {"grant", NULL};
+static const char *const f_revoke[] = {"grant", "tenant", "reason", NULL};
+static const char *const f_suspend[] = {"principal", "reason", NULL};
+static const char *const f_resume[] = {"principal", NULL};
+static const char *const f_lockdown[] = {"reason", NULL};
+static const char *const f_query[] = {"tenant", "principal", "event", "outcome", "since",
+				      "until", "after_seq", "limit", "order", NULL};
+static const char *const f_export[] = {"tenant", "since", "until", "from_checkpoint", NULL};
+
+static void op_import(struct pending *p, json_t *id, json_t *req);
+static void op_list(struct pending *p, json_t *id, json_t *req);
+static void op_show(struct pending *p, json_t *id, json_t *req);
+static void op_revoke(struct pending *p, json_t *id, json_t *req);
+static void op_suspend(struct pending *p, json_t *id, json_t *req);
+static void op_resume(struct pending *p, json_t *id, json_t *req);
+static void op_lockdown(struct pending *p, json_t *id, json_t *req);
+static void op_unlock(struct pending *p, json_t *id, json_t *req);
+static void op_status(struct pending *p, json_t *id, json_t *req);
+static void op_reload(struct pending *p, json_t *id, json_t *req);
+static void op_query(struct pending *p, json_t *id, json_t *req);
+static void op_export(struct pending *p, json_t *id, json_t *req);
+static void op_checkpoint(struct pending *p, json_t *id, json_t *req);
+
+static const struct admin_op ops[] = {
+	{"grant.import", ROLE_ADMIN, f_import, op_import, false},
+	{"grant.list", ROLE_AUDITOR, f_list, op_list, false},
+	{"grant.show", ROLE_AUDITOR, f_show, op_show, false},
+	{"grant.revoke", ROLE_OFFICER, f_revoke, op_revoke, true},
+	{"principal.suspend", ROLE_OFFICER, f_suspend, op_suspend, true},
+	{"principal.resume", ROLE_OFFICER, f_resume, op_resume, true},
+	{"lockdown", ROLE_OFFICER, f_lockdown, op_lockdown, true},
+	{"unlock", ROLE_OFFICER, f_none, op_unlock, true},
+	{"status", ROLE_AUDITOR, f_none, op_status, false},
+	{"reload", ROLE_ADMIN, f_none, op_reload, false},
+	{"audit.query", ROLE_AUDITOR, f_query, op_query, false},
+	{"audit.export", ROLE_AUDITOR, f_export, op_export, false},
+	{"audit.checkpoint", ROLE_OFFICER, f_none, op_checkpoint, true},
+};
+
+static const struct admin_op *find_op(const char *name)
+{
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		if (strcmp(ops[i].name, name) == 0)
+			return &ops[i];
+	return NULL;
+}
+
+bool admin_op_known(const char *op)
+{
+	return find_op(op) != NULL;
+}
+
+const char *const *admin_op_fields(const char *op)
+{
+	const struct admin_op *o = find_op(op);
+
+	return o ? o->fields : f_none;
+}
+
+static bool holds_role(const struct broker *b, const struct peer *peer, enum broker_role r)
+{
+	const struct broker_role_config *rc = &b->cfg->roles[r];
+
+	if (peer->uid == 0)
+		return true;
+	for (size_t i = 0; i < rc->n_uids; i++)
+		if (rc->uids[i] == peer->uid)
+			return true;
+	for (size_t i = 0; i < rc->n_gids; i++)
+		if (peer_in_group(peer, rc->gids[i]))
+			return true;
+	return false;
+}
+
+/* The record every admin op gets; op-specific fields are added by the op. */
+static json_t *admin_record(struct pending *p, const char *outcome)
+{
+	char event[64];
+	json_t *id = json_object_get(p->request, "id");
+
+	snprintf(event, sizeof(event), "admin.%s", json_string_value(json_object_get(p->request, "op")));
+	return record_new(p->b, event, outcome, p->conn, NULL, id);
+}
+
+static void admin_fail(struct pending *p, json_t *id, const char *code, json_t *extra,
+		       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static void admin_fail(struct pending *p, json_t *id, const char *code, json_t *extra,
+		       const char *fmt, ...)
+{
+	char msg[512];
+	json_t *rec;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	p->kind = PENDING_PLAIN;
+	p->reply = reply_error(id, code, "%s", msg);
+	rec = admin_record(p, code);
+	if (rec != NULL) {
+		json_object_set_new(rec, "error", json_string(code));
+		if (extra != NULL)
+			json_object_update(rec, extra);
+	}
+	json_decref(extra);
+	broker_count_outcome(p->b, code);
+	snprintf(p->log, sizeof(p->log), "admin.%s %s: actor=%s",
+		 json_string_value(json_object_get(p->request, "op")), code,
+		 p->conn ? p->conn->peer.user : "-");
+	pending_audit(p, rec);
+}
+
+/* Success: reply r, record fields extra (both stolen). */
+static void admin_ok(struct pending *p, json_t *reply, json_t *extra)
+{
+	json_t *rec = admin_record(p, "ok");
+
+	p->reply = reply;
+	if (rec != NULL && extra != NULL)
+		json_object_update(rec, extra);
+	json_decref(extra);
+	broker_count_outcome(p->b, "ok");
+	snprintf(p->log, sizeof(p->log), "admin.%s ok: actor=%s",
+		 json_string_value(json_object_get(p->request, "op")),
+		 p->conn ? p->conn->peer.user : "-");
+	pending_audit(p, rec);
+}
+
+static const char *opt_string(json_t *req, const char *key, bool *bad)
+{
+	json_t *v = json_object_get(req, key);
+
+	if (v == NULL)
+		return NULL;
+	if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > 1024) {
+		*bad = true;
+		return NULL;
+	}
+	return json_string_value(v);
+}
+
+static json_t *time_json(int64_t s)
+{
+	char ts[UTIL_TIME_LEN];
+
+	if (s == INT64_MIN || s == INT64_MAX || util_time_format(s * 1000000, false, ts) < 0)
+		return json_null();
+	return json_string(ts);
+}
+
+static json_t *strv_json(char **v, size_t n)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a != NULL && i < n; i++)
+		json_array_append_new(a, json_string(v[i]));
+	return a;
+}
+
+json_t *grant_json(const struct grant *g, int64_t now);
+json_t *grant_json(const struct grant *g, int64_t now)
+{
+	json_t *o = json_pack("{s:s,s:s,s:s?,s:s,s:s,s:o,s:o,s:s,s:o,s:o,s:o}", "id", g->id,
+			      "tenant_id", g->tenant_id, "tenant_name",
+			      g->tenant_name[0] ? g->tenant_name : NULL, "client_id", g->client_id,
+			      "token_endpoint", g->token_endpoint, "scopes",
+			      strv_json(g->scopes, g->n_scopes), "principals",
+			      strv_json(g->principals, g->n_principals), "state",
+			      grant_state_name(grant_state(g, now)), "not_before",
+			      time_json(g->not_before), "not_after", time_json(g->not_after),
+			      "imported_at", time_json(g->imported_at));
+
+	if (o != NULL && g->revoked) {
+		json_object_set_new(o, "revoked_at", time_json(g->revoked_at));
+		json_object_set_new(o, "revoked_by", json_string(g->revoked_by));
+		json_object_set_new(o, "reason", json_string(g->reason));
+	}
+	return o;
+}
+
+/* ---- grant.import ------------------------------------------------------- */
+
+static json_t *import_reply(struct pending *p, json_t *id, bool already)
+{
+	json_t *r = reply_new(id, true);
+
+	json_object_set_new(r, "grant", grant_json(p->grant, util_now_us() / 1000000));
+	json_object_set_new(r, "already", json_boolean(already));
+	return r;
+}
+
+static json_t *import_record(struct pending *p, bool already)
+{
+	return json_pack("{s:s,s:s,s:b}", "tenant", p->grant->tenant_id, "grant", p->grant->id,
+			 "already", already);
+}
+
+static void probe_answered(void *ctx, const struct token_reply *r)
+{
+	struct pending *p = ctx;
+	json_t *id = json_object_get(p->request, "id");
+	json_t *probe, *reply, *extra;
+	bool already = p->cache[0] == 'y';
+
+	p->wait = NULL;
+	if (r->status == TOKEN_OK) {
+		probe = json_pack("{s:b}", "ok", 1);
+	} else {
+		json_t *codes = json_array();
+
+		for (size_t i = 0; codes != NULL && i < r->n_upstream_codes && i < 8; i++)
+			json_array_append_new(codes, json_integer(r->upstream_codes[i]));
+		probe = json_pack("{s:b,s:s,s:s,s:o}", "ok", 0, "error",
+				  r->status == TOKEN_UPSTREAM_REJECTED ? "upstream_rejected"
+				  : r->status == TOKEN_RATE_LIMITED    ? "rate_limited"
+				  : r->status == TOKEN_REVOKED         ? "revoked"
+				  : r->status == TOKEN_INTERNAL        ? "internal"
+								       : "upstream_unavailable",
+				  "message", r->message, "upstream_codes", codes);
+	}
+	reply = import_reply(p, id, already);
+	json_object_set(reply, "probe", probe);
+	extra = import_record(p, already);
+	if (extra != NULL)
+		json_object_set_new(extra, "probe", probe);
+	else
+		json_decref(probe);
+	if (p->in_get) {
+		/* answered inside tokens_probe: finish after it returns */
+		p->deferred = json_pack("{s:o,s:o}", "reply", reply, "extra", extra);
+		return;
+	}
+	admin_ok(p, reply, extra);
+}
+
+static void op_import(struct pending *p, json_t *id, json_t *req)
+{
+	struct broker *b = p->b;
+	json_t *sealed = json_object_get(req, "sealed"), *probe = json_object_get(req, "probe");
+	struct grant *g = NULL;
+	struct token_wait *w = NULL;
+	struct cerr err = {0};
+	bool already = false;
+	int rc;
+
+	if (sealed == NULL || !json_is_string(sealed) || json_string_length(sealed) > 65536) {
+		admin_fail(p, id, "bad_request", NULL, "sealed: required (the sealed grant file's text)");
+		return;
+	}
+	if (probe != NULL && !json_is_boolean(probe)) {
+		admin_fail(p, id, "bad_request", NULL, "probe: expected true or false");
+		return;
+	}
+	rc = vault_grant_import(b->vault, json_string_value(sealed), json_string_length(sealed),
+				(const char *const *)b->cfg->upstream.allowed_hosts,
+				util_now_us() / 1000000, &g, &already, &err);
+	if (rc < 0) {
+		const char *code = rc == -EIO || rc == -ENOMEM || rc == -ENOSPC ? "internal"
+										 : "bad_request";
+
+		admin_fail(p, id, code, NULL, "grant not imported: %s",
+			   err.msg[0] ? err.msg : strerror(-rc));
+		return;
+	}
+	p->grant = g;
+	grants_put(b, grant_dup(g));
+	broker_log("grant %s imported for tenant %s%s", g->id, g->tenant_id,
+		   already ? " (already there)" : "");
+	if (probe == NULL || !json_is_true(probe)) {
+		admin_ok(p, import_reply(p, id, already), import_record(p, already));
+		return;
+	}
+	snprintf(p->cache, sizeof(p->cache), "%s", already ? "y" : "n");
+	p->in_get = true;
+	rc = tokens_probe(b->tokens, g, g->scopes[0], probe_answered, p, &w);
+	p->in_get = false;
+	if (rc < 0) {
+		json_t *reply = import_reply(p, id, already);
+
+		json_object_set_new(reply, "probe",
+				    json_pack("{s:b,s:s,s:s}", "ok", 0, "error", "internal",
+					      "message", "the probe could not start"));
+		admin_ok(p, reply, import_record(p, already));
+		return;
+	}
+	if (p->deferred != NULL) {
+		json_t *d = p->deferred;
+
+		p->deferred = NULL;
+		admin_ok(p, json_incref(json_object_get(d, "reply")),
+			 json_incref(json_object_get(d, "extra")));
+		json_decref(d);
+		return;
+	}
+	p->wait = w;
+}
+
+/* ---- grant.list / grant.show ----------------------------------------------- */
+
+static void op_list(struct pending *p, json_t *id, json_t *req)
+{
+	struct broker *b = p->b;
+	bool bad = false;
+	const char *tenant = opt_string(req, "tenant", &bad);
+	int64_t now = util_now_us() / 1000000;
+	json_t *arr, *r;
+
+	if (bad) {
+		admin_fail(p, id, "bad_request", NULL, "tenant: expected a tenant id or name");
+		return;
+	}
+	arr = json_array();
+	for (size_t i = 0; arr != NULL && i < b->n_grants; i++)
+		if (tenant == NULL || grant_names_tenant(b->grants[i], tenant))
+			json_array_append_new(arr, grant_json(b->grants[i], now));
+	r = reply_new(id, true);
+	json_object_set_new(r, "grants", arr);
+	admin_ok(p, r, tenant ? json_pack("{s:s}", "requested_tenant", tenant) : NULL);
+}
+
+static void op_show(struct pending *p, json_t *id, json_t *req)
+{
+	struct broker *b = p->b;
+	bool bad = false;
+	const char *gid = opt_string(req, "grant", &bad);
+	struct grant *g;
+	json_t *r;
+
+	if (gid == NULL) {
+		admin_fail(p, id, "bad_request", NULL, "grant: required (a grant id g_...)");
+		return;
+	}
+	g = grants_find(b, gid);
+	if (g == NULL) {
+		admin_fail(p, id, "bad_request", NULL, "no grant %s: see `custody grant list`", gid);
+		return;
+	}
+	r = reply_new(id, true);
+	json_object_set_new(r, "grant", grant_json(g, util_now_us() / 1000000));
+	admin_ok(p, r, json_pack("{s:s,s:s}", "tenant", g->tenant_id, "grant", g->id));
+}
+
+/* ---- grant.revoke ------------------------------------------------------- */
+
+struct exposure {
+	const char *grant;
+	int64_t now_s;
+	json_t *seen;       /* token_sha256 → true */
+	int64_t until;      /* latest expires_at still in the future, or 0 */
+};
+
+static int exposure_record(void *ctx, uint64_t seq, const char *body, size_t len)
+{
+	struct exposure *e = ctx;
+	json_t *rec = json_loadb(body, len, 0, NULL);
+	const char *g, *sha, *exp;
+	int64_t at;
+
+	if (rec == NULL)
+		return 0;
+	g = json_string_value(json_object_get(rec, "grant"));
+	sha = json_string_value(json_object_get(rec, "token_sha256"));
+	exp = json_string_value(json_object_get(rec, "expires_at"));
+	if (g != NULL && sha != NULL && exp != NULL && strcmp(g, e->grant) == 0 &&
+	    util_time_parse(exp, &at) == 0 && at / 1000000 > e->now_s) {
+		json_object_set_new(e->seen, sha, json_true());
+		if (at / 1000000 > e->until)
+			e->until = at / 1000000;
+	}
+	json_decref(rec);
+	return 0;
+}
+
+/* The exposure window of a revoked grant: tokens handed out that are still
+ * valid, from the durable "token"/"ok" records of the last 24 hours
+ * (longer than any Entra token lives). */
+static json_t *exposure_of(struct broker *b, const struct grant *g)
+{
+	struct exposure e = {.grant = g->id, .now_s = util_now_us() / 1000000, .seen = json_object()};
+	struct audit_filter f = {.tenant = g->tenant_id, .event = "token", .outcome = "ok",
+				 .since_us = util_now_us() - EXPOSURE_LOOKBACK_US};
+	json_t *o;
+
+	if (e.seen == NULL)
+		return NULL;
+	if (audit_query(b->audit, &f, exposure_record, &e) < 0)
+		broker_log("exposure window of %s: cannot read the audit store", g->id);
+	o = json_pack("{s:s,s:s,s:I,s:o}", "grant", g->id, "state", "revoked",
+		      "outstanding_tokens", (json_int_t)json_object_size(e.seen), "valid_until",
+		      e.until > 0 ? time_json(e.until) : json_null());
+	json_decref(e.seen);
+	return o;
+}
+
+static int revoke_one(struct pending *p, struct grant *g, const char *reason, json_t *list,
+		      struct cerr *err)
+{
+	struct broker *b = p->b;
+	struct grant *fresh = NULL;
+	int rc;
+
+	rc = vault_grant_revoke(b->vault, g->id, p->conn ? p->conn->peer.user : "?", reason,
+				util_now_us() / 1000000, err);
+	if (rc < 0 && rc != -EALREADY)
+		return rc;
+	if (vault_grant_get(b->vault, g->id, &fresh) == 0) {
+		grants_put(b, fresh);
+		g = fresh;
+	} else {
+		g->revoked = true;
+	}
+	tokens_forget_grant(b->tokens, g->id);
+	broker_log("grant %s for tenant %s revoked by %s", g->id, g->tenant_id,
+		   p->conn ? p->conn->peer.user : "?");
+	json_array_append_new(list, exposure_of(b, g));
+	return 0;
+}
+
+static void op_revoke(struct pending *p, json_t *id, json_t *req)
+{
+	struct broker *b = p->b;
+	bool bad = false;
+	const char *gid = opt_string(req, "grant", &bad);
+	const char *tenant = opt_string(req, "tenant", &bad);
+	const char *reason = opt_string(req, "reason", &bad);
+	char tid[128] = "", one[GRANT_ID_LEN] = "";
+	struct cerr err = {0};
+	json_t *list, *r, *extra;
+	size_t found = 0;
+	int rc = 0;
+
+	if (bad || (gid == NULL) == (tenant == NULL)) {
+		admin_fail(p, id, "bad_request", NULL, "give either grant (an id) or tenant, and a reason");
+		return;
+	}
+	if (reason == NULL) {
+		admin_fail(p, id, "bad_request", NULL, "reason: required (why the grant is revoked)");
+		return;
+	}
+	list = json_array();
+	if (gid != NULL) {
+		struct grant *g = grants_find(b, gid);
+
+		if (g == NULL) {
+			json_decref(list);
+			admin_fail(p, id, "bad_request", NULL, "no grant %s: see `custody grant list`", gid);
+			return;
+		}
+		snprintf(tid, sizeof(tid), "%s", g->tenant_id);
+		snprintf(one, sizeof(one), "%s", g->id);
+		found = 1;
+		rc = revoke_one(p, g, reason, list, &err);
+	} else {
+		/* every grant of the tenant that is not revoked yet */
+		for (size_t i = 0; i < b->n_grants && rc == 0; i++) {
+			struct grant *g = b->grants[i];
+
+			if (!grant_names_tenant(g, tenant))
+				continue;
+			found++;
+			snprintf(tid, sizeof(tid), "%s", g->tenant_id);
+			if (g->revoked)
+				continue;
+			rc = revoke_one(p, g, reason, list, &err);
+		}
+		if (found == 0) {
+			json_decref(list);
+			admin_fail(p, id, "unknown_tenant", json_pack("{s:s}", "requested_tenant", tenant),
+				   "no grant for tenant %s: see `custody grant list`", tenant);
+			return;
+		}
+	}
+	if (rc < 0) {
+		extra = json_pack("{s:O,s:s}", "revoked", list, "tenant", tid);
+		json_decref(list);
+		admin_fail(p, id, "internal", extra, "revocation failed: %s",
+			   err.msg[0] ? err.msg : strerror(-rc));
+		return;
+	}
+	extra = json_pack("{s:O,s:s,s:s}", "revoked", list, "reason", reason, "tenant", tid);
+	if (one[0] != '\0')
+		json_object_set_new(extra, "grant", json_string(one));
+	r = reply_new(id, true);
+	json_object_set_new(r, "revoked", list);
+	p->kind = PENDING_OFFICER;
+	admin_ok(p, r, extra);
+}
+
+/* ---- principals, lockdown --------------------------------------------------- */
+
+static bool principal_known(const struct broker *b, const char *name)
+{
+	for (size_t i = 0; i < b->cfg->n_principals; i++)
+		if (strcmp(b->cfg->principals[i].name, name) == 0)
+			return true;
+	return false;
+}
+
+static void op_suspend(struct pending *p, json_t *id, json_t *req)
+{
+	struct broker *b = p->b;
+	bool bad = false;
+	const char *name = opt_string(req, "principal", &bad);
+	const char *reason = opt_string(req, "reason", &bad);
+	json_t *r;
+	int rc;
+
+	if (bad || name == NULL || reason == NULL) {
+		admin_fail(p, id, "bad_request", NULL, "principal and reason: required");
+		return;
+	}
+	if (!principal_known(b, name)) {
+		admin_fail(p, id, "bad_request", json_pack("{s:s}", "principal", name),
+			   "no principal named %s in the config", name);
+		return;
+	}
+	rc = vault_principal_suspend(b->vault, name, p->conn->peer.user, reason,
+				     util_now_us() / 1000000);
+	if (rc == 0)
+		rc = suspensions_load(b);
+	if (rc < 0) {
+		admin_fail(p, id, "internal", NULL, "cannot store the suspension: %s", strerror(-rc));
+		return;
+	}
+	broker_log("principal %s suspended by %s", name, p->conn->peer.user);
+	r = reply_new(id, true);
+	json_object_set_new(r, "principal", json_string(name));
+	json_object_set_new(r, "state", json_string("suspended"));
+	p->kind = PENDING_OFFICER;
+	admin_ok(p, r, json_pack("{s:s,s:s}", "principal", name, "reason", reason));
+}
+
+static void op_resume(struct pending *p, json_t *id, json_t *req)
+{
+	struct broker *b = p->b;
+	bool bad = false;
+	const char *name = opt_string(req, "principal", &bad);
+	json_t *r;
+	int rc;
+
+	if (bad || name == NULL) {
+		admin_fail(p, id, "bad_request", NULL, "principal: required");
+		return;
+	}
+	rc = vault_principal_resume(b->vault, name);
+	if (rc == -ENOENT) {
+		admin_fail(p, id, "bad_request", json_pack("{s:s}", "principal", name),
+			   "principal %s is not suspended", name);
+		return;
+	}
+	if (rc == 0)
+		rc = suspensions_load(b);
+	if (rc < 0) {
+		admin_fail(p, id, "internal", NULL, "cannot store the resumption: %s", strerror(-rc));
+		return;
+	}
+	broker_log("principal %s resumed by %s", name, p->conn->peer.user);
+	r = reply_new(id, true);
+	json_object_set_new(r, "principal", json_string(name));
+	json_object_set_new(r, "state", json_string("active"));
+	p->kind = PENDING_OFFICER;
+	admin_ok(p, r, json_pack("{s:s}", "principal", name));
+}
+
+static void op_lockdown(struct pending *p, json_t *id, json_t *req)
+{
+	struct broker *b = p->b;
+	bool bad = false;
+	const char *reason = opt_string(req, "reason", &bad);
+	json_t *r;
+	int rc;
+
+	if (bad || reason == NULL) {
+		admin_fail(p, id, "bad_request", NULL, "reason: required (why everything stops)");
+		return;
+	}
+	rc = vault_lockdown_set(b->vault, true, p->conn->peer.user, reason, util_now_us() / 1000000);
+	if (rc < 0) {
+		admin_fail(p, id, "internal", NULL, "cannot store the lockdown: %s", strerror(-rc));
+		return;
+	}
+	b->lockdown = true;
+	snprintf(b->lockdown_reason, sizeof(b->lockdown_reason), "%s", reason);
+	tokens_forget_all(b->tokens);
+	broker_log("LOCKDOWN by %s", p->conn->peer.user);
+	r = reply_new(id, true);
+	json_object_set_new(r, "lockdown", json_true());
+	p->kind = PENDING_OFFICER;
+	admin_ok(p, r, json_pack("{s:s}", "reason", reason));
+}
+
+static void op_unlock(struct pending *p, json_t *id, json_t *req)
+{
+	struct broker *b = p->b;
+	json_t *r;
+	int rc;
+
+	rc = vault_lockdown_set(b->vault, false, p->conn->peer.user, NULL, util_now_us() / 1000000);
+	if (rc < 0) {
+		admin_fail(p, id, "internal", NULL, "cannot store the unlock: %s", strerror(-rc));
+		return;
+	}
+	b->lockdown = false;
+	b->lockdown_reason[0] = '\0';
+	broker_log("unlocked by %s", p->conn->peer.user);
+	r = reply_new(id, true);
+	json_object_set_new(r, "lockdown", json_false());
+	p->kind = PENDING_OFFICER;
+	admin_ok(p, r, NULL);
+}
+
+/* ---- status, reload ------------------------------------------------------------ */
+
+static void op_status(struct pending *p, json_t *id, json_t *req)
+{
+	struct broker *b = p->b;
+	int64_t now = util_now_us() / 1000000;
+	struct tokens_stats ts = {0};
+	json_int_t counts[4] = {0};
+	json_t *susp = json_array(), *st, *r;
+
+	for (size_t i = 0; i < b->n_grants; i++)
+		counts[grant_state(b->grants[i], now)]++;
+	for (size_t i = 0; susp != NULL && i < b->n_susp; i++)
+		json_array_append_new(susp, json_string(b->susp[i].name));
+	tokens_get_stats(b->tokens, &ts);
+	st = json_pack("{s:s,s:I,s:b,s:s?,s:{s:I,s:I,s:I,s:I},s:o,s:O,s:{s:I,s:I,s:I,s:I},"
+		       "s:{s:I,s:I},s:{s:I,s:b},s:{s:I,s:I}}",
+		       "version", "0.1.0",
+		       "uptime_s", (json_int_t)((util_now_us() - b->started_us) / 1000000),
+		       "lockdown", b->lockdown,
+		       "lockdown_reason", b->lockdown ? b->lockdown_reason : NULL,
+		       "grants", "active", counts[GRANT_ACTIVE], "pending", counts[GRANT_PENDING],
+		       "expired", counts[GRANT_EXPIRED], "revoked", counts[GRANT_REVOKED],
+		       "suspended", susp,
+		       "requests", b->outcomes,
+		       "cache", "hits", (json_int_t)ts.hits, "misses", (json_int_t)ts.misses,
+		       "refreshes", (json_int_t)ts.refreshes, "entries", (json_int_t)ts.cached,
+		       "upstream", "calls", (json_int_t)ts.upstream_calls, "errors",
+		       (json_int_t)ts.upstream_errors,
+		       "audit", "seq", (json_int_t)audit_size(b->audit), "writable",
+		       audit_writable(b->audit),
+		       "connections", "tool", (json_int_t)b->n_tool, "admin", (json_int_t)b->n_admin);
+	if (st == NULL) {
+		admin_fail(p, id, "internal", NULL, "out of memory");
+		return;
+	}
+	r = reply_new(id, true);
+	json_object_set_new(r, "status", st);
+	admin_ok(p, r, NULL);
+}
+
+static void op_reload(struct pending *p, json_t *id, json_t *req)
+{
+	struct cerr err = {0};
+	json_t *r;
+
+	if (broker_reload(p->b, &err) < 0) {
+		admin_fail(p, id, "bad_request", json_pack("{s:s}", "message", err.msg),
+			   "reload failed, the running policy stays: %s", err.msg);
+		return;
+	}
+	r = reply_new(id, true);
+	json_object_set_new(r, "reloaded", json_true());
+	admin_ok(p, r, NULL);
+}
+
+/* ---- audit ---------------------------------------------------------------------- */
+
+struct query_ctx {
+	json_t *records;
+	uint64_t last_seq;
+};
+
+static int query_record(void *ctx, uint64_t seq, const char *body, size_t len)
+{
+	struct query_ctx *q = ctx;
+	json_t *rec = json_loadb(body, len, 0, NULL);
+
+	if (rec == NULL)
+		return -EBADMSG;
+	json_array_append_new(q->records, rec);
+	if (seq > q->last_seq)
+		q->last_seq = seq;
+	return 0;
+}
+
+static int opt_time(json_t *req, const char *key, int64_t *out)
+{
+	json_t *v = json_object_get(req, key);
+
+	*out = 0;
+	if (v == NULL)
+		return 0;
+	if (!json_is_string(v) || util_time_parse(json_string_value(v), out) < 0)
+		return -EINVAL;
+	return 0;
+}
+
+static void op_query(struct pending *p, json_t *id, json_t *req)
+{
+	struct broker *b = p->b;
+	struct audit_filter f = {.limit = 100};
+	struct query_ctx q = {.records = json_array()};
+	bool bad = false;
+	json_t *v, *r, *filter;
+	int rc;
+
+	f.tenant = opt_string(req, "tenant", &bad);
+	f.principal = opt_string(req, "principal", &bad);
+	f.event = opt_string(req, "event", &bad);
+	f.outcome = opt_string(req, "outcome", &bad);
+	if (bad) {
+		json_decref(q.records);
+		admin_fail(p, id, "bad_request", NULL,
+			   "tenant, principal, event, outcome: expected non-empty strings");
+		return;
+	}
+	if (opt_time(req, "since", &f.since_us) < 0 || opt_time(req, "until", &f.until_us) < 0) {
+		json_decref(q.records);
+		admin_fail(p, id, "bad_request", NULL, "since/until: expected RFC 3339 times");
+		return;
+	}
+	if ((v = json_object_get(req, "after_seq")) != NULL) {
+		if (!json_is_integer(v) || json_integer_value(v) < 0) {
+			json_decref(q.records);
+			admin_fail(p, id, "bad_request", NULL, "after_seq: expected an integer >= 0");
+			return;
+		}
+		f.after_seq = (uint64_t)json_integer_value(v);
+	}
+	if ((v = json_object_get(req, "limit")) != NULL) {
+		if (!json_is_integer(v) || json_integer_value(v) < 1) {
+			json_decref(q.records);
+			admin_fail(p, id, "bad_request", NULL, "limit: expected an integer from 1 to 10000");
+			return;
+		}
+		f.limit = json_integer_value(v) > AUDIT_QUERY_MAX ? AUDIT_QUERY_MAX
+								  : (uint64_t)json_integer_value(v);
+	}
+	if ((v = json_object_get(req, "order")) != NULL) {
+		if (!json_is_string(v) || (strcmp(json_string_value(v), "asc") != 0 &&
+					   strcmp(json_string_value(v), "desc") != 0)) {
+			json_decref(q.records);
+			admin_fail(p, id, "bad_request", NULL, "order: expected \"asc\" or \"desc\"");
+			return;
+		}
+		f.descending = strcmp(json_string_value(v), "desc") == 0;
+	}
+	rc = audit_query(b->audit, &f, query_record, &q);
+	if (rc < 0) {
+		json_decref(q.records);
+		admin_fail(p, id, "audit_unavailable", NULL, "cannot read the audit store: %s",
+			   strerror(-rc));
+		return;
+	}
+	/* the query itself is audited, filter and count included */
+	filter = json_deep_copy(req);
+	json_object_del(filter, "v");
+	json_object_del(filter, "id");
+	json_object_del(filter, "op");
+	r = reply_new(id, true);
+	json_object_set_new(r, "last_seq", json_integer((json_int_t)q.last_seq));
+	json_object_set_new(r, "records", q.records);
+	admin_ok(p, r, json_pack("{s:o,s:I}", "filter", filter, "returned",
+				 (json_int_t)json_array_size(q.records)));
+}
+
+static void op_export(struct pending *p, json_t *id, json_t *req)
+{
+	struct broker *b = p->b;
+	bool bad = false;
+	const char *tenant = opt_string(req, "tenant", &bad);
+	json_t *from = json_object_get(req, "from_checkpoint"), *doc, *r;
+	int64_t since, until;
+	struct cerr err = {0};
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f;
+	int rc;
+
+	if (bad || tenant == NULL) {
+		admin_fail(p, id, "bad_request", NULL, "tenant: required");
+		return;
+	}
+	if (from != NULL && !json_is_string(from)) {
+		admin_fail(p, id, "bad_request", NULL, "from_checkpoint: expected the signed note text");
+		return;
+	}
+	if (opt_time(req, "since", &since) < 0 || opt_time(req, "until", &until) < 0) {
+		admin_fail(p, id, "bad_request", NULL, "since/until: expected RFC 3339 times");
+		return;
+	}
+	/* A tenant name is exported under its id: the chain is keyed by id. */
+	for (size_t i = 0; i < b->n_grants; i++)
+		if (grant_names_tenant(b->grants[i], tenant)) {
+			tenant = b->grants[i]->tenant_id;
+			break;
+		}
+	f = open_memstream(&buf, &len);
+	if (f == NULL) {
+		admin_fail(p, id, "internal", NULL, "out of memory");
+		return;
+	}
+	rc = audit_export(b->audit, tenant, since, until, from ? json_string_value(from) : NULL, f,
+			  &err);
+	fclose(f);
+	if (rc < 0) {
+		free(buf);
+		admin_fail(p, id, rc == -EINVAL || rc == -EBADMSG ? "bad_request" : "audit_unavailable",
+			   json_pack("{s:s}", "tenant", tenant), "export failed: %s",
+			   err.msg[0] ? err.msg : strerror(-rc));
+		return;
+	}
+	doc = json_loadb(buf, len, 0, NULL);
+	free(buf);
+	if (doc == NULL) {
+		admin_fail(p, id, "internal", NULL, "the export is not valid JSON");
+		return;
+	}
+	r = reply_new(id, true);
+	json_object_set_new(r, "export", doc);
+	admin_ok(p, r, json_pack("{s:s}", "tenant", tenant));
+}
+
+static void op_checkpoint(struct pending *p, json_t *id, json_t *req)
+{
+	json_t *r = reply_new(id, true);
+
+	p->kind = PENDING_OFFICER;
+	p->checkpoint_reply = true;
+	admin_ok(p, r, NULL);
+}
+
+/* After an officer action's record is durable: sign a checkpoint over it. */
+void officer_done(struct pending *p, uint64_t seq)
+{
+	char *note = NULL;
+	uint64_t size = 0;
+	int rc;
+
+	rc = audit_checkpoint(p->b->audit, &note, &size);
+	if (rc < 0) {
+		broker_log("checkpoint after record %llu failed: %s", (unsigned long long)seq,
+			   strerror(-rc));
+		if (p->checkpoint_reply) {
+			json_t *id = json_object_get(p->reply, "id");
+			json_t *r = reply_error(id, "audit_unavailable",
+						"cannot sign a checkpoint: %s", strerror(-rc));
+
+			json_decref(p->reply);
+			p->reply = r;
+		}
+		return;
+	}
+	broker_log("checkpoint signed at size %llu", (unsigned long long)size);
+	if (p->checkpoint_reply && p->reply != NULL) {
+		json_object_set_new(p->reply, "checkpoint", json_string(note));
+		json_object_set_new(p->reply, "size", json_integer((json_int_t)size));
+	}
+	free(note);
+}
+
+void admin_op(struct conn *c, struct pending *p, const char *op, json_t *req)
+{
+	const struct admin_op *o = find_op(op);
+	json_t *id = json_object_get(req, "id");
+
+	p->request = json_incref(req);
+	if (!holds_role(c->b, &c->peer, o->role)) {
+		admin_fail(p, id, "denied", NULL, "%s needs the %s role; %s holds none that allows it",
+			   op, broker_role_name(o->role), c->peer.user);
+		return;
+	}
+	o->run(p, id, req);
+}

@@ -1,0 +1,261 @@
+/* broker_int.h — custodyd's internals, shared by the files of broker/ only.
+ *
+ * One struct broker holds the daemon's state; every callback runs on the
+ * loop thread, so none of it is locked. A request becomes a struct pending
+ * the moment it is parsed: its audit record is queued, and its reply leaves
+ * only when the audit writer says the record is durable (DESIGN §7).
+ */
+#ifndef CUSTODY_BROKER_INT_H
+#define CUSTODY_BROKER_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "audit.h"
+#include "broker.h"
+#include "loop.h"
+#include "tokens.h"
+#include "vault.h"
+
+#define BROKER_MAX_OUT_BACKLOG (1024 * 1024) /* unsent bytes before a new reply drops the client */
+#define BROKER_MAX_INFLIGHT 64               /* requests in flight before reading pauses */
+#define BROKER_PURPOSE_MAX 256
+#define BROKER_STOP_GRACE_MS 5000
+
+/* ---- peer identity (peer.c) ------------------------------------------ */
+
+struct peer {
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	gid_t *groups;            /* supplementary groups (SO_PEERGROUPS) */
+	size_t n_groups;
+	uint64_t start_time;      /* /proc/<pid>/stat field 22; 0: unknown */
+	char *exe;                /* readlink /proc/<pid>/exe; NULL: unknown */
+	bool have_exe_sha256;
+	uint8_t exe_sha256[32];
+	char user[64];            /* uid's name, or "uid:N" */
+};
+
+/* Fill p from a connected socket. 0 or -errno (the peer is then unusable). */
+int peer_from_socket(int fd, struct peer *p);
+void peer_clear(struct peer *p);
+/* True when the pid still runs the process seen at accept. */
+bool peer_still_same(const struct peer *p);
+/* Index of the first matching principal of c, or -1. */
+int peer_match_principal(struct peer *p, const struct broker_config *c);
+bool peer_in_group(const struct peer *p, gid_t g);
+/* JSON {uid, gid, pid, exe} for audit records. */
+json_t *peer_json(const struct peer *p);
+void peer_cache_free(void);
+
+/* ---- connections (server.c) ------------------------------------------ */
+
+struct pending;
+
+struct conn {
+	struct broker *b;
+	struct conn *prev, *next;
+	int fd;
+	bool admin;
+	bool closing;             /* no more reading; close when flushed */
+	bool dead;                /* closed; freed once no pending refers to it */
+	bool reading;             /* EPOLLIN wanted */
+	struct peer peer;
+	char *in;
+	size_t in_len;
+	size_t max_line;          /* limits.max_request_bytes when accepted */
+	char *out;
+	size_t out_off, out_len, out_cap;
+	int64_t last_active_ms;
+	unsigned inflight;
+	unsigned refs;            /* pendings pointing here */
+};
+
+/* Queue a reply line (object; adds "\n"); drops the client when its unsent
+ * backlog is already over the limit. Steals reply. */
+void conn_send_json(struct conn *c, json_t *reply);
+/* Queue raw bytes (one complete line, newline included). */
+void conn_send_raw(struct conn *c, const char *buf, size_t len);
+void conn_close(struct conn *c);
+void conn_unref(struct conn *c);
+/* A request finished (its reply was queued or dropped). */
+void conn_request_done(struct conn *c);
+
+int server_listen(struct broker *b);
+void server_stop_listening(struct broker *b);
+void server_close_all(struct broker *b);
+unsigned server_count(const struct broker *b, bool admin);
+
+/* ---- policy (policy.c) ------------------------------------------------ */
+
+struct rate_bucket {
+	char *principal;
+	double tokens;
+	int64_t last_ms;
+};
+
+struct suspension {
+	char *name, *actor, *reason;
+	int64_t at;
+};
+
+int grants_load(struct broker *b);
+void grants_free(struct broker *b);
+/* Replace or add g (takes ownership). */
+void grants_put(struct broker *b, struct grant *g);
+struct grant *grants_find(struct broker *b, const char *id);
+/* Does s name the tenant of g (id case-insensitively, or its name)? */
+bool grant_names_tenant(const struct grant *g, const char *s);
+bool principal_allows_tenant(const struct principal_config *p, const struct grant *g);
+bool principal_allows_scope(const struct principal_config *p, const char *scope);
+const struct suspension *suspension_find(const struct broker *b, const char *name);
+int suspensions_load(struct broker *b);
+void suspensions_free(struct broker *b);
+/* 0 allowed; >0 seconds to wait. */
+int rate_take(struct broker *b, const struct principal_config *p);
+void rates_free(struct broker *b);
+
+struct decision {
+	const char *error;        /* NULL: allowed */
+	char message[512];
+	const struct grant *grant;
+	const char *scope;        /* points into grant or request */
+	const char *tenant_id;    /* for the audit when the tenant is known */
+	int retry_after;
+};
+void policy_decide(struct broker *b, const struct principal_config *p, const char *tenant,
+		   const char *scope, const char *purpose, struct decision *d);
+
+/* ---- requests and replies (request.c) --------------------------------- */
+
+enum pending_kind { PENDING_PLAIN, PENDING_TOKEN, PENDING_PROBE, PENDING_OFFICER };
+
+struct pending {
+	struct broker *b;
+	struct pending *prev, *next;
+	struct conn *conn;        /* NULL when the reply goes nowhere */
+	uint64_t cookie;          /* 0: not queued with the audit */
+	enum pending_kind kind;
+	json_t *reply;            /* the reply to send once durable */
+	json_t *request;          /* parsed request (token/probe ops) */
+	int principal_ix;
+	char principal_name[72];  /* "" when the peer maps to no principal */
+	bool in_get;              /* inside tokens_get: a synchronous answer is deferred */
+	json_t *deferred;         /* record to queue once tokens_get returns */
+	bool deferred_fail;
+	char cache[16];
+	bool checkpoint_reply;    /* audit.checkpoint: the note goes in the reply */
+	/* token path */
+	char *token;              /* sodium_malloc'd; never logged */
+	size_t token_len;
+	struct grant *grant;
+	char *scope;
+	int64_t expires_at;
+	struct token_wait *wait;
+	bool withheld;            /* a token.withheld record is what we wait for */
+	char log[256];            /* the log line to print when done */
+};
+
+struct pending *pending_new(struct broker *b, struct conn *c, json_t *id);
+void pending_free(struct pending *p);
+/* Queue the audit record (steals rec) for p; the reply leaves when it is
+ * durable. On a store that cannot write, p is answered audit_unavailable
+ * at once. */
+void pending_audit(struct pending *p, json_t *rec);
+void pending_complete(struct pending *p, int rc, uint64_t seq);
+/* Drain the audit completion fd. */
+void broker_audit_ready(struct loop *l, int fd, uint32_t events, void *ctx);
+
+json_t *reply_new(json_t *id, bool ok);
+json_t *reply_error(json_t *id, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* An audit record skeleton: event, outcome, peer, principal, request id. */
+json_t *record_new(struct broker *b, const char *event, const char *outcome,
+		   const struct conn *c, const char *principal, json_t *id);
+void broker_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* One complete line from a client (without the newline). */
+void request_line(struct conn *c, const char *line, size_t len);
+/* too_large: answered and the connection closes after the reply. */
+void request_too_large(struct conn *c);
+
+/* ---- ops ---------------------------------------------------------------- */
+
+void tool_op(struct conn *c, struct pending *p, const char *op, json_t *req);
+bool tool_op_known(const char *op);
+const char *const *tool_op_fields(const char *op);
+void token_recheck_and_send(struct pending *p, uint64_t seq);
+void pending_flush_deferred(struct pending *p);
+json_t *broker_keys_json(struct broker *b);
+
+void admin_op(struct conn *c, struct pending *p, const char *op, json_t *req);
+bool admin_op_known(const char *op);
+const char *const *admin_op_fields(const char *op);
+void officer_done(struct pending *p, uint64_t seq);
+json_t *grant_json(const struct grant *g, int64_t now);
+
+/* ---- the daemon (daemon.c) ------------------------------------------- */
+
+struct broker_stats {
+	uint64_t requests_ok;
+	json_t *outcomes;          /* {outcome: count} */
+};
+
+struct broker {
+	struct loop *loop;
+	struct broker_config *cfg;
+	struct vault *vault;
+	struct audit *audit;
+	struct tokens *tokens;
+	struct audit_signer signer;
+	char *origin;             /* the audit origin in force (fixed at start) */
+	char *config_path;
+	int64_t started_us;
+	int sigfd;
+	/* listening */
+	int tool_fd, admin_fd;
+	char *tool_path, *admin_path;
+	struct loop_timer *accept_timer;
+	bool accept_paused;
+	/* connections */
+	struct conn *conns;
+	unsigned n_tool, n_admin;
+	struct loop_timer *sweep_timer;
+	/* requests waiting for the audit */
+	struct pending *pend_head, *pend_tail;
+	uint64_t next_cookie;
+	unsigned n_pending;
+	/* policy state */
+	struct grant **grants;
+	size_t n_grants, cap_grants;
+	bool *expired_noted;      /* parallel to grants */
+	struct suspension *susp;
+	size_t n_susp;
+	bool lockdown;
+	char lockdown_reason[512];
+	struct rate_bucket *rates;
+	size_t n_rates;
+	struct loop_timer *expiry_timer;
+	/* stopping */
+	bool stopping;
+	struct loop_timer *stop_timer;
+	int64_t stop_deadline_ms;
+	json_t *outcomes;
+};
+
+/* Re-read the config; 0 or -EINVAL with err filled (the running policy stays). */
+int broker_reload(struct broker *b, struct cerr *err);
+void broker_count_outcome(struct broker *b, const char *outcome);
+void broker_check_stopped(struct broker *b);
+/* The actor name for a uid ("alice" or "uid:N"). */
+void broker_user_name(uid_t uid, char out[static 64]);
+
+/* sd_notify (notify.c): no-op without $NOTIFY_SOCKET. */
+void notify_send(const char *state);
+
+#endif

@@ -1,0 +1,446 @@
+/* daemon.c — custodyd's life: start, signals, reload, grant expiry, stop.
+ *
+ * custodyd always runs in the foreground (meant for systemd Type=notify,
+ * or a test harness that tracks its pid); --foreground is accepted for
+ * clarity and compatibility. Logs go to stderr, one line per event,
+ * never a secret.
+ *
+ * Hardening before the first secret is touched: no core dumps
+ * (PR_SET_DUMPABLE 0, RLIMIT_CORE 0), umask 077 (the sockets are
+ * chmod'ed explicitly), SIGPIPE ignored, and SIGTERM/SIGINT/SIGHUP
+ * blocked in every thread and read through a signalfd on the loop.
+ */
+#include "broker_int.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <sodium.h>
+
+#define EXPIRY_CHECK_MS 1000
+
+void broker_count_outcome(struct broker *b, const char *outcome)
+{
+	json_t *v = json_object_get(b->outcomes, outcome);
+
+	json_object_set_new(b->outcomes, outcome,
+			    json_integer(v ? json_integer_value(v) + 1 : 1));
+}
+
+void broker_check_stopped(struct broker *b)
+{
+	if (b->stopping && b->n_pending == 0)
+		loop_stop(b->loop);
+}
+
+/* A record that answers nobody (lifecycle events). */
+static void lifecycle_record(struct broker *b, json_t *rec)
+{
+	struct pending *p = pending_new(b, NULL, NULL);
+
+	if (p == NULL) {
+		json_decref(rec);
+		return;
+	}
+	pending_audit(p, rec);
+}
+
+/* ---- grant expiry ------------------------------------------------------- */
+
+struct expiry_seen {
+	const char *grant;
+	bool found;
+};
+
+static int expiry_seen_cb(void *ctx, uint64_t seq, const char *body, size_t len)
+{
+	struct expiry_seen *e = ctx;
+	json_t *rec = json_loadb(body, len, 0, NULL);
+	const char *g = json_string_value(json_object_get(rec, "grant"));
+
+	if (g != NULL && strcmp(g, e->grant) == 0)
+		e->found = true;
+	json_decref(rec);
+	return e->found ? 1 : 0;
+}
+
+/* Grants that expired while custodyd was down get their record now, once. */
+static void expiry_init(struct broker *b)
+{
+	int64_t now = util_now_us() / 1000000;
+
+	for (size_t i = 0; i < b->n_grants; i++) {
+		struct expiry_seen e = {.grant = b->grants[i]->id};
+		struct audit_filter f = {.tenant = b->grants[i]->tenant_id,
+					 .event = "grant.expired"};
+
+		if (grant_state(b->grants[i], now) != GRANT_EXPIRED)
+			continue;
+		(void)audit_query(b->audit, &f, expiry_seen_cb, &e);
+		b->expired_noted[i] = e.found;
+	}
+}
+
+static void expiry_tick(struct loop *l, struct loop_timer *t, void *ctx)
+{
+	struct broker *b = ctx;
+	int64_t now = util_now_us() / 1000000;
+
+	for (size_t i = 0; i < b->n_grants; i++) {
+		const struct grant *g = b->grants[i];
+		char ts[UTIL_TIME_LEN];
+
+		if (b->expired_noted[i] || grant_state(g, now) != GRANT_EXPIRED)
+			continue;
+		b->expired_noted[i] = true;
+		tokens_forget_grant(b->tokens, g->id);
+		if (util_time_format(g->not_after * 1000000, false, ts) < 0)
+			ts[0] = '\0';
+		broker_log("grant %s for tenant %s expired at %s", g->id, g->tenant_id, ts);
+		lifecycle_record(b, json_pack("{s:s,s:s,s:s,s:s,s:s}", "event", "grant.expired",
+					      "outcome", "ok", "tenant", g->tenant_id, "grant", g->id,
+					      "not_after", ts));
+	}
+	if (!b->stopping)
+		loop_timer_arm(t, EXPIRY_CHECK_MS);
+}
+
+/* ---- reload --------------------------------------------------------------- */
+
+static bool str_differs(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a != b;
+	return strcmp(a, b) != 0;
+}
+
+int broker_reload(struct broker *b, struct cerr *err)
+{
+	struct broker_config *nc = NULL;
+	int rc;
+
+	rc = broker_config_load(b->config_path, &nc, err);
+	if (rc < 0) {
+		broker_log("reload failed, the running policy stays: %s", err->msg);
+		return -EINVAL;
+	}
+	rc = tokens_configure(b->tokens, &nc->upstream);
+	if (rc < 0) {
+		cerr_set(err, rc, "cannot apply the upstream settings: %s", strerror(-rc));
+		broker_config_free(nc);
+		return -EINVAL;
+	}
+	if (str_differs(nc->state_dir, b->cfg->state_dir) ||
+	    str_differs(nc->key_file, b->cfg->key_file) ||
+	    str_differs(nc->passphrase_file, b->cfg->passphrase_file) ||
+	    str_differs(nc->tool_socket.path, b->cfg->tool_socket.path) ||
+	    str_differs(nc->admin_socket.path, b->cfg->admin_socket.path) ||
+	    str_differs(nc->audit_origin, b->cfg->audit_origin))
+		broker_log("reload: state_dir, key, socket and audit settings take effect at the next start");
+	broker_config_free(b->cfg);
+	b->cfg = nc;
+	broker_log("reloaded %s: %zu principals", b->config_path, nc->n_principals);
+	return 0;
+}
+
+static void reload_on_signal(struct broker *b)
+{
+	struct cerr err = {0};
+	int rc;
+
+	notify_send("RELOADING=1");
+	rc = broker_reload(b, &err);
+	lifecycle_record(b, rc == 0 ? json_pack("{s:s,s:s}", "event", "reload", "outcome", "ok")
+				    : json_pack("{s:s,s:s,s:s}", "event", "reload", "outcome",
+						"failed", "message", err.msg));
+	notify_send("READY=1");
+}
+
+/* ---- stop ---------------------------------------------------------------------- */
+
+static void stop_deadline(struct loop *l, struct loop_timer *t, void *ctx)
+{
+	struct broker *b = ctx;
+
+	broker_log("stop: %u requests still in flight after %d ms; giving up on them",
+		   b->n_pending, BROKER_STOP_GRACE_MS);
+	while (b->pend_head != NULL)
+		pending_free(b->pend_head);
+	loop_stop(l);
+}
+
+static void begin_stop(struct broker *b, const char *why)
+{
+	if (b->stopping)
+		return;
+	broker_log("stopping (%s)", why);
+	notify_send("STOPPING=1");
+	b->stopping = true;
+	server_stop_listening(b);
+	if (b->expiry_timer != NULL)
+		loop_timer_disarm(b->expiry_timer);
+	loop_timer_arm(b->stop_timer, BROKER_STOP_GRACE_MS);
+	broker_check_stopped(b);
+}
+
+static void on_signal(struct loop *l, int fd, uint32_t events, void *ctx)
+{
+	struct broker *b = ctx;
+	struct signalfd_siginfo si;
+
+	while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (si.ssi_signo == SIGHUP)
+			reload_on_signal(b);
+		else if (si.ssi_signo == SIGTERM)
+			begin_stop(b, "SIGTERM");
+		else if (si.ssi_signo == SIGINT)
+			begin_stop(b, "SIGINT");
+	}
+}
+
+/* ---- start ----------------------------------------------------------------------- */
+
+static void harden(void)
+{
+	struct rlimit rl = {0, 0};
+
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	setrlimit(RLIMIT_CORE, &rl);
+	umask(077);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static int load_state(struct broker *b)
+{
+	char reason[512] = "";
+	bool on = false;
+	int rc;
+
+	rc = grants_load(b);
+	if (rc < 0) {
+		broker_log("cannot read the grants from the vault: %s", strerror(-rc));
+		return rc;
+	}
+	rc = suspensions_load(b);
+	if (rc < 0) {
+		broker_log("cannot read the suspensions from the vault: %s", strerror(-rc));
+		return rc;
+	}
+	rc = vault_lockdown_get(b->vault, &on, NULL, reason, NULL);
+	if (rc < 0) {
+		broker_log("cannot read the lockdown state from the vault: %s", strerror(-rc));
+		return rc;
+	}
+	b->lockdown = on;
+	snprintf(b->lockdown_reason, sizeof(b->lockdown_reason), "%s", reason);
+	return 0;
+}
+
+static int broker_start(struct broker *b)
+{
+	struct vault_key_source src;
+	struct audit_opts ao = {0};
+	struct cerr err = {0};
+	sigset_t mask;
+	int rc;
+
+	b->tool_fd = b->admin_fd = b->sigfd = -1;
+	b->started_us = util_now_us();
+	b->outcomes = json_object();
+	if (b->outcomes == NULL)
+		return -ENOMEM;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	/* blocked before any thread starts, so only the signalfd sees them */
+	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+		return -errno;
+	b->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (b->sigfd < 0)
+		return -errno;
+	rc = loop_new(&b->loop);
+	if (rc < 0)
+		return rc;
+	broker_config_key_source(b->cfg, &src);
+	rc = vault_open(b->cfg->vault_dir, &src, &b->vault, &err);
+	if (rc < 0) {
+		broker_log("cannot open the vault: %s", err.msg);
+		return rc;
+	}
+	b->origin = strdup(b->cfg->audit_origin);
+	if (b->origin == NULL)
+		return -ENOMEM;
+	b->signer.origin = b->origin;
+	memcpy(b->signer.public_key, vault_public_keys(b->vault)->sign_pk, 32);
+	b->signer.sign = vault_audit_sign;
+	b->signer.ctx = b->vault;
+	ao.checkpoint_every = b->cfg->checkpoint_every;
+	ao.checkpoint_interval_s = b->cfg->checkpoint_interval_s;
+	ao.signer = &b->signer;
+	rc = audit_open(b->cfg->audit_db, &ao, &b->audit, &err);
+	if (rc < 0) {
+		broker_log("cannot open the audit store: %s", err.msg);
+		return rc;
+	}
+	rc = tokens_new(b->loop, b->vault, &b->cfg->upstream, &b->tokens);
+	if (rc < 0) {
+		broker_log("cannot start the token cache: %s", strerror(-rc));
+		return rc;
+	}
+	rc = load_state(b);
+	if (rc < 0)
+		return rc;
+	expiry_init(b);
+	rc = loop_fd_add(b->loop, b->sigfd, EPOLLIN, on_signal, b);
+	if (rc < 0)
+		return rc;
+	rc = loop_fd_add(b->loop, audit_event_fd(b->audit), EPOLLIN, broker_audit_ready, b);
+	if (rc < 0)
+		return rc;
+	rc = loop_timer_new(b->loop, stop_deadline, b, &b->stop_timer);
+	if (rc < 0)
+		return rc;
+	rc = loop_timer_new(b->loop, expiry_tick, b, &b->expiry_timer);
+	if (rc < 0)
+		return rc;
+	rc = server_listen(b);
+	if (rc < 0)
+		return rc;
+	return 0;
+}
+
+static void broker_finish(struct broker *b)
+{
+	if (b->loop != NULL) {
+		server_stop_listening(b);
+		server_close_all(b);
+		while (b->pend_head != NULL)
+			pending_free(b->pend_head);
+	}
+	if (b->tokens != NULL)
+		tokens_free(b->tokens);
+	if (b->audit != NULL) {
+		if (b->loop != NULL && b->sigfd >= 0)
+			loop_fd_del(b->loop, audit_event_fd(b->audit));
+		if (audit_close(b->audit) < 0)
+			broker_log("closing the audit store failed: the final checkpoint may be missing");
+	}
+	if (b->vault != NULL)
+		vault_close(b->vault);
+	grants_free(b);
+	suspensions_free(b);
+	rates_free(b);
+	if (b->loop != NULL)
+		loop_free(b->loop);
+	if (b->sigfd >= 0)
+		close(b->sigfd);
+	json_decref(b->outcomes);
+	free(b->origin);
+	peer_cache_free();
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: custodyd [--config FILE] [--foreground]\n"
+		   "  --config FILE   config file (default $CUSTODY_CONFIG or %s)\n"
+		   "  --foreground    run in the foreground (always the case: custodyd is\n"
+		   "                  meant for systemd Type=notify or a supervisor)\n",
+		   BROKER_DEFAULT_CONFIG);
+}
+
+int broker_main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"foreground", no_argument, NULL, 'f'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
+	};
+	struct broker b = {0};
+	const char *config_arg = NULL;
+	struct cerr err = {0};
+	uint64_t seq = 0;
+	int opt, rc, status = 1;
+
+	while ((opt = getopt_long(argc, argv, "c:fhV", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'c':
+			config_arg = optarg;
+			break;
+		case 'f':
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("custodyd 0.1.0\n");
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	harden();
+	if (sodium_init() < 0) {
+		broker_log("libsodium failed to initialize");
+		return 1;
+	}
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		broker_log("libcurl failed to initialize");
+		return 1;
+	}
+	b.config_path = (char *)broker_config_path(config_arg);
+	rc = broker_config_load(b.config_path, &b.cfg, &err);
+	if (rc < 0) {
+		broker_log("%s", err.msg);
+		goto out;
+	}
+	rc = broker_start(&b);
+	if (rc < 0)
+		goto out;
+	rc = audit_append(b.audit, json_pack("{s:s,s:s,s:s,s:I,s:s}", "event", "start", "outcome",
+					     "ok", "version", "0.1.0", "pid", (json_int_t)getpid(),
+					     "config", b.config_path),
+			  &seq);
+	if (rc < 0) {
+		broker_log("cannot write the start record: the audit store is not writable (%s)",
+			   strerror(-rc));
+		goto out;
+	}
+	loop_timer_arm(b.expiry_timer, 0);
+	broker_log("started: %zu grants, %zu principals%s, tool socket %s, admin socket %s",
+		   b.n_grants, b.cfg->n_principals, b.lockdown ? ", LOCKED DOWN" : "", b.tool_path,
+		   b.admin_path);
+	notify_send("READY=1");
+	rc = loop_run(b.loop);
+	if (rc < 0)
+		broker_log("event loop failed: %s", strerror(-rc));
+	server_stop_listening(&b);
+	server_close_all(&b);
+	rc = audit_append(b.audit, json_pack("{s:s,s:s}", "event", "stop", "outcome", "ok"), &seq);
+	if (rc < 0)
+		broker_log("cannot write the stop record (%s)", strerror(-rc));
+	broker_log("stopped");
+	status = 0;
+out:
+	broker_finish(&b);
+	broker_config_free(b.cfg);
+	curl_global_cleanup();
+	return status;
+}

@@ -1,0 +1,534 @@
+/* tool_ops.c — the tool socket's ops: ping, whoami, tenants, keys, token.
+ *
+ * ping answers anyone (it proves the broker is up and says nothing else);
+ * every other op needs a principal. The token path: policy → token cache /
+ * upstream → audit record → (durable) → re-check → reply. The re-check
+ * runs on the loop thread right before the token is written to the
+ * socket, so a revocation, suspension or lockdown that landed while the
+ * record was being synced still stops it, as does a recycled pid.
+ */
+#include "broker_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+static const char *const f_none[] = {NULL};
+static const char *const f_token[] = {"tenant", "scope", "min_ttl", "purpose", NULL};
+
+bool tool_op_known(const char *op)
+{
+	return strcmp(op, "ping") == 0 || strcmp(op, "whoami") == 0 ||
+	       strcmp(op, "tenants") == 0 || strcmp(op, "keys") == 0 || strcmp(op, "token") == 0;
+}
+
+const char *const *tool_op_fields(const char *op)
+{
+	return strcmp(op, "token") == 0 ? f_token : f_none;
+}
+
+static const struct principal_config *principal_of(struct broker *b, int ix)
+{
+	return ix >= 0 && (size_t)ix < b->cfg->n_principals ? &b->cfg->principals[ix] : NULL;
+}
+
+static const struct principal_config *principal_by_name(struct broker *b, const char *name)
+{
+	for (size_t i = 0; i < b->cfg->n_principals; i++)
+		if (strcmp(b->cfg->principals[i].name, name) == 0)
+			return &b->cfg->principals[i];
+	return NULL;
+}
+
+/* Reply with an error and audit it under event. */
+static void answer_error(struct pending *p, const char *event, json_t *id, const char *code,
+			 const char *message, json_t *extra_rec)
+{
+	struct broker *b = p->b;
+	json_t *rec = record_new(b, event, code, p->conn, p->principal_name, id);
+
+	p->reply = reply_error(id, code, "%s", message);
+	if (rec != NULL) {
+		json_object_set_new(rec, "error", json_string(code));
+		if (extra_rec != NULL)
+			json_object_update(rec, extra_rec);
+	}
+	json_decref(extra_rec);
+	broker_count_outcome(b, code);
+	snprintf(p->log, sizeof(p->log), "%s %s: principal=%s uid=%u pid=%d", event, code,
+		 p->principal_name[0] ? p->principal_name : "-",
+		 p->conn ? (unsigned)p->conn->peer.uid : 0, p->conn ? (int)p->conn->peer.pid : 0);
+	pending_audit(p, rec);
+}
+
+static void answer_ok(struct pending *p, const char *event, json_t *id, json_t *reply)
+{
+	struct broker *b = p->b;
+
+	p->reply = reply;
+	broker_count_outcome(b, "ok");
+	snprintf(p->log, sizeof(p->log), "%s ok: principal=%s uid=%u pid=%d", event,
+		 p->principal_name[0] ? p->principal_name : "-",
+		 p->conn ? (unsigned)p->conn->peer.uid : 0, p->conn ? (int)p->conn->peer.pid : 0);
+	pending_audit(p, record_new(b, event, "ok", p->conn, p->principal_name, id));
+}
+
+static json_t *scopes_json(char **scopes, size_t n, const struct principal_config *pc)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a != NULL && i < n; i++)
+		if (pc == NULL || principal_allows_scope(pc, scopes[i]))
+			json_array_append_new(a, json_string(scopes[i]));
+	return a;
+}
+
+static int state_rank(enum grant_state s)
+{
+	switch (s) {
+	case GRANT_ACTIVE:
+		return 3;
+	case GRANT_PENDING:
+		return 2;
+	case GRANT_EXPIRED:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static void op_tenants(struct pending *p, json_t *id, const struct principal_config *pc)
+{
+	struct broker *b = p->b;
+	int64_t now = util_now_us() / 1000000;
+	const struct grant **best = calloc(b->n_grants + 1, sizeof(*best));
+	size_t n = 0;
+	json_t *arr = json_array(), *r;
+
+	for (size_t i = 0; best != NULL && arr != NULL && i < b->n_grants; i++) {
+		const struct grant *g = b->grants[i];
+		size_t j;
+
+		if (!principal_allows_tenant(pc, g) || !grant_allows_principal(g, pc->name))
+			continue;
+		for (j = 0; j < n; j++)
+			if (strcasecmp(best[j]->tenant_id, g->tenant_id) == 0)
+				break;
+		if (j == n) {
+			best[n++] = g;
+			continue;
+		}
+		if (state_rank(grant_state(g, now)) > state_rank(grant_state(best[j], now)) ||
+		    (grant_state(g, now) == grant_state(best[j], now) &&
+		     g->imported_at > best[j]->imported_at))
+			best[j] = g;
+	}
+	for (size_t j = 0; best != NULL && arr != NULL && j < n; j++)
+		json_array_append_new(arr, json_pack("{s:s,s:s?,s:o,s:s}", "tenant_id",
+						     best[j]->tenant_id, "tenant_name",
+						     best[j]->tenant_name[0] ? best[j]->tenant_name : NULL,
+						     "scopes",
+						     scopes_json(best[j]->scopes, best[j]->n_scopes, pc),
+						     "state", grant_state_name(grant_state(best[j], now))));
+	free(best);
+	r = reply_new(id, true);
+	json_object_set_new(r, "tenants", arr ? arr : json_array());
+	answer_ok(p, "tenants", id, r);
+}
+
+json_t *broker_keys_json(struct broker *b)
+{
+	const struct vault_public *pub = vault_public_keys(b->vault);
+	char b64[sodium_base64_ENCODED_LEN(32, sodium_base64_VARIANT_ORIGINAL)];
+	char vkey[512];
+
+	sodium_bin2base64(b64, sizeof(b64), pub->seal_pk, 32, sodium_base64_VARIANT_ORIGINAL);
+	if (vault_vkey_format(b->origin, pub->sign_pk, vkey, sizeof(vkey)) < 0)
+		vkey[0] = '\0';
+	return json_pack("{s:s,s:s,s:s}", "seal_public_key", b64, "seal_key_id", pub->seal_key_id,
+			 "audit_verifier_key", vkey);
+}
+
+/* ---- token ------------------------------------------------------------- */
+
+static const char *token_error_code(enum token_status s)
+{
+	switch (s) {
+	case TOKEN_OK:
+		return "ok";
+	case TOKEN_RATE_LIMITED:
+		return "rate_limited";
+	case TOKEN_UPSTREAM_REJECTED:
+		return "upstream_rejected";
+	case TOKEN_UPSTREAM_UNAVAILABLE:
+		return "upstream_unavailable";
+	case TOKEN_REVOKED:
+		return "revoked";
+	default:
+		return "internal";
+	}
+}
+
+/* The fields every token record carries. */
+static json_t *token_record(struct pending *p, const char *event, const char *outcome)
+{
+	struct broker *b = p->b;
+	json_t *id = json_object_get(p->request, "id");
+	json_t *rec = record_new(b, event, outcome, p->conn, p->principal_name, id);
+	json_t *purpose = json_object_get(p->request, "purpose");
+
+	if (rec == NULL)
+		return NULL;
+	json_object_set_new(rec, "tenant", json_string(p->grant->tenant_id));
+	json_object_set_new(rec, "grant", json_string(p->grant->id));
+	json_object_set_new(rec, "scope", json_string(p->scope));
+	if (purpose != NULL)
+		json_object_set(rec, "purpose", purpose);
+	return rec;
+}
+
+static void token_answered(void *ctx, const struct token_reply *r)
+{
+	struct pending *p = ctx;
+	struct broker *b = p->b;
+	json_t *id = json_object_get(p->request, "id");
+	const char *code = token_error_code(r->status);
+	json_t *rec;
+	char ts[UTIL_TIME_LEN];
+
+	p->wait = NULL;
+	if (r->status == TOKEN_OK) {
+		rec = token_record(p, "token", "ok");
+		p->token = sodium_malloc(r->token_len + 1);
+		if (p->token == NULL || rec == NULL ||
+		    util_time_format(r->expires_at * 1000000, false, ts) < 0) {
+			json_decref(rec);
+			p->kind = PENDING_PLAIN;
+			answer_error(p, "token", id, "internal", "out of memory", NULL);
+			goto out;
+		}
+		memcpy(p->token, r->access_token, r->token_len);
+		p->token[r->token_len] = '\0';
+		p->token_len = r->token_len;
+		p->expires_at = r->expires_at;
+		json_object_set_new(rec, "cache", json_string(r->cache));
+		json_object_set_new(rec, "token_sha256", json_string(r->token_sha256));
+		json_object_set_new(rec, "token_uti", r->uti[0] ? json_string(r->uti) : json_null());
+		json_object_set_new(rec, "client_request_id",
+				    r->client_request_id[0] ? json_string(r->client_request_id)
+							    : json_null());
+		json_object_set_new(rec, "expires_at", json_string(ts));
+		p->reply = reply_new(id, true);
+		json_object_set_new(p->reply, "token_type", json_string("Bearer"));
+		json_object_set_new(p->reply, "expires_at", json_string(ts));
+		json_object_set_new(p->reply, "tenant", json_string(p->grant->tenant_id));
+		json_object_set_new(p->reply, "scope", json_string(p->scope));
+		json_object_set_new(p->reply, "grant", json_string(p->grant->id));
+		json_object_set_new(p->reply, "cache", json_string(r->cache));
+		snprintf(p->cache, sizeof(p->cache), "%s", r->cache);
+		snprintf(p->log, sizeof(p->log), "token ok: principal=%s tenant=%s grant=%s cache=%s",
+			 p->principal_name, p->grant->tenant_id, p->grant->id,
+			 r->cache);
+		p->kind = PENDING_TOKEN;
+		p->deferred = rec;
+		goto out;
+	}
+	rec = token_record(p, "token", code);
+	if (rec != NULL) {
+		json_object_set_new(rec, "error", json_string(code));
+		if (r->client_request_id[0])
+			json_object_set_new(rec, "client_request_id",
+					    json_string(r->client_request_id));
+	}
+	p->reply = reply_error(id, code, "%s", r->message[0] ? r->message : code);
+	if (r->status == TOKEN_RATE_LIMITED) {
+		json_object_set_new(p->reply, "retry_after", json_integer(r->retry_after));
+		if (rec != NULL)
+			json_object_set_new(rec, "retry_after", json_integer(r->retry_after));
+	}
+	if (r->status == TOKEN_UPSTREAM_REJECTED) {
+		json_t *codes = json_array();
+
+		for (size_t i = 0; codes != NULL && i < r->n_upstream_codes && i < 8; i++)
+			json_array_append_new(codes, json_integer(r->upstream_codes[i]));
+		json_object_set_new(p->reply, "upstream_error", json_string(r->upstream_error));
+		json_object_set(p->reply, "upstream_codes", codes);
+		if (rec != NULL) {
+			json_object_set_new(rec, "upstream_error", json_string(r->upstream_error));
+			json_object_set(rec, "upstream_codes", codes);
+			json_object_set_new(rec, "http_status", json_integer(r->http_status));
+		}
+		json_decref(codes);
+	}
+	broker_count_outcome(b, code);
+	snprintf(p->log, sizeof(p->log), "token %s: principal=%s tenant=%s grant=%s", code,
+		 p->principal_name, p->grant->tenant_id, p->grant->id);
+	p->kind = PENDING_PLAIN;
+	p->deferred = rec;
+	if (rec == NULL)
+		p->deferred_fail = true;
+out:
+	/* The record is queued by whoever called tokens_get, after it returns,
+	 * so a synchronous answer (cache hit) never frees p under its feet. */
+	if (!p->in_get)
+		pending_flush_deferred(p);
+}
+
+void pending_flush_deferred(struct pending *p)
+{
+	json_t *rec = p->deferred;
+
+	if (rec == NULL && !p->deferred_fail)
+		return;
+	p->deferred = NULL;
+	p->deferred_fail = false;
+	pending_audit(p, rec);
+}
+
+static void op_token(struct pending *p, json_t *id, json_t *req)
+{
+	struct broker *b = p->b;
+	const struct principal_config *pc = principal_of(b, p->principal_ix);
+	json_t *tenant = json_object_get(req, "tenant"), *scope = json_object_get(req, "scope");
+	json_t *min_ttl = json_object_get(req, "min_ttl"), *purpose = json_object_get(req, "purpose");
+	json_t *extra;
+	struct decision d;
+	struct token_request treq;
+	struct token_wait *w = NULL;
+	int rc;
+
+	if (tenant == NULL || !json_is_string(tenant) || json_string_length(tenant) == 0 ||
+	    json_string_length(tenant) > 256) {
+		answer_error(p, "token", id, "bad_request", "tenant: required (a tenant id or name)",
+			     NULL);
+		return;
+	}
+	if (scope != NULL && (!json_is_string(scope) || json_string_length(scope) == 0 ||
+			      json_string_length(scope) > 1024)) {
+		answer_error(p, "token", id, "bad_request", "scope: expected a non-empty string",
+			     NULL);
+		return;
+	}
+	if (min_ttl != NULL && (!json_is_integer(min_ttl) || json_integer_value(min_ttl) < 0 ||
+				json_integer_value(min_ttl) > 86400)) {
+		answer_error(p, "token", id, "bad_request",
+			     "min_ttl: expected an integer from 0 to 86400 (seconds)", NULL);
+		return;
+	}
+	if (purpose != NULL && (!json_is_string(purpose) ||
+				json_string_length(purpose) > BROKER_PURPOSE_MAX)) {
+		answer_error(p, "token", id, "bad_request",
+			     "purpose: expected a string of at most 256 bytes", NULL);
+		return;
+	}
+	if (pc == NULL) {
+		answer_error(p, "token", id, "unauthenticated",
+			     "this process maps to no principal: ask an admin to add a match for your uid/group/executable to the config",
+			     json_pack("{s:s}", "requested_tenant", json_string_value(tenant)));
+		return;
+	}
+	policy_decide(b, pc, json_string_value(tenant), scope ? json_string_value(scope) : NULL,
+		      purpose ? json_string_value(purpose) : NULL, &d);
+	if (d.error != NULL) {
+		extra = json_object();
+		if (d.tenant_id != NULL)
+			json_object_set_new(extra, "tenant", json_string(d.tenant_id));
+		else
+			json_object_set_new(extra, "requested_tenant", json_string(json_string_value(tenant)));
+		if (scope != NULL)
+			json_object_set(extra, "scope", scope);
+		if (purpose != NULL)
+			json_object_set(extra, "purpose", purpose);
+		if (d.retry_after > 0)
+			json_object_set_new(extra, "retry_after", json_integer(d.retry_after));
+		answer_error(p, "token", id, d.error, d.message, extra);
+		if (d.retry_after > 0 && p->reply != NULL)
+			json_object_set_new(p->reply, "retry_after", json_integer(d.retry_after));
+		return;
+	}
+	p->request = json_incref(req);
+	p->grant = grant_dup(d.grant);
+	p->scope = strdup(d.scope);
+	if (p->grant == NULL || p->scope == NULL) {
+		answer_error(p, "token", id, "internal", "out of memory", NULL);
+		return;
+	}
+	treq = (struct token_request){
+		.grant = p->grant,
+		.scope = p->scope,
+		.min_ttl = min_ttl ? (int)json_integer_value(min_ttl) : 300,
+		.deadline_ms = loop_now_ms(b->loop) +
+			       (int64_t)b->cfg->upstream.timeout_ms * (b->cfg->upstream.retries + 1) + 5000,
+	};
+	p->in_get = true;
+	rc = tokens_get(b->tokens, &treq, token_answered, p, &w);
+	p->in_get = false;
+	if (rc < 0) {
+		answer_error(p, "token", id, "internal", "the token cache failed: see custodyd's log",
+			     NULL);
+		return;
+	}
+	if (p->deferred != NULL || p->deferred_fail)
+		pending_flush_deferred(p);   /* answered synchronously */
+	else
+		p->wait = w;
+}
+
+/* Write the token reply: the token is spliced into the serialized reply in
+ * sodium memory, so it never sits in a jansson string that is freed
+ * without being wiped. */
+static int send_token(struct pending *p)
+{
+	json_t *r = p->reply;
+	char *head, *line = NULL;
+	size_t hl, need, o = 0;
+	int64_t in = p->expires_at - util_now_us() / 1000000;
+
+	json_object_set_new(r, "expires_in", json_integer(in > 0 ? in : 0));
+	head = json_dumps(r, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (head == NULL)
+		return -ENOMEM;
+	hl = strlen(head);
+	need = hl + p->token_len * 6 + 32;
+	line = sodium_malloc(need);
+	if (line == NULL || hl < 2) {
+		free(head);
+		return -ENOMEM;
+	}
+	memcpy(line, head, hl - 1);   /* without the closing brace */
+	o = hl - 1;
+	memcpy(line + o, ",\"access_token\":\"", 17);
+	o += 17;
+	for (size_t i = 0; i < p->token_len; i++) {
+		unsigned char ch = (unsigned char)p->token[i];
+
+		if (ch == '"' || ch == '\\') {
+			line[o++] = '\\';
+			line[o++] = (char)ch;
+		} else if (ch < 0x20) {
+			o += (size_t)snprintf(line + o, 7, "\\u%04x", ch);
+		} else {
+			line[o++] = (char)ch;
+		}
+	}
+	memcpy(line + o, "\"}\n", 3);
+	o += 3;
+	free(head);
+	conn_send_raw(p->conn, line, o);
+	sodium_memzero(line, need);
+	sodium_free(line);
+	return 0;
+}
+
+void token_recheck_and_send(struct pending *p, uint64_t seq)
+{
+	struct broker *b = p->b;
+	const struct grant *g = grants_find(b, p->grant->id);
+	const struct principal_config *pc = principal_by_name(b, p->principal_name);
+	const struct suspension *s = pc ? suspension_find(b, pc->name) : NULL;
+	int64_t now = util_now_us() / 1000000;
+	json_t *id = json_object_get(p->request, "id");
+	const char *code = NULL;
+	char msg[512];
+	json_t *rec;
+
+	if (b->lockdown) {
+		code = "locked_down";
+		snprintf(msg, sizeof(msg), "custodyd was locked down (%s): no tokens until an officer runs `custody unlock`",
+			 b->lockdown_reason);
+	} else if (pc == NULL) {
+		code = "denied";
+		snprintf(msg, sizeof(msg), "the policy changed while the token was fetched: ask again");
+	} else if (s != NULL) {
+		code = "suspended";
+		snprintf(msg, sizeof(msg), "principal %s was suspended by %s: %s", pc->name, s->actor,
+			 s->reason);
+	} else if (g == NULL || g->revoked) {
+		code = "revoked";
+		snprintf(msg, sizeof(msg), "grant %s for tenant %s was revoked by officer %s: %s",
+			 p->grant->id, p->grant->tenant_id, g ? g->revoked_by : "?",
+			 g ? g->reason : "?");
+	} else if (grant_state(g, now) == GRANT_EXPIRED) {
+		code = "grant_expired";
+		snprintf(msg, sizeof(msg), "the grant for tenant %s has expired: the customer must issue a new one",
+			 p->grant->tenant_id);
+	} else if (p->conn == NULL || p->conn->dead) {
+		code = "gone";
+		snprintf(msg, sizeof(msg), "the client closed its connection");
+	} else if (!peer_still_same(&p->conn->peer)) {
+		code = "unauthenticated";
+		snprintf(msg, sizeof(msg), "the requesting process changed (pid reused): ask again");
+	}
+	if (code == NULL && send_token(p) == 0) {
+		broker_log("%s seq=%llu", p->log, (unsigned long long)seq);
+		pending_free(p);
+		return;
+	}
+	if (code == NULL) {
+		code = "internal";
+		snprintf(msg, sizeof(msg), "out of memory");
+	}
+	/* Withheld: the token record is durable, so say so in another one. */
+	broker_log("token withheld (%s): principal=%s grant=%s seq=%llu", code,
+		   p->principal_name, p->grant->id, (unsigned long long)seq);
+	sodium_memzero(p->token, p->token_len);
+	sodium_free(p->token);
+	p->token = NULL;
+	rec = token_record(p, "token.withheld", code);
+	if (rec != NULL) {
+		json_object_set_new(rec, "error", json_string(code));
+		json_object_set_new(rec, "token_seq", json_integer((json_int_t)seq));
+	}
+	json_decref(p->reply);
+	p->reply = strcmp(code, "gone") == 0 ? NULL : reply_error(id, code, "%s", msg);
+	p->kind = PENDING_PLAIN;
+	p->log[0] = '\0';
+	broker_count_outcome(b, "withheld");
+	pending_audit(p, rec);
+}
+
+void tool_op(struct conn *c, struct pending *p, const char *op, json_t *req)
+{
+	struct broker *b = c->b;
+	json_t *id = json_object_get(req, "id"), *r;
+	const struct principal_config *pc;
+
+	p->principal_ix = peer_match_principal(&c->peer, b->cfg);
+	pc = principal_of(b, p->principal_ix);
+	if (pc != NULL)
+		snprintf(p->principal_name, sizeof(p->principal_name), "%s", pc->name);
+	if (strcmp(op, "ping") == 0) {
+		r = reply_new(id, true);
+		json_object_set_new(r, "pong", json_true());
+		answer_ok(p, "ping", id, r);
+		return;
+	}
+	if (strcmp(op, "token") == 0) {
+		op_token(p, id, req);
+		return;
+	}
+	if (pc == NULL) {
+		answer_error(p, op, id, "unauthenticated",
+			     "this process maps to no principal: ask an admin to add a match for your uid/group/executable to the config",
+			     NULL);
+		return;
+	}
+	if (strcmp(op, "whoami") == 0) {
+		r = reply_new(id, true);
+		json_object_set_new(r, "principal", json_string(pc->name));
+		json_object_set_new(r, "uid", json_integer(c->peer.uid));
+		json_object_set_new(r, "gid", json_integer(c->peer.gid));
+		json_object_set_new(r, "pid", json_integer(c->peer.pid));
+		json_object_set_new(r, "exe", c->peer.exe ? json_string(c->peer.exe) : json_null());
+		answer_ok(p, "whoami", id, r);
+	} else if (strcmp(op, "tenants") == 0) {
+		op_tenants(p, id, pc);
+	} else {
+		r = reply_new(id, true);
+		json_object_update_new(r, broker_keys_json(b));
+		answer_ok(p, "keys", id, r);
+	}
+}
