@@ -1,0 +1,834 @@
+#!/usr/bin/env python3
+"""run.py — custody's benchmark driver (issue 6). Python 3 standard library.
+
+    python3 tests/bench/run.py --build build [--quick] [--out tests/bench/RESULTS.md]
+                               [--json FILE] [--keep]
+
+Measures, in one run on this machine, and prints one markdown table:
+
+  (a) custody cached-token requests at 1, 8 and 64 connections (fake HTTPS
+      IdP tests/fixtures/idp.py, `custody init`, one sealed+imported grant,
+      custodyd, the cache warmed with one request, then tests/bench/loadgen);
+  (b) the same load against tests/bench/echo_server — the floor;
+  (c) Redis SET with appendfsync always on a Unix socket (redis-benchmark);
+  (d) ssh-agent REQUEST_IDENTITIES (loadgen --mode sshagent);
+  (e) the cold path: first tokens for 1,000 tenants, 64 in parallel, and the
+      upstream TCP connections that took (the IdP's counter);
+  (f) scale: custodyd start-up time and peak RSS with 10,000 grants; audit
+      verify rate and tenant query time on 1,000,000 records (the audit
+      helper's bench-audit binary, when built).
+
+Absolute times on shared machines are noisy: read custody's figures as
+ratios against the references measured in the same run. Every process this
+starts is stopped by pid, on success and on failure. It installs nothing;
+a missing redis-server/redis-benchmark skips (c) with a note.
+
+`--quick` uses short durations and small counts so the whole run is a smoke
+test of a few seconds; its figures mean nothing.
+"""
+
+import argparse
+import base64
+import csv
+import ctypes
+import ctypes.util
+import datetime
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+SCOPE = "https://api.securitycenter.microsoft.com/.default"
+CONNS = (1, 8, 64)
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE = os.environ.get("CUSTODY_SOURCE_DIR") or os.path.dirname(os.path.dirname(HERE))
+
+
+class BenchError(Exception):
+    pass
+
+
+# ---------------------------------------------------------------- helpers
+
+def machine():
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release(),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def vm_status(pid, key):
+    """A /proc/<pid>/status value in KiB (VmHWM, VmRSS), or None."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class Ndjson:
+    """A blocking NDJSON client for custody's sockets (and the echo server)."""
+
+    def __init__(self, path, timeout=30):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.f = self.sock.makefile("rb")
+        self.next_id = 1
+
+    def close(self):
+        self.f.close()
+        self.sock.close()
+
+    def pipeline(self, reqs, window=64):
+        """Send reqs (dicts without id) keeping `window` in flight; replies
+        in request order. Raw reply lengths are kept in self.last_lengths."""
+        out = [None] * len(reqs)
+        ids = {}
+        sent = done = 0
+        self.last_lengths = [0] * len(reqs)
+        while done < len(reqs):
+            batch = []
+            while sent < len(reqs) and sent - done < window:
+                r = dict(reqs[sent])
+                r["v"] = 1
+                r["id"] = self.next_id
+                ids[self.next_id] = sent
+                self.next_id += 1
+                batch.append(json.dumps(r, separators=(",", ":")).encode() + b"\n")
+                sent += 1
+            if batch:
+                self.sock.sendall(b"".join(batch))
+            line = self.f.readline()
+            if not line:
+                raise BenchError("the broker closed the connection")
+            rep = json.loads(line)
+            i = ids.pop(rep.get("id"), None)
+            if i is None:
+                raise BenchError("reply with an unknown id")
+            out[i] = rep
+            self.last_lengths[i] = len(line)
+            done += 1
+        return out
+
+    def call(self, req):
+        return self.pipeline([req])[0]
+
+
+def redacted(rep):
+    """A reply for an error message: never a token."""
+    return {k: v for k, v in rep.items() if k != "access_token"}
+
+
+def seal_grant(sodium, pk, key_id, grant):
+    """The envelope `custody grant seal` writes, made here so thousands of
+    grants do not cost thousands of processes (crypto_box_seal via ctypes)."""
+    msg = json.dumps(grant).encode()
+    out = ctypes.create_string_buffer(len(msg) + 48)  # crypto_box_SEALBYTES
+    if sodium.crypto_box_seal(out, msg, ctypes.c_ulonglong(len(msg)), pk) != 0:
+        raise BenchError("crypto_box_seal failed")
+    return json.dumps({"format": "custody-sealed-grant/1", "recipient": key_id,
+                       "sealed": base64.b64encode(out.raw).decode()}, separators=(",", ":"))
+
+
+def load_sodium():
+    name = ctypes.util.find_library("sodium") or "libsodium.so.23"
+    sodium = ctypes.CDLL(name)
+    if sodium.sodium_init() < 0:
+        raise BenchError("sodium_init failed")
+    return sodium
+
+
+# ---------------------------------------------------------------- the run
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.build = os.path.abspath(args.build)
+        self.quick = args.quick
+        self.tmp = tempfile.mkdtemp(prefix="cbench-")
+        self.procs = []
+        self.results = {}
+        self.notes = []
+        self.failed = []
+        self.warmup = 0.2 if self.quick else 2.0
+        self.duration = 0.5 if self.quick else 10.0
+        self.loadgen_bin = self.bin("tests/bench/loadgen")
+        self.echo_bin = self.bin("tests/bench/echo_server")
+        self.custodyd_bin = self.bin("broker/custodyd")
+        self.custody_bin = self.bin("cli/custody")
+        self.reply_bytes = None
+        self.loadgen_runs = []
+
+    def bin(self, rel):
+        p = os.path.join(self.build, rel)
+        return p if os.access(p, os.X_OK) else None
+
+    def log(self, msg):
+        print("bench: " + msg, file=sys.stderr, flush=True)
+
+    # -- processes
+
+    def start(self, argv, name, env=None, stdout=None):
+        logf = open(os.path.join(self.tmp, name + ".log"), "ab")
+        p = subprocess.Popen(argv, stdout=stdout or logf, stderr=logf, env=env,
+                             stdin=subprocess.DEVNULL)
+        p.bench_name = name
+        p.bench_log = logf
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM):
+        if p.poll() is None:
+            os.kill(p.pid, sig)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait()
+        p.bench_log.close()
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def stop_all(self):
+        for p in reversed(list(self.procs)):
+            try:
+                self.stop(p)
+            except OSError:
+                pass
+
+    def run(self, argv, timeout=600, check=True, env=None, input=None):
+        r = subprocess.run(argv, capture_output=True, timeout=timeout, env=env, input=input)
+        if check and r.returncode != 0:
+            raise BenchError("%s exited %d: %s" % (os.path.basename(argv[0]), r.returncode,
+                                                   r.stderr.decode(errors="replace").strip()[-500:]))
+        return r
+
+    def wait_socket(self, path, proc, timeout=20, ping=None):
+        """Wait until path accepts a connection (and answers ping, when
+        given a request); returns the seconds it took."""
+        t0 = time.monotonic()
+        while True:
+            if proc is not None and proc.poll() is not None:
+                raise BenchError("%s exited %d before its socket answered (log: %s)"
+                                 % (proc.bench_name, proc.returncode, proc.bench_log.name))
+            try:
+                s = Ndjson(path, timeout=5)
+                try:
+                    if ping is not None:
+                        rep = s.call(ping)
+                        if not rep.get("ok"):
+                            raise BenchError("ping refused: %s" % redacted(rep))
+                finally:
+                    s.close()
+                return time.monotonic() - t0
+            except (FileNotFoundError, ConnectionRefusedError):
+                pass
+            if time.monotonic() - t0 > timeout:
+                raise BenchError("%s did not answer on %s within %d s" % (
+                    proc.bench_name if proc else "server", path, timeout))
+            time.sleep(0.002)
+
+    # -- load
+
+    def loadgen(self, label, sock, conns, request=None, lines=None, mode="ndjson", depth=1):
+        argv = [self.loadgen_bin, "--socket", sock, "--mode", mode, "--connections", str(conns),
+                "--depth", str(depth), "--warmup", str(self.warmup), "--duration", str(self.duration)]
+        if request is not None:
+            argv += ["--request", request]
+        if lines is not None:
+            argv += ["--lines", lines]
+        timeout = 600 if lines is not None else self.warmup + self.duration + 60
+        r = self.run(argv, timeout=timeout, check=False)
+        err = r.stderr.decode(errors="replace").strip()
+        try:
+            res = json.loads(r.stdout.decode().strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            raise BenchError("loadgen (%s) printed no result (exit %d): %s" % (label, r.returncode, err))
+        res["label"] = label
+        self.loadgen_runs.append(res)
+        if r.returncode != 0 or res["failures"] != 0:
+            raise BenchError("loadgen (%s): %d failed replies: %s" % (label, res["failures"], err))
+        if res["requests"] == 0:
+            raise BenchError("loadgen (%s): no reply inside the measuring window" % label)
+        self.log("%-28s %4d conns: %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms  p99.9 %7.3f ms" % (
+            label, conns, res["rps"], res["p50_us"] / 1000, res["p99_us"] / 1000, res["p999_us"] / 1000))
+        return res
+
+    # -- (b) echo floor
+
+    def bench_echo(self):
+        sock = os.path.join(self.tmp, "echo.sock")
+        size = self.reply_bytes or 1500
+        p = self.start([self.echo_bin, sock, str(size)], "echo_server")
+        try:
+            self.wait_socket(sock, p)
+            for c in CONNS:
+                self.results[("echo", c)] = self.loadgen(
+                    "echo floor", sock, c, request=self.token_line("bench-0"))
+        finally:
+            self.stop(p)
+        self.notes.append("Echo floor reply: %d bytes a line (%s)." % (
+            size, "the size of custody's token reply" if self.reply_bytes else "custody not measured"))
+
+    # -- (c) Redis
+
+    def bench_redis(self):
+        server, client = shutil.which("redis-server"), shutil.which("redis-benchmark")
+        if not server or not client:
+            self.notes.append("(c) skipped: redis-server/redis-benchmark not installed "
+                              "(Debian: apt-get install redis-server redis-tools).")
+            self.log("redis not installed: skipping (c)")
+            return
+        d = os.path.join(self.tmp, "redis")
+        os.mkdir(d)
+        sock = os.path.join(d, "redis.sock")
+        p = self.start([server, "--port", "0", "--unixsocket", sock, "--unixsocketperm", "700",
+                        "--appendonly", "yes", "--appendfsync", "always", "--dir", d,
+                        "--save", "", "--daemonize", "no"], "redis")
+        try:
+            t0 = time.monotonic()
+            while not os.path.exists(sock):
+                if p.poll() is not None or time.monotonic() - t0 > 20:
+                    raise BenchError("redis-server did not start (log: %s)" % p.bench_log.name)
+                time.sleep(0.01)
+            for c in CONNS:
+                n = 2000
+                res = self.redis_benchmark(client, sock, c, n)
+                if not self.quick:
+                    # Size -n so the measuring run lasts about --duration.
+                    n = max(n, int(res["rps"] * self.duration))
+                    res = self.redis_benchmark(client, sock, c, n)
+                self.results[("redis", c)] = res
+                self.log("%-28s %4d conns: %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms" % (
+                    "redis SET fsync always", c, res["rps"], res["p50_us"] / 1000, res["p99_us"] / 1000))
+        finally:
+            self.stop(p)
+
+    def redis_benchmark(self, client, sock, conns, n):
+        r = self.run([client, "-s", sock, "-t", "set", "-c", str(conns), "-n", str(n), "--csv"],
+                     timeout=600)
+        rows = list(csv.DictReader(io.StringIO(r.stdout.decode())))
+        row = next((x for x in rows if x.get("test") == "SET"), None)
+        if row is None:
+            raise BenchError("redis-benchmark printed no SET row: %r" % r.stdout[:300])
+        return {"rps": float(row["rps"]), "p50_us": float(row["p50_latency_ms"]) * 1000,
+                "p99_us": float(row["p99_latency_ms"]) * 1000, "requests": n,
+                "mean_us": float(row["avg_latency_ms"]) * 1000,
+                "max_us": float(row["max_latency_ms"]) * 1000}
+
+    # -- (d) ssh-agent
+
+    def bench_sshagent(self):
+        agent, add, keygen = shutil.which("ssh-agent"), shutil.which("ssh-add"), shutil.which("ssh-keygen")
+        if not agent or not add or not keygen:
+            self.notes.append("(d) skipped: OpenSSH client tools not installed.")
+            return
+        sock = os.path.join(self.tmp, "agent.sock")
+        key = os.path.join(self.tmp, "id_ed25519")
+        self.run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", key])
+        p = self.start([agent, "-D", "-a", sock], "ssh-agent")
+        try:
+            t0 = time.monotonic()
+            while not os.path.exists(sock):
+                if p.poll() is not None or time.monotonic() - t0 > 20:
+                    raise BenchError("ssh-agent did not start (log: %s)" % p.bench_log.name)
+                time.sleep(0.01)
+            env = dict(os.environ, SSH_AUTH_SOCK=sock)
+            self.run([add, "-q", key], env=env)
+            for c in CONNS:
+                self.results[("sshagent", c)] = self.loadgen("ssh-agent identities", sock, c,
+                                                             mode="sshagent")
+        finally:
+            self.stop(p)
+
+    # -- custody set-up shared by (a), (e), (f)
+
+    def token_line(self, tenant):
+        return '{"v":1,"id":@ID@,"op":"token","tenant":"%s","scope":"%s"}' % (tenant, SCOPE)
+
+    def start_idp(self, d, apps):
+        os.makedirs(d, exist_ok=True)
+        apps_file = os.path.join(d, "apps.json")
+        with open(apps_file, "w") as f:
+            json.dump(apps, f)
+        info = os.path.join(d, "idp.out")
+        out = open(info, "wb")
+        try:
+            p = self.start([sys.executable, os.path.join(SOURCE, "tests", "fixtures", "idp.py"),
+                            "--dir", d, "--port", "0", "--apps", apps_file], "idp", stdout=out)
+        finally:
+            out.close()
+        t0 = time.monotonic()
+        while True:
+            with open(info) as f:
+                text = f.read()
+            if text.endswith("\n"):
+                break
+            if p.poll() is not None or time.monotonic() - t0 > 120:
+                raise BenchError("the IdP did not start (log: %s)" % p.bench_log.name)
+            time.sleep(0.02)
+        meta = json.loads(text.splitlines()[0])
+        return p, meta
+
+    def idp_control(self, meta, method, path, body=None):
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", meta["control_port"], timeout=30)
+        try:
+            c.request(method, path, body=json.dumps(body) if body is not None else None,
+                      headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            data = r.read()
+            if r.status != 200:
+                raise BenchError("IdP control %s %s: %d" % (method, path, r.status))
+            return json.loads(data) if data else {}
+        finally:
+            c.close()
+
+    def custody_env(self, name, idp_meta):
+        """A fresh state dir and config; `custody init`; returns a dict."""
+        base = os.path.join(self.tmp, name)
+        os.makedirs(base)
+        cfg = {
+            "state_dir": os.path.join(base, "state"),
+            "runtime_dir": os.path.join(base, "run"),
+            "key_file": os.path.join(base, "master.key"),
+            "principals": [{"name": "bench", "match": {"uid": os.getuid()}, "tenants": ["*"]}],
+            "upstream": {"ca_file": idp_meta["ca"], "allowed_hosts": ["127.0.0.1"]},
+            "audit": {"origin": "bench.custody.invalid/audit"},
+            "limits": {"max_connections": 4096, "max_connections_per_uid": 1024},
+        }
+        path = os.path.join(base, "custody.json")
+        with open(path, "w") as f:
+            json.dump(cfg, f, indent=1)
+        env = {"config": path, "base": base,
+               "tool": os.path.join(cfg["runtime_dir"], "custody.sock"),
+               "admin": os.path.join(cfg["runtime_dir"], "admin.sock")}
+        self.run([self.custody_bin, "init", "--config", path])
+        keys = json.loads(self.run([self.custody_bin, "keys", "--json", "--config", path]).stdout)
+        env["seal_pk"] = base64.b64decode(keys["seal_public_key"])
+        env["seal_key_id"] = keys["seal_key_id"]
+        return env
+
+    def start_custodyd(self, env, name="custodyd"):
+        t0 = time.monotonic()
+        p = self.start([self.custodyd_bin, "--config", env["config"], "--foreground"], name)
+        self.wait_socket(env["tool"], p, timeout=120, ping={"op": "ping"})
+        return p, time.monotonic() - t0
+
+    def make_apps(self, n):
+        """n IdP apps; app i belongs to tenant `bench-i` (its custody name)."""
+        apps = []
+        for i in range(n):
+            tid = str(uuid.UUID(int=0x5eed0000_0000_4000_8000_000000000000 + i))
+            secret = base64.b64encode(os.urandom(30)).decode()
+            apps.append({"tenant_id": tid, "tenant_name": "bench-%d.example" % i,
+                         "client_id": str(uuid.uuid4()), "secret": secret})
+        return apps
+
+    def grant_for(self, i, app, idp_port):
+        return {
+            "custody_grant": 1,
+            "tenant_id": app["tenant_id"],
+            "tenant_name": "bench-%d" % i,
+            "token_endpoint": "https://127.0.0.1:%d/%s/oauth2/v2.0/token" % (idp_port, app["tenant_id"]),
+            "client_id": app["client_id"],
+            "client_secret": app["secret"],
+            "scopes": [SCOPE],
+        }
+
+    def import_grants(self, env, sodium, apps, idp_port):
+        """Seal every app's grant and import it over the admin socket."""
+        reqs = [{"op": "grant.import",
+                 "sealed": seal_grant(sodium, env["seal_pk"], env["seal_key_id"],
+                                      self.grant_for(i, a, idp_port))} for i, a in enumerate(apps)]
+        c = Ndjson(env["admin"], timeout=120)
+        try:
+            t0 = time.monotonic()
+            reps = c.pipeline(reqs, window=64)
+            dt = time.monotonic() - t0
+        finally:
+            c.close()
+        bad = [r for r in reps if not r.get("ok")]
+        if bad:
+            raise BenchError("%d of %d grant imports failed; first: %s" % (len(bad), len(reps), redacted(bad[0])))
+        return dt
+
+    # -- (a) cached tokens
+
+    def bench_custody_cached(self, sodium):
+        apps = self.make_apps(1)
+        idp, meta = self.start_idp(os.path.join(self.tmp, "idp-a"), apps)
+        try:
+            env = self.custody_env("custody-a", meta)
+            # One grant through the real CLI path: seal, import.
+            secret_file = os.path.join(env["base"], "secret")
+            fd = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(apps[0]["secret"])
+            pkf = os.path.join(env["base"], "broker.pub")
+            with open(pkf, "w") as f:
+                f.write(base64.b64encode(env["seal_pk"]).decode() + "\n")
+            sealed = os.path.join(env["base"], "grant.sealed")
+            self.run([self.custody_bin, "grant", "seal", "--broker-key", pkf,
+                      "--tenant-id", apps[0]["tenant_id"], "--tenant-name", "bench-0",
+                      "--client-id", apps[0]["client_id"], "--client-secret-file", secret_file,
+                      "--scope", SCOPE, "--token-endpoint",
+                      "https://127.0.0.1:%d/%s/oauth2/v2.0/token" % (meta["port"], apps[0]["tenant_id"]),
+                      "--output", sealed, "--config", env["config"]])
+            os.unlink(secret_file)
+            broker, _ = self.start_custodyd(env)
+            self.broker_pid = broker.pid
+            try:
+                self.run([self.custody_bin, "grant", "import", sealed, "--config", env["config"]])
+                c = Ndjson(env["tool"])
+                try:
+                    rep = c.call({"op": "token", "tenant": "bench-0", "scope": SCOPE})
+                    if not rep.get("ok"):
+                        raise BenchError("first token request failed: %s" % redacted(rep))
+                    rep = c.call({"op": "token", "tenant": "bench-0", "scope": SCOPE})
+                    if not rep.get("ok") or rep.get("cache") != "hit":
+                        raise BenchError("second token request was not a cache hit: %s" % redacted(rep))
+                    self.reply_bytes = c.last_lengths[0]
+                finally:
+                    c.close()
+                calls_before = self.idp_control(meta, "GET", "/counters")["token_calls_total"]
+                for n in CONNS:
+                    self.results[("custody", n)] = self.loadgen(
+                        "custody cached token", env["tool"], n, request=self.token_line("bench-0"))
+                if self.args.profile:
+                    self.profile(broker, env)
+                calls_after = self.idp_control(meta, "GET", "/counters")["token_calls_total"]
+                self.notes.append("(a) upstream token calls during the cached-token runs: %d "
+                                  "(the cache answered everything else)." % (calls_after - calls_before))
+                self.results["custody_rss_after_load"] = vm_status(broker.pid, "VmHWM")
+            finally:
+                self.stop(broker)
+        finally:
+            self.stop(idp)
+
+    def profile(self, broker, env):
+        """perf stat of custodyd under 64-connection load: where the time goes."""
+        perf = shutil.which("perf")
+        if not perf:
+            return
+        out = os.path.join(self.tmp, "perf-stat.txt")
+        ps = self.start([perf, "stat", "-e", "task-clock,context-switches,cpu-migrations,"
+                         "page-faults,raw_syscalls:sys_enter", "-p", str(broker.pid),
+                         "-o", out], "perf")
+        time.sleep(0.5)
+        res = self.loadgen("custody (under perf stat)", env["tool"], 64,
+                           request=self.token_line("bench-0"))
+        self.stop(ps, signal.SIGINT)
+        with open(out) as f:
+            text = f.read()
+        self.results["perf_stat"] = text
+        m = re.search(r"([\d,]+)\s+raw_syscalls:sys_enter", text)
+        total = res["rps"] * (self.warmup + self.duration)
+        if m and total:
+            self.notes.append("perf stat: about %.1f syscalls per cached-token request in custodyd."
+                              % (int(m.group(1).replace(",", "")) / total))
+
+    # -- (e) cold path
+
+    def bench_custody_cold(self, sodium):
+        n = 50 if self.quick else 1000
+        apps = self.make_apps(n)
+        idp, meta = self.start_idp(os.path.join(self.tmp, "idp-e"), apps)
+        try:
+            env = self.custody_env("custody-e", meta)
+            broker, _ = self.start_custodyd(env)
+            try:
+                dt = self.import_grants(env, sodium, apps, meta["port"])
+                self.log("imported %d grants in %.2f s" % (n, dt))
+                self.idp_control(meta, "POST", "/reset")
+                lines = os.path.join(self.tmp, "cold-lines.ndjson")
+                with open(lines, "w") as f:
+                    for i in range(n):
+                        f.write(self.token_line("bench-%d" % i) + "\n")
+                res = self.loadgen("custody cold path", env["tool"], min(64, n), lines=lines)
+                counters = self.idp_control(meta, "GET", "/counters")
+                if res["requests"] != n:
+                    raise BenchError("cold path: %d replies for %d tenants" % (res["requests"], n))
+                self.results["cold"] = {"tenants": n, "seconds": res["seconds"],
+                                        "connections": counters.get("connections"),
+                                        "token_calls": counters.get("token_calls_total"),
+                                        "p50_us": res["p50_us"], "p99_us": res["p99_us"]}
+                self.log("cold path: %d tenants in %.3f s, %s upstream TCP connections, %s token calls" % (
+                    n, res["seconds"], counters.get("connections"), counters.get("token_calls_total")))
+            finally:
+                self.stop(broker)
+        finally:
+            self.stop(idp)
+
+    # -- (f) scale
+
+    def bench_custody_scale(self, sodium):
+        n = 200 if self.quick else 10000
+        apps = self.make_apps(n)
+        idp, meta = self.start_idp(os.path.join(self.tmp, "idp-f"), [])
+        try:
+            env = self.custody_env("custody-f", meta)
+            broker, _ = self.start_custodyd(env, "custodyd-import")
+            try:
+                dt = self.import_grants(env, sodium, apps, meta["port"])
+                self.log("imported %d grants in %.2f s (%.0f imports/s)" % (n, dt, n / dt))
+                self.results["import_rate"] = n / dt
+            finally:
+                self.stop(broker)
+            broker, startup = self.start_custodyd(env, "custodyd-scale")
+            try:
+                hwm = vm_status(broker.pid, "VmHWM")
+                c = Ndjson(env["tool"])
+                try:
+                    t0 = time.monotonic()
+                    reps = c.pipeline([{"op": "tenants"}])
+                    tenants_s = time.monotonic() - t0
+                finally:
+                    c.close()
+                count = len(reps[0].get("tenants", [])) if reps[0].get("ok") else None
+            finally:
+                self.stop(broker)
+            self.results["scale"] = {"grants": n, "startup_s": startup, "hwm_kib": hwm,
+                                     "tenants_listed": count, "tenants_op_s": tenants_s}
+            self.log("scale: %d grants, start-up %.3f s, VmHWM %s KiB" % (n, startup, hwm))
+        finally:
+            self.stop(idp)
+
+    def bench_audit(self):
+        exe = None
+        for rel in ("tests/bench/bench-audit", "tests/bench/bench_audit", "audit/bench-audit"):
+            exe = self.bin(rel)
+            if exe:
+                break
+        if exe is None:
+            self.notes.append("(f) audit figures skipped: the bench-audit binary is not built.")
+            return
+        n = 20000 if self.quick else 1000000
+        argv = [exe, "--records", str(n), "--dir", os.path.join(self.tmp, "audit")]
+        os.makedirs(os.path.join(self.tmp, "audit"))
+        r = self.run(argv, timeout=1800, check=False)
+        text = r.stdout.decode(errors="replace")
+        if r.returncode != 0:
+            raise BenchError("bench-audit exited %d: %s" % (r.returncode, r.stderr.decode(errors="replace")[-500:]))
+        self.results["audit"] = parse_audit_output(text)
+        self.results["audit"]["records"] = n
+        self.results["audit_raw"] = text
+
+    # -- driver
+
+    def section(self, name, fn, *a):
+        try:
+            fn(*a)
+        except Exception as e:  # noqa: BLE001 — every failure is reported, the run goes on
+            self.failed.append(name)
+            self.notes.append("**%s FAILED**: %s" % (name, e))
+            self.log("%s FAILED: %s" % (name, e))
+
+    def main(self):
+        if not self.loadgen_bin or not self.echo_bin:
+            raise BenchError("tests/bench/loadgen and echo_server are not built in %s "
+                             "(ninja -C %s)" % (self.build, self.build))
+        custody_ok = self.custodyd_bin and self.custody_bin
+        sodium = None
+        if custody_ok:
+            try:
+                sodium = load_sodium()
+            except (OSError, BenchError) as e:
+                self.notes.append("libsodium not loadable from Python (%s): (e)/(f) skipped" % e)
+            self.section("(a) custody cached tokens", self.bench_custody_cached, sodium)
+        else:
+            self.notes.append("(a), (e), (f) skipped: custodyd/custody are not built in %s." % self.build)
+        self.section("(b) echo floor", self.bench_echo)
+        self.section("(c) redis", self.bench_redis)
+        self.section("(d) ssh-agent", self.bench_sshagent)
+        if custody_ok and sodium is not None:
+            self.section("(e) cold path", self.bench_custody_cold, sodium)
+            self.section("(f) scale", self.bench_custody_scale, sodium)
+        self.section("(f) audit", self.bench_audit)
+
+
+def parse_audit_output(text):
+    """bench-audit prints `key: value` or JSON lines; keep the numbers."""
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                out.update(json.loads(line))
+                continue
+            except ValueError:
+                pass
+        m = re.match(r"([\w .-]+?)\s*[:=]\s*([-\d.]+)", line)
+        if m:
+            out[m.group(1).strip().replace(" ", "_")] = float(m.group(2))
+    return out
+
+
+# ---------------------------------------------------------------- report
+
+def fmt_rps(x):
+    return "—" if x is None else "{:,.0f} req/s".format(x)
+
+
+def fmt_ms(us):
+    return "—" if us is None else "%.3f ms" % (us / 1000.0)
+
+
+def ratio(a, b):
+    return "—" if a is None or b in (None, 0) else "%.2f×" % (a / b)
+
+
+def met(ok):
+    return "—" if ok is None else ("yes" if ok else "**no**")
+
+
+def audit_figure(a, *names):
+    for n in names:
+        if n in a:
+            return a[n]
+    return None
+
+
+def report(b):
+    R = b.results
+    m = machine()
+    rows = []
+
+    def get(kind, c, key):
+        r = R.get((kind, c))
+        return r.get(key) if r else None
+
+    for c in CONNS:
+        cu, rd = get("custody", c, "rps"), get("redis", c, "rps")
+        rows.append(("cached token, %d conn%s (ref: Redis SET, appendfsync always)" % (c, "s" if c > 1 else ""),
+                     fmt_rps(cu), fmt_rps(rd), ratio(cu, rd), "≥ 1.0× Redis",
+                     met(None if cu is None or rd is None else cu >= rd)))
+    p99 = get("custody", 64, "p99_us")
+    rows.append(("cached token p99, 64 conns (ref: Redis p99)", fmt_ms(p99), fmt_ms(get("redis", 64, "p99_us")),
+                 ratio(p99, get("redis", 64, "p99_us")), "≤ 2 ms", met(None if p99 is None else p99 <= 2000)))
+    for c in CONNS:
+        cu, e = get("custody", c, "rps"), get("echo", c, "rps")
+        rows.append(("cached token, %d conn%s (ref: echo-server floor)" % (c, "s" if c > 1 else ""),
+                     fmt_rps(cu), fmt_rps(e), ratio(cu, e), "(floor)", "—"))
+    for c in CONNS:
+        cu, s = get("custody", c, "rps"), get("sshagent", c, "rps")
+        rows.append(("cached token, %d conn%s (ref: ssh-agent list identities)" % (c, "s" if c > 1 else ""),
+                     fmt_rps(cu), fmt_rps(s), ratio(cu, s), "(peer)", "—"))
+    cold = R.get("cold")
+    if cold:
+        rows.append(("cold path: first tokens, %d tenants, 64 in parallel" % cold["tenants"],
+                     "%.3f s" % cold["seconds"], "—", "—", "< 2 s", met(cold["seconds"] < 2.0)))
+        rows.append(("cold path: upstream TCP connections opened (IdP counter)",
+                     str(cold["connections"]), "%d tenants, %s token calls" % (cold["tenants"], cold["token_calls"]),
+                     ratio(cold["connections"], cold["tenants"]), "—", "—"))
+    else:
+        rows.append(("cold path: first tokens, 1,000 tenants, 64 in parallel", "not measured", "—", "—", "< 2 s", "—"))
+    sc = R.get("scale")
+    if sc:
+        rows.append(("custodyd start-up with %s grants (until ping answers)" % "{:,}".format(sc["grants"]),
+                     "%.3f s" % sc["startup_s"], "—", "—", "< 1 s", met(sc["startup_s"] < 1.0)))
+        mib = sc["hwm_kib"] / 1024.0 if sc["hwm_kib"] else None
+        rows.append(("custodyd peak RSS (VmHWM) with %s grants" % "{:,}".format(sc["grants"]),
+                     "—" if mib is None else "%.1f MiB" % mib, "—", "—", "< 64 MiB",
+                     met(None if mib is None else mib < 64)))
+    else:
+        rows.append(("custodyd start-up with 10,000 grants", "not measured", "—", "—", "< 1 s", "—"))
+        rows.append(("custodyd peak RSS (VmHWM) with 10,000 grants", "not measured", "—", "—", "< 64 MiB", "—"))
+    a = R.get("audit")
+    if a:
+        v = audit_figure(a, "verify_records_per_s", "verify_rate", "verify_rps", "verify")
+        q = audit_figure(a, "tenant_query_ms", "query_ms", "tenant_query")
+        rows.append(("audit verify, %s records" % "{:,}".format(a["records"]),
+                     "—" if v is None else "{:,.0f} records/s".format(v), "—", "—", "≥ 200,000 records/s",
+                     met(None if v is None else v >= 200000)))
+        rows.append(("audit tenant query, %s records" % "{:,}".format(a["records"]),
+                     "—" if q is None else "%.2f ms" % q, "—", "—", "< 50 ms", met(None if q is None else q < 50)))
+    else:
+        rows.append(("audit verify, 1,000,000 records", "not measured", "—", "—", "≥ 200,000 records/s", "—"))
+        rows.append(("audit tenant query, 1,000,000 records", "not measured", "—", "—", "< 50 ms", "—"))
+
+    lines = ["# custody benchmark%s" % (" (--quick: figures mean nothing)" if b.quick else ""), "",
+             "%s — %d CPUs (%s), kernel %s. Measuring window %.1f s after %.1f s warm-up per point; "
+             "closed loop, one request in flight per connection." % (
+                 m["date"], m["nproc"], m["cpu"], m["kernel"], b.duration, b.warmup), "",
+             "| metric | custody | reference | ratio | target | met |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append("| " + " | ".join(r) + " |")
+    lines.append("")
+    raw = [("custody cached token", "custody"), ("echo-server floor", "echo"),
+           ("Redis SET, appendfsync always", "redis"), ("ssh-agent list identities", "sshagent")]
+    lines += ["All load points (closed loop):", "",
+              "| server | conns | req/s | p50 | p99 | p99.9 |", "|---|---|---|---|---|---|"]
+    for name, kind in raw:
+        for c in CONNS:
+            r = R.get((kind, c))
+            if r:
+                lines.append("| %s | %d | %s | %s | %s | %s |" % (
+                    name, c, "{:,.0f}".format(r["rps"]), fmt_ms(r["p50_us"]), fmt_ms(r["p99_us"]),
+                    fmt_ms(r.get("p999_us"))))
+    lines.append("")
+    if b.notes:
+        lines += ["Notes:", ""] + ["- " + n for n in b.notes] + [""]
+    lines += ["Reproduce: `python3 tests/bench/run.py --build build --out tests/bench/RESULTS.md`. "
+              "References run on the same machine in the same run; read ratios, not absolute figures.", ""]
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", required=True, help="meson build directory")
+    ap.add_argument("--quick", action="store_true", help="short durations, small counts (smoke test)")
+    ap.add_argument("--out", help="write the markdown table there too")
+    ap.add_argument("--json", help="write every raw figure there (JSON)")
+    ap.add_argument("--profile", action="store_true", help="perf stat custodyd under 64-connection load")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    args = ap.parse_args()
+    b = Bench(args)
+    try:
+        b.main()
+    except BenchError as e:
+        b.failed.append("setup")
+        b.notes.append("**FAILED**: %s" % e)
+    finally:
+        b.stop_all()
+    text = report(b)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"quick": b.quick, "machine": machine(), "failed": b.failed, "tmp": b.tmp,
+                       "loadgen": b.loadgen_runs,
+                       "results": {("%s_%s" % k if isinstance(k, tuple) else k): v
+                                   for k, v in b.results.items()}}, f, indent=1)
+    if args.keep:
+        print("bench: logs kept in %s" % b.tmp, file=sys.stderr)
+    else:
+        shutil.rmtree(b.tmp, ignore_errors=True)
+    return 1 if b.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

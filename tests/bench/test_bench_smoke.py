@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""bench-smoke: run tests/bench/run.py --quick and check what it produced.
+
+Asserts the driver ran end to end: the markdown table was written with every
+metric row, every load point that ran had replies and no failed reply (the
+load generator checks each reply line is JSON with "ok":true), and every
+process the driver started is gone. Figures are not checked: a smoke run's
+numbers mean nothing on a shared machine.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+BUILD = os.environ.get("CUSTODY_BUILD_DIR")
+SOURCE = os.environ.get("CUSTODY_SOURCE_DIR") or os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__))))
+
+
+def processes_mentioning(text):
+    """(pid, cmdline) of every process whose command line holds text."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if text.encode() in cmd:
+            found.append((int(d), cmd))
+    return found
+
+
+def main():
+    assert BUILD, "CUSTODY_BUILD_DIR is not set (run through meson test)"
+    with tempfile.TemporaryDirectory(prefix="bench-smoke-") as d:
+        out, js = os.path.join(d, "RESULTS.md"), os.path.join(d, "results.json")
+        r = subprocess.run([sys.executable, os.path.join(SOURCE, "tests", "bench", "run.py"),
+                            "--build", BUILD, "--quick", "--out", out, "--json", js],
+                           capture_output=True, text=True, timeout=600)
+        sys.stderr.write(r.stderr)
+        assert r.returncode == 0, "run.py --quick failed (exit %d)" % r.returncode
+        with open(out) as f:
+            table = f.read()
+        with open(js) as f:
+            raw = json.load(f)
+    assert table.startswith("# custody benchmark"), table[:200]
+    assert "| metric | custody | reference | ratio | target | met |" in table
+    for metric in ("cached token, 1 conn", "cached token, 64 conns", "cached token p99, 64 conns",
+                   "cold path", "start-up", "peak RSS", "audit verify", "tenant query"):
+        assert metric in table, "row missing: " + metric
+    assert "CPUs" in table and "kernel" in table, "machine line missing"
+    assert raw["failed"] == [], raw["failed"]
+    runs = raw["loadgen"]
+    labels = {x["label"] for x in runs}
+    assert "echo floor" in labels and "ssh-agent identities" in labels, labels
+    if os.access(os.path.join(BUILD, "broker", "custodyd"), os.X_OK):
+        assert "custody cached token" in labels and "custody cold path" in labels, labels
+    for x in runs:
+        assert x["failures"] == 0 and x["requests"] > 0, x
+    # Secrets never reach the report.
+    assert "access_token" not in table and "client_secret" not in table
+    # Nothing the driver started is still running: each of them named the
+    # driver's temporary directory on its command line.
+    assert raw["tmp"].startswith("/") and not os.path.exists(raw["tmp"]), raw["tmp"]
+    left = processes_mentioning(raw["tmp"])
+    assert not left, "processes left running: %r" % left
+    print("bench-smoke: ok, %d load points, table of %d lines" % (len(runs), table.count("\n")))
+
+
+if __name__ == "__main__":
+    main()
