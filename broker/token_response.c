@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,11 +54,15 @@ void upstream_token_clear(struct upstream_token *t)
 
 /* Returns 0 so parse_success can `return set_unavailable(...)`. */
 static int __attribute__((format(printf, 3, 4)))
-set_unavailable(struct upstream_token *out, bool retryable, const char *fmt, int a)
+set_unavailable(struct upstream_token *out, bool retryable, const char *fmt, ...)
 {
+	va_list ap;
+
 	out->outcome = UPSTREAM_UNAVAILABLE;
 	out->retryable = retryable;
-	snprintf(out->message, sizeof(out->message), fmt, a);
+	va_start(ap, fmt);
+	vsnprintf(out->message, sizeof(out->message), fmt, ap);
+	va_end(ap);
 	return 0;
 }
 
