@@ -578,10 +578,12 @@ static int find_programs(struct demo *d)
 		slash = strrchr(d->custodyd, '/');
 		snprintf(slash + 1, sizeof(d->custodyd) - (size_t)(slash + 1 - d->custodyd),
 			 "custodyd");
-		if (access(d->custodyd, X_OK) < 0) {
+		if (access(d->custodyd, X_OK) < 0)
+			snprintf(slash + 1, sizeof(d->custodyd) - (size_t)(slash + 1 - d->custodyd),
+				 "../sbin/custodyd");
+		if (access(d->custodyd, X_OK) < 0)
 			snprintf(slash + 1, sizeof(d->custodyd) - (size_t)(slash + 1 - d->custodyd),
 				 "../broker/custodyd");
-		}
 		if (access(d->custodyd, X_OK) < 0)
 			snprintf(d->custodyd, sizeof(d->custodyd), "%s/broker/custodyd",
 				 CUSTODY_BUILD_ROOT);

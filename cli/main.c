@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include <locale.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,11 +35,52 @@ static void usage(FILE *out)
 	      "5 broker not reachable, 6 audit verification failed.\n", out);
 }
 
+/* `custody --config FILE <command> ...`: the common options may also come
+ * before the command. Returns the index of the command, or -1. */
+static int take_global_options(struct cli_ctx *ctx, int argc, char **argv)
+{
+	static const struct { const char *name; size_t off; } opts[] = {
+		{ "--config", offsetof(struct cli_ctx, config_arg) },
+		{ "--socket", offsetof(struct cli_ctx, socket_arg) },
+		{ "--admin-socket", offsetof(struct cli_ctx, admin_socket_arg) },
+	};
+	const char **slot;
+	size_t k, n;
+	int i = 1;
+
+	while (i < argc && strncmp(argv[i], "--", 2) == 0) {
+		for (k = 0; k < sizeof(opts) / sizeof(opts[0]); k++) {
+			n = strlen(opts[k].name);
+			if (strncmp(argv[i], opts[k].name, n) == 0 &&
+			    (argv[i][n] == '\0' || argv[i][n] == '='))
+				break;
+		}
+		if (k == sizeof(opts) / sizeof(opts[0])) {
+			cli_fail(EXIT_USAGE, "unknown option '%s' before the command; see "
+				 "'custody --help'", argv[i]);
+			return -1;
+		}
+		slot = (const char **)(void *)((char *)ctx + opts[k].off);
+		if (argv[i][n] == '=') {
+			*slot = argv[i] + n + 1;
+			i++;
+		} else if (i + 1 < argc) {
+			*slot = argv[i + 1];
+			i += 2;
+		} else {
+			cli_fail(EXIT_USAGE, "%s needs an argument; see 'custody --help'", argv[i]);
+			return -1;
+		}
+	}
+	return i;
+}
+
 int main(int argc, char **argv)
 {
 	struct cli_ctx ctx = { .prog = "custody" };
 	int status = EXIT_USAGE;
 	size_t i;
+	int argi;
 
 	setlocale(LC_ALL, "C");
 	if (sodium_init() < 0)
@@ -52,13 +94,20 @@ int main(int argc, char **argv)
 		usage(stdout);
 		return EXIT_OK;
 	}
+	argi = take_global_options(&ctx, argc, argv);
+	if (argi < 0)
+		return EXIT_USAGE;
+	if (argi >= argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
 	for (i = 0; commands[i].name != NULL; i++) {
-		if (strcmp(argv[1], commands[i].name) == 0) {
-			status = commands[i].run(&ctx, argc - 1, argv + 1);
+		if (strcmp(argv[argi], commands[i].name) == 0) {
+			status = commands[i].run(&ctx, argc - argi, argv + argi);
 			goto out;
 		}
 	}
-	cli_fail(EXIT_USAGE, "unknown command '%s'; see 'custody --help'", argv[1]);
+	cli_fail(EXIT_USAGE, "unknown command '%s'; see 'custody --help'", argv[argi]);
 out:
 	broker_config_free(ctx.cfg);
 	return status;
