@@ -252,6 +252,10 @@ void policy_decide(struct broker *b, const struct principal_config *p, const cha
 	int wait;
 
 	*d = (struct decision){0};
+	/* the tenant id goes into the audit record whatever the answer */
+	for (size_t i = 0; i < b->n_grants && d->tenant_id == NULL; i++)
+		if (grant_names_tenant(b->grants[i], tenant))
+			d->tenant_id = b->grants[i]->tenant_id;
 	if (b->lockdown) {
 		refuse(d, "locked_down", "custodyd is locked down (%s): no tokens until an officer runs `custody unlock`",
 		       b->lockdown_reason);

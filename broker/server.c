@@ -494,7 +494,13 @@ int server_listen(struct broker *b)
 	struct cerr err = {0};
 	int rc;
 
+	struct stat st;
+	bool existed = stat(b->cfg->runtime_dir, &st) == 0;
+
 	rc = util_mkdir_p(b->cfg->runtime_dir, 0755);
+	/* created under umask 077: open it up explicitly */
+	if (rc == 0 && !existed && chmod(b->cfg->runtime_dir, 0755) < 0)
+		rc = -errno;
 	if (rc < 0) {
 		broker_log("cannot create runtime_dir %s: %s", b->cfg->runtime_dir, strerror(-rc));
 		return rc;

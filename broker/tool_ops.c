@@ -462,6 +462,8 @@ void token_recheck_and_send(struct pending *p, uint64_t seq)
 		code = "unauthenticated";
 		snprintf(msg, sizeof(msg), "the requesting process changed (pid reused): ask again");
 	}
+	if (code == NULL)
+		json_object_set_new(p->reply, "audit_seq", json_integer((json_int_t)seq));
 	if (code == NULL && send_token(p) == 0) {
 		broker_log("%s seq=%llu", p->log, (unsigned long long)seq);
 		pending_free(p);
