@@ -60,6 +60,11 @@ enum { OPT_CONFIG = 0x1000, OPT_SOCKET, OPT_ADMIN_SOCKET, OPT_HELP = 'h' };
  * or -1 for '?' (usage already reported by getopt: *exit_now = EXIT_USAGE). */
 int cli_common_option(struct cli_ctx *ctx, int c, const char *usage, int *exit_now);
 
+/* Refuse long options that are not spelled out in full: getopt_long takes
+ * unambiguous prefixes, so "--client-secret X" would otherwise become
+ * "--client-secret-file X". Returns 0 or EXIT_USAGE (message printed). */
+int cli_exact_options(const char *cmd, int argc, char **argv, const struct option *opts);
+
 /* Reset getopt for a fresh argv (commands parse their own). */
 void cli_getopt_reset(void);
 

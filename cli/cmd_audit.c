@@ -321,6 +321,8 @@ static int audit_list_main(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc;
 
 	cli_getopt_reset();
+	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 't': q.tenant = optarg; continue;
@@ -411,6 +413,8 @@ static int audit_export_main(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc;
 
 	cli_getopt_reset();
+	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 't': tenant = optarg; continue;
@@ -536,6 +540,8 @@ static int audit_verify_main(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc;
 
 	cli_getopt_reset();
+	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd': db = optarg; continue;
@@ -615,6 +621,8 @@ static int audit_tail_main(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc;
 
 	cli_getopt_reset();
+	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "hf", opts, NULL)) != -1) {
 		if (c == 'f') {
 			follow = true;

@@ -272,6 +272,10 @@ static int grant_seal_main(struct cli_ctx *ctx, int argc, char **argv)
 	int64_t nb_us = 0, na_us = 0;
 	int c, rc = EXIT_OK;
 
+	if (cli_exact_options("grant seal", argc, argv, opts) != 0) {
+		rc = EXIT_USAGE;
+		goto out;
+	}
 	if (scopes == NULL || principals == NULL) {
 		rc = cli_fail(EXIT_ERROR, "out of memory");
 		goto out;
@@ -405,6 +409,8 @@ static int grant_import_main(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc;
 
 	cli_getopt_reset();
+	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == 'p') {
 			do_probe = true;
@@ -498,6 +504,8 @@ static int grant_list_main(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc;
 
 	cli_getopt_reset();
+	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == 't') {
 			tenant = optarg;
@@ -552,6 +560,8 @@ static int grant_show_main(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc;
 
 	cli_getopt_reset();
+	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == 'j') {
 			as_json = true;
@@ -611,6 +621,8 @@ static int grant_revoke_main(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc;
 
 	cli_getopt_reset();
+	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 't': tenant = optarg; continue;

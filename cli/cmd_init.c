@@ -17,7 +17,10 @@ static const char usage[] =
 	"Create the state directory (mode 0700), the master key file (mode 0600,\n"
 	"when the config names a key_file that does not exist yet), the vault and\n"
 	"the broker's key pairs. An existing vault is never overwritten. When the\n"
-	"config file does not exist, the default config is written there first.\n"
+	"config file does not exist, the default config is written there first:\n"
+	"at /etc/custody/custody.json with /var/lib/custody, /run/custody and\n"
+	"/etc/custody/master.key; anywhere else with state/, run/ and master.key\n"
+	"beside the file.\n"
 	"\n"
 	"Options:\n" CLI_COMMON_HELP;
 
@@ -27,7 +30,12 @@ static int write_default_config(const char *path)
 	char *text = NULL, *dir = NULL;
 	int rc;
 
-	text = broker_config_default_text(NULL, NULL, NULL);
+	/* At the system path: the system defaults. Anywhere else (a test, a
+	 * second instance): everything beside the file, as relative paths. */
+	if (strcmp(path, BROKER_DEFAULT_CONFIG) == 0)
+		text = broker_config_default_text(NULL, NULL, NULL);
+	else
+		text = broker_config_default_text("state", "run", "master.key");
 	dir = strdup(path);
 	if (text == NULL || dir == NULL) {
 		rc = cli_fail(EXIT_ERROR, "out of memory");
@@ -82,6 +90,8 @@ int cmd_init(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc, status = EXIT_OK;
 
 	cli_getopt_reset();
+	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (cli_common_option(ctx, c, usage, &status) != 0) {
 			if (c == OPT_HELP || c == '?' || c == ':')

@@ -76,6 +76,8 @@ int cmd_status(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc, st = EXIT_OK;
 
 	cli_getopt_reset();
+	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == 'j') {
 			as_json = true;

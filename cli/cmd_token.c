@@ -144,6 +144,8 @@ int cmd_token(struct cli_ctx *ctx, int argc, char **argv)
 	int ch, rc, st = EXIT_OK;
 
 	cli_getopt_reset();
+	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+		return EXIT_USAGE;
 	while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (ch) {
 		case 't': r.tenant = optarg; continue;

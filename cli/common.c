@@ -40,6 +40,32 @@ void cli_getopt_reset(void)
 	opterr = 1;
 }
 
+int cli_exact_options(const char *cmd, int argc, char **argv, const struct option *opts)
+{
+	const struct option *o;
+	size_t n;
+	int i;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			break;
+		if (strncmp(argv[i], "--", 2) != 0)
+			continue;
+		n = strcspn(argv[i] + 2, "=");
+		for (o = opts; o->name != NULL; o++)
+			if (strlen(o->name) == n && strncmp(o->name, argv[i] + 2, n) == 0)
+				break;
+		if (o->name == NULL) {
+			/* The name is not echoed: it may be a secret typed by mistake. */
+			return cli_fail(EXIT_USAGE, "unknown option in argument %d (options are "
+					"spelled out in full); see 'custody %s --help'", i, cmd);
+		}
+		if (o->has_arg == required_argument && argv[i][2 + n] == '\0')
+			i++;   /* its value, even if it starts with "--" */
+	}
+	return 0;
+}
+
 int cli_common_option(struct cli_ctx *ctx, int c, const char *usage, int *exit_now)
 {
 	switch (c) {
@@ -181,8 +207,8 @@ int cli_report(int rc, const struct custody_error *e, const char *sock)
 			fprintf(stderr, "%sAADSTS%ld", i == 0 ? " " : ",", e->upstream_codes[i]);
 		fprintf(stderr, "); %s\n", advice_for(e->code));
 	} else if (status == EXIT_UNREACHABLE) {
-		cli_fail(status, "broker not reachable at %s (%s); start custodyd or pass "
-			 "--socket/--admin-socket", sock ? sock : "?", custody_strerror(rc));
+		cli_fail(status, "broker not reachable at %s: %s; start custodyd or pass "
+			 "--socket/--admin-socket", sock ? sock : "?", strerror(-rc));
 	} else {
 		cli_fail(status, "%s; check that custodyd runs and see its log",
 			 e->message[0] ? e->message : custody_strerror(rc));
