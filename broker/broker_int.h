@@ -24,6 +24,7 @@
 #define BROKER_MAX_OUT_BACKLOG (1024 * 1024) /* unsent bytes before a new reply drops the client */
 #define BROKER_MAX_INFLIGHT 64               /* requests in flight before reading pauses */
 #define BROKER_PURPOSE_MAX 256
+#define BROKER_MAX_ADMIN_CONNS 64               /* admin socket, on top of max_connections */
 #define BROKER_STOP_GRACE_MS 5000
 
 /* ---- peer identity (peer.c) ------------------------------------------ */

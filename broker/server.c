@@ -107,7 +107,7 @@ static unsigned count_uid(const struct broker *b, uid_t uid)
 	unsigned n = 0;
 
 	for (const struct conn *c = b->conns; c != NULL; c = c->next)
-		if (!c->dead && c->peer.uid == uid)
+		if (!c->dead && !c->admin && c->peer.uid == uid)
 			n++;
 	return n;
 }
@@ -188,7 +188,10 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *ctx)
 			close(fd);
 			continue;
 		}
-		if (b->n_tool + b->n_admin >= b->cfg->limits.max_connections) {
+		/* The admin socket has its own small allowance, so an officer can
+		 * still lock down a broker that a flood of tool clients fills. */
+		if (admin ? b->n_admin >= BROKER_MAX_ADMIN_CONNS
+			  : b->n_tool >= b->cfg->limits.max_connections) {
 			broker_log("connection refused: max_connections (%u) reached (uid %u)",
 				   b->cfg->limits.max_connections, (unsigned)c->peer.uid);
 			peer_clear(&c->peer);
@@ -196,8 +199,7 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *ctx)
 			refuse(fd, "rate_limited", "too many connections to custodyd: try again later");
 			continue;
 		}
-		if (c->peer.uid != 0 &&
-		    count_uid(b, c->peer.uid) >= b->cfg->limits.max_connections_per_uid) {
+		if (!admin && count_uid(b, c->peer.uid) >= b->cfg->limits.max_connections_per_uid) {
 			broker_log("connection refused: max_connections_per_uid (%u) reached (uid %u)",
 				   b->cfg->limits.max_connections_per_uid, (unsigned)c->peer.uid);
 			peer_clear(&c->peer);

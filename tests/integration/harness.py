@@ -287,7 +287,7 @@ class Env:
         return r
 
     # ---- broker
-    def start_broker(self, wait=True, extra_env=None, expect_fail=False):
+    def start_broker(self, wait=True, extra_env=None, expect_fail=False, nofile=None):
         if self.broker is not None:
             raise Fail("broker already running")
         self.write_config()
@@ -295,8 +295,13 @@ class Env:
         env.update(extra_env or {})
         log = open(self.broker_log, "ab")
         self.log_offset = log.tell()
+        def limits():
+            if nofile is not None:
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.broker = subprocess.Popen([CUSTODYD, "--config", self.config_path, "--foreground"],
-                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                                       preexec_fn=limits)
         log.close()
         if expect_fail:
             try:
@@ -353,6 +358,11 @@ class Env:
 
     def pid(self):
         return self.broker.pid
+
+    def cpu_seconds(self):
+        with open("/proc/%d/stat" % self.broker.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_kib(self):
         with open("/proc/%d/status" % self.broker.pid) as f:
