@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""test_demo.py — `custody demo` runs the whole story and exits 0, narrates
+each step with its command, stops everything it started, removes its
+directory (or keeps it with --keep), and never prints the client secret or
+a token (it keeps the secret in a file we read afterwards to check).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import CUSTODY, CUSTODYD, Fail, check  # noqa: E402
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="custody-demo-test-")
+    try:
+        env = dict(os.environ)
+        env["TMPDIR"] = tmp
+        env["CUSTODYD"] = CUSTODYD
+        env.pop("CUSTODY_CONFIG", None)
+        env.pop("CUSTODY_SOCKET", None)
+        p = subprocess.run([CUSTODY, "demo", "--keep"], capture_output=True, text=True,
+                           timeout=300, env=env)
+        out = p.stdout + p.stderr
+        check(p.returncode == 0, "custody demo exits 0", p.returncode, out[-4000:])
+        check("demo ok" in p.stdout, "the demo says it succeeded", p.stdout[-500:])
+        steps = [l for l in p.stdout.splitlines() if l.startswith("==> ")]
+        check(len(steps) >= 15, "one narrated line per step", len(steps))
+        for must in ("custody init", "custody keys --json", "custody grant seal",
+                     "custody grant import contoso.grant --probe", "custody grant revoke",
+                     "custody audit verify"):
+            check(any(must in l for l in steps), "narration shows %r" % must, steps)
+        check("stay valid at the provider until" in p.stdout, "the exposure window is shown")
+        check("(revoked)" in p.stdout or "revoked" in p.stdout, "the refusal is shown")
+        check("audit verification FAILED" in p.stdout, "the tampered copy is caught")
+        check(re.search(r"HTTP 200: \d+ alerts", p.stdout), "the tool read alerts")
+
+        # --keep: the directory is there; nothing secret reached the output.
+        dirs = [d for d in os.listdir(tmp) if d.startswith("custody-demo.")]
+        check(len(dirs) == 1, "one demo directory kept", dirs)
+        demo = os.path.join(tmp, dirs[0])
+        with open(os.path.join(demo, "customer", "client-secret")) as f:
+            secret = f.read().strip()
+        check(len(secret) >= 20, "the demo made a secret")
+        check(secret not in out, "the client secret appears in the demo output")
+        check(not re.search(r"eyJ[A-Za-z0-9_-]{10,}\.", out), "a JWT appears in the output")
+        # nothing it started is left: no custodyd or idp.py with the demo dir
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % d, "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            check(demo.encode() not in cmd, "a process of the demo is still running", cmd)
+        shutil.rmtree(demo)
+
+        # without --keep the directory is removed
+        p = subprocess.run([CUSTODY, "demo"], capture_output=True, text=True, timeout=300,
+                           env=env)
+        check(p.returncode == 0, "second demo run exits 0", p.stdout[-2000:], p.stderr[-2000:])
+        check(os.listdir(tmp) == [], "demo without --keep removes its directory",
+              os.listdir(tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("ok: test_demo")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Fail as e:
+        print("FAIL:", e, file=sys.stderr)
+        sys.exit(1)
