@@ -10,6 +10,7 @@
 #include "broker_int.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -420,7 +421,19 @@ static int send_token(struct pending *p)
 	conn_send_raw(p->conn, line, o);
 	sodium_memzero(line, need);
 	sodium_free(line);
-	return 0;
+	/* a failed send (EPIPE) closed the connection: the token did not leave */
+	return p->conn->dead ? -EPIPE : 0;
+}
+
+/* Has the client hung up completely? A half-closed one (it shut down its
+ * writing side and still reads) is not gone. */
+static bool peer_hung_up(const struct conn *c)
+{
+	struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+
+	if (poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLERR)))
+		return true;
+	return false;
 }
 
 void token_recheck_and_send(struct pending *p, uint64_t seq)
@@ -455,7 +468,7 @@ void token_recheck_and_send(struct pending *p, uint64_t seq)
 		code = "grant_expired";
 		snprintf(msg, sizeof(msg), "the grant for tenant %s has expired: the customer must issue a new one",
 			 p->grant->tenant_id);
-	} else if (p->conn == NULL || p->conn->dead) {
+	} else if (p->conn == NULL || p->conn->dead || peer_hung_up(p->conn)) {
 		code = "gone";
 		snprintf(msg, sizeof(msg), "the client closed its connection");
 	} else if (!peer_still_same(&p->conn->peer)) {
@@ -464,14 +477,17 @@ void token_recheck_and_send(struct pending *p, uint64_t seq)
 	}
 	if (code == NULL)
 		json_object_set_new(p->reply, "audit_seq", json_integer((json_int_t)seq));
-	if (code == NULL && send_token(p) == 0) {
-		broker_log("%s seq=%llu", p->log, (unsigned long long)seq);
-		pending_free(p);
-		return;
-	}
 	if (code == NULL) {
-		code = "internal";
-		snprintf(msg, sizeof(msg), "out of memory");
+		int rc = send_token(p);
+
+		if (rc == 0) {
+			broker_log("%s seq=%llu", p->log, (unsigned long long)seq);
+			pending_free(p);
+			return;
+		}
+		code = rc == -EPIPE ? "gone" : "internal";
+		snprintf(msg, sizeof(msg), rc == -EPIPE ? "the client closed its connection"
+							: "out of memory");
 	}
 	/* Withheld: the token record is durable, so say so in another one. */
 	broker_log("token withheld (%s): principal=%s grant=%s seq=%llu", code,
