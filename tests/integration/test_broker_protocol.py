@@ -15,6 +15,22 @@ from harness import (DEFENDER_SCOPE, GRAPH_SCOPE, Env, as_nobody_request, check,
 
 env = None
 T = {}
+TOKENS = []
+
+
+def sha256_file(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+EXE_SHA = sha256_file(os.path.realpath(sys.executable))
+
+
+SECRETS = []
 
 
 def setUpModule():
@@ -31,6 +47,8 @@ def setUpModule():
                                                                   "down-co", "nobody-co",
                                                                   "fabrikam"],
              "rate": {"per_second": 1000, "burst": 1000}},
+            {"name": "hashed", "match": {"uid": 65532, "exe_sha256": EXE_SHA}, "tenants": ["*"]},
+            {"name": "wrong-hash", "match": {"uid": 65531, "exe_sha256": "0" * 64}},
             {"name": "nobody-tool", "match": {"uid": 65534}, "tenants": ["contoso"],
              "rate": {"per_second": 0.2, "burst": 2}},
         ]
@@ -41,6 +59,7 @@ def setUpModule():
         now = time.time()
         g, T["contoso"] = env.new_tenant("contoso", scopes=[DEFENDER_SCOPE, GRAPH_SCOPE])
         env.import_grant(g)
+        SECRETS.append(g["client_secret"])
         g, T["pending"] = env.new_tenant("pending-co", not_before=rfc3339(now + 86400))
         env.import_grant(g)
         g, T["expired"] = env.new_tenant("expired-co", not_before=rfc3339(now - 86400 * 2),
@@ -69,6 +88,10 @@ def tearDownModule():
     try:
         rc, took = env.stop_broker()
         check(rc == 0, "custodyd exit status %r" % rc)
+        log = env.log_text()
+        for t in TOKENS:
+            check(t not in log, "a token leaked into custodyd's log")
+        check(not any(s in log for s in SECRETS), "a client secret leaked into custodyd's log")
     finally:
         if os.environ.get("CUSTODY_TEST_VERBOSE"):
             print(env.log_text(), file=sys.stderr)
@@ -218,6 +241,7 @@ class Ops(unittest.TestCase):
         self.assertTrue(r["grant"].startswith("g_"))
         self.assertGreater(r["expires_in"], 60)
         self.assertEqual(r["access_token"].count("."), 2)
+        TOKENS.append(r["access_token"])
         recs = env.audit_records(tenant=T["contoso"], event="token")
         rec = [x for x in recs if x["seq"] == r["audit_seq"]][0]
         self.assertEqual(rec["outcome"], "ok")
@@ -240,6 +264,13 @@ class Ops(unittest.TestCase):
         self.assertTrue(r["ok"], "ping answers anyone")
         recs = env.audit_records(outcome="unauthenticated")
         self.assertTrue(any(x["peer"]["uid"] == 65533 for x in recs))
+
+    def test_exe_sha256(self):
+        r = as_nobody_request(env.tool_path, {"op": "whoami"}, uid=65532)
+        self.assertTrue(r["ok"], r)
+        self.assertEqual(r["principal"], "hashed")
+        r = as_nobody_request(env.tool_path, {"op": "whoami"}, uid=65531)
+        expect_error(r, "unauthenticated")
 
     def test_denied(self):
         # tenant outside the principal's list (known or not) → denied
