@@ -515,7 +515,7 @@ class Bench:
                 for n in CONNS:
                     self.results[("custody", n)] = self.loadgen(
                         "custody cached token", env["tool"], n, request=self.token_line("bench-0"))
-                if self.args.profile:
+                if self.args.profile or (not self.quick and not self.args.no_profile):
                     self.profile(broker, env)
                 calls_after = self.idp_control(meta, "GET", "/counters")["token_calls_total"]
                 self.notes.append("(a) upstream token calls during the cached-token runs: %d "
@@ -527,26 +527,58 @@ class Bench:
             self.stop(idp)
 
     def profile(self, broker, env):
-        """perf stat of custodyd under 64-connection load: where the time goes."""
+        """Where custodyd's time goes on the cached-token path: CPU, context
+        switches and syscalls per request (perf stat over an exact number of
+        requests), and which syscalls (strace -c -f: fsync placement, the
+        mmap/mprotect/munmap that sodium_malloc costs)."""
+        n = 400 if self.quick else 20000
+        lines = os.path.join(self.tmp, "profile-lines.ndjson")
+        with open(lines, "w") as f:
+            for _ in range(n):
+                f.write(self.token_line("bench-0") + "\n")
+        prof = {"requests": n, "connections": 8}
         perf = shutil.which("perf")
-        if not perf:
-            return
-        out = os.path.join(self.tmp, "perf-stat.txt")
-        ps = self.start([perf, "stat", "-e", "task-clock,context-switches,cpu-migrations,"
-                         "page-faults,raw_syscalls:sys_enter", "-p", str(broker.pid),
-                         "-o", out], "perf")
-        time.sleep(0.5)
-        res = self.loadgen("custody (under perf stat)", env["tool"], 64,
-                           request=self.token_line("bench-0"))
-        self.stop(ps, signal.SIGINT)
-        with open(out) as f:
-            text = f.read()
-        self.results["perf_stat"] = text
-        m = re.search(r"([\d,]+)\s+raw_syscalls:sys_enter", text)
-        total = res["rps"] * (self.warmup + self.duration)
-        if m and total:
-            self.notes.append("perf stat: about %.1f syscalls per cached-token request in custodyd."
-                              % (int(m.group(1).replace(",", "")) / total))
+        if perf:
+            out = os.path.join(self.tmp, "perf-stat.txt")
+            ps = self.start([perf, "stat", "-x", ",", "-e",
+                             "task-clock,context-switches,raw_syscalls:sys_enter",
+                             "-p", str(broker.pid), "-o", out], "perf")
+            time.sleep(0.5)  # perf attaches
+            self.loadgen("custody (under perf stat)", env["tool"], 8, lines=lines)
+            self.stop(ps, signal.SIGINT)
+            with open(out) as f:
+                for line in f:
+                    parts = line.strip().split(",")
+                    if len(parts) > 2 and parts[0].replace(".", "").isdigit():
+                        prof[parts[2]] = float(parts[0])
+        strace = shutil.which("strace")
+        if strace:
+            out = os.path.join(self.tmp, "strace.txt")
+            st = self.start([strace, "-f", "-c", "-o", out, "-p", str(broker.pid)], "strace")
+            time.sleep(0.5)
+            m = max(100, n // 10)
+            with open(lines) as f:
+                few = f.readlines()[:m]
+            short = os.path.join(self.tmp, "profile-lines-short.ndjson")
+            with open(short, "w") as f:
+                f.writelines(few)
+            self.loadgen("custody (under strace -c)", env["tool"], 8, lines=short)
+            time.sleep(0.3)
+            self.stop(st, signal.SIGINT)
+            calls = {}
+            with open(out) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] != "total":
+                        calls[parts[-1]] = int(parts[3])
+            prof["strace_requests"] = m
+            prof["syscalls_per_request"] = {k: v / m for k, v in
+                                            sorted(calls.items(), key=lambda kv: -kv[1])}
+        self.results["profile"] = prof
+        if "raw_syscalls:sys_enter" in prof:
+            self.log("profile: %.0f us CPU, %.1f syscalls, %.2f context switches per request" % (
+                prof.get("task-clock", 0) * 1000 / n, prof["raw_syscalls:sys_enter"] / n,
+                prof.get("context-switches", 0) / n))
 
     # -- (e) cold path
 
@@ -788,6 +820,26 @@ def report(b):
                     name, c, "{:,.0f}".format(r["rps"]), fmt_ms(r["p50_us"]), fmt_ms(r["p99_us"]),
                     fmt_ms(r.get("p999_us"))))
     lines.append("")
+    prof = R.get("profile")
+    if prof:
+        n = prof["requests"]
+        lines += ["Where custodyd's time goes (cached token, %d connections; perf stat over %d requests, "
+                  "strace -c -f over %s):" % (prof["connections"], n, prof.get("strace_requests", "—")), ""]
+        if "task-clock" in prof:
+            lines.append("- per request: %.0f µs of custodyd CPU (all threads), %.1f syscalls, "
+                         "%.2f context switches" % (prof["task-clock"] * 1000 / n,
+                                                    prof.get("raw_syscalls:sys_enter", 0) / n,
+                                                    prof.get("context-switches", 0) / n))
+        spr = prof.get("syscalls_per_request")
+        if spr:
+            lines.append("- syscalls per request: " + ", ".join(
+                "%s %.2f" % (k, v) for k, v in spr.items() if v >= 0.01))
+            mm = sum(spr.get(k, 0) for k in ("mmap", "munmap", "mprotect", "mlock", "munlock", "madvise"))
+            sync = sum(spr.get(k, 0) for k in ("fsync", "fdatasync", "sync_file_range"))
+            lines.append("- of which mmap/munmap/mprotect/mlock/munlock/madvise (sodium_malloc/sodium_free "
+                         "costs about 10 of these a pair): %.1f; fsync/fdatasync: %.3f (one per %s requests)"
+                         % (mm, sync, "%.1f" % (1 / sync) if sync else "—"))
+        lines.append("")
     if b.notes:
         lines += ["Notes:", ""] + ["- " + n for n in b.notes] + [""]
     lines += ["Reproduce: `python3 tests/bench/run.py --build build --out tests/bench/RESULTS.md`. "
@@ -801,7 +853,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="short durations, small counts (smoke test)")
     ap.add_argument("--out", help="write the markdown table there too")
     ap.add_argument("--json", help="write every raw figure there (JSON)")
-    ap.add_argument("--profile", action="store_true", help="perf stat custodyd under 64-connection load")
+    ap.add_argument("--profile", action="store_true",
+                    help="profile custodyd's cached-token path (perf stat, strace -c) even with --quick")
+    ap.add_argument("--no-profile", action="store_true", help="skip that profile in a full run")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     args = ap.parse_args()
     b = Bench(args)
