@@ -66,6 +66,7 @@ struct conn {
 	bool closing;             /* no more reading; close when flushed */
 	bool dead;                /* closed; freed once no pending refers to it */
 	bool reading;             /* EPOLLIN wanted */
+	bool hung_up;             /* peer gone; fd no longer watched */
 	struct peer peer;
 	char *in;
 	size_t in_len;

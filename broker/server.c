@@ -234,7 +234,7 @@ static void conn_update_events(struct conn *c)
 {
 	uint32_t ev = 0;
 
-	if (c->dead)
+	if (c->dead || c->hung_up)
 		return;
 	if (c->reading && !c->closing && c->inflight < BROKER_MAX_INFLIGHT &&
 	    c->out_len - c->out_off <= BROKER_MAX_OUT_BACKLOG)
@@ -459,10 +459,14 @@ static void conn_io(struct loop *l, int fd, uint32_t events, void *ctx)
 	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
 		if ((events & EPOLLERR) || ((events & EPOLLHUP) && !(events & EPOLLIN))) {
 			c->closing = true;
-			if (c->inflight == 0)
+			if (c->inflight == 0) {
 				conn_close(c);
-			else
-				conn_update_events(c);
+				return;
+			}
+			/* HUP cannot be masked: stop watching the fd (or the loop
+			 * spins) and close once the requests in flight are done. */
+			c->hung_up = true;
+			loop_fd_del(l, c->fd);
 			return;
 		}
 		conn_read(c);

@@ -191,6 +191,14 @@ static json_t *token_record(struct pending *p, const char *event, const char *ou
 	return rec;
 }
 
+static void token_wipe_copy(struct pending *p)
+{
+	if (p->token != NULL) {
+		sodium_free(p->token);
+		p->token = NULL;
+	}
+}
+
 static void token_answered(void *ctx, const struct token_reply *r)
 {
 	struct pending *p = ctx;
@@ -207,8 +215,12 @@ static void token_answered(void *ctx, const struct token_reply *r)
 		if (p->token == NULL || rec == NULL ||
 		    util_time_format(r->expires_at * 1000000, false, ts) < 0) {
 			json_decref(rec);
+			token_wipe_copy(p);
 			p->kind = PENDING_PLAIN;
-			answer_error(p, "token", id, "internal", "out of memory", NULL);
+			p->reply = reply_error(id, "internal", "out of memory");
+			broker_count_outcome(b, "internal");
+			p->deferred = token_record(p, "token", "internal");
+			p->deferred_fail = p->deferred == NULL;
 			goto out;
 		}
 		memcpy(p->token, r->access_token, r->token_len);
