@@ -201,6 +201,30 @@ class Tokens(unittest.TestCase):
         self.assertIn(7000222, r["probe"]["upstream_codes"])
         self.assertEqual(r["grant"]["state"], "active", "a failed probe keeps the grant")
 
+    def test_zz_stop_with_upstream_hanging(self):
+        g, tid = env.new_tenant("hang-co")
+        env.import_grant(g)
+        env.idp.set_fault("hang", tenant=tid)
+        out = {}
+
+        def ask():
+            try:
+                out["r"] = env.token("hang-co")
+            except Exception as e:  # the connection may just close
+                out["e"] = e
+        try:
+            t = threading.Thread(target=ask)
+            t.start()
+            wait_for(lambda: calls(tid) >= 1, 5, what="upstream call to start")
+            rc, took = env.stop_broker()
+            t.join(10)
+        finally:
+            env.idp.set_fault("ok", tenant=tid)
+        self.assertEqual(rc, 0)
+        self.assertLess(took, 7.0, "SIGTERM must finish within the 5 s grace")
+        self.assertNotIn("access_token", out.get("r", {}))
+        env.start_broker()
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
