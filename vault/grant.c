@@ -565,8 +565,10 @@ int grant_validate(const char *json, size_t len, const char *const *allowed_host
 		secret[slen] = '\0';
 		*secret_out = secret;
 	}
-	*out = g;
-	g = NULL;
+	if (out != NULL) {
+		*out = g;
+		g = NULL;
+	}
 	rc = 0;
 out:
 	if (root != NULL) {

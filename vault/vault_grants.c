@@ -56,9 +56,12 @@ int vault_grant_import(struct vault *v, const char *envelope, size_t len,
 	/* Same sealed bytes, same id: importing a file twice is a no-op. */
 	rc = grant_load(v, id, &g);
 	if (rc == 0) {
-		*out = g;
-		*already = true;
-		g = NULL;
+		if (already != NULL)
+			*already = true;
+		if (out != NULL) {
+			*out = g;
+			g = NULL;
+		}
 		goto out;
 	}
 	if (rc != -ENOENT) {
@@ -83,9 +86,12 @@ int vault_grant_import(struct vault *v, const char *envelope, size_t len,
 		cerr_set(err, rc, "cannot store grant %s: %s", id, strerror(-rc));
 		goto out;
 	}
-	*out = dup;
-	*already = false;
-	dup = NULL;
+	if (already != NULL)
+		*already = false;
+	if (out != NULL) {
+		*out = dup;
+		dup = NULL;
+	}
 	rc = 0;
 out:
 	vault_plain_free(rec, reclen);
@@ -249,6 +255,10 @@ int vault_grant_revoke(struct vault *v, const char *id, const char *actor, const
 	}
 	if (strlen(reason) >= sizeof(g->reason)) {
 		rc = cerr_set(err, -EINVAL, "reason: longer than %zu bytes", sizeof(g->reason) - 1);
+		goto out;
+	}
+	if (!util_utf8_valid(actor, strlen(actor)) || !util_utf8_valid(reason, strlen(reason))) {
+		rc = cerr_set(err, -EINVAL, "actor and reason must be valid UTF-8");
 		goto out;
 	}
 	g->revoked = true;

@@ -38,6 +38,29 @@ int vault_key_path_resolve(const char *path, char **out)
 	return 0;
 }
 
+int vault_key_rekey_paths(const char *key_file, char **kf_out, char **pending_out)
+{
+	char *kf = NULL, *real, *pending = NULL;
+	int rc;
+
+	rc = vault_key_path_resolve(key_file, &kf);
+	if (rc < 0)
+		return rc;
+	/* a rekey replaces the file a symlink points to, not the link */
+	real = realpath(kf, NULL);
+	if (real != NULL) {
+		free(kf);
+		kf = real;
+	}
+	if (asprintf(&pending, "%s%s", kf, VAULT_KEY_REKEY_SUFFIX) < 0) {
+		free(kf);
+		return -ENOMEM;
+	}
+	*kf_out = kf;
+	*pending_out = pending;
+	return 0;
+}
+
 /* Read a secret file into sodium_malloc memory after checking that only its
  * owner (us) can read it. */
 static int secret_file_read(const char *path, const char *what, size_t max, char **out,

@@ -84,6 +84,9 @@ struct vault {
 
 /* vault_key.c */
 int vault_key_path_resolve(const char *path, char **out);
+/* The key file a rekey replaces (symlinks resolved) and where the new key
+ * waits until the swap is complete (KEYFILE.rekey). */
+int vault_key_rekey_paths(const char *key_file, char **kf, char **pending);
 int vault_key_file_load(const char *path, uint8_t key[static 32], struct cerr *err);
 int vault_passphrase_load(const char *path, char **pass, size_t *len, struct cerr *err);
 int vault_master_from_source(const struct vault_key_source *src, const struct vault_header *h,

@@ -177,7 +177,8 @@ int vault_rekey(const char *dir, const struct vault_key_source *src,
 	uint8_t hdr[VAULT_HDR_LEN];
 	char *newdir = NULL, *newdata = NULL, *data = NULL, *kf = NULL, *kf_new = NULL;
 	char *kf_dir = NULL;
-	int old_fd = -1, rc;
+	struct stat dst;
+	int old_fd = -1, rc, sync_rc;
 	bool committed = false;
 
 	rc = vault_open(dir, src, &v, err);
@@ -196,10 +197,8 @@ int vault_rekey(const char *dir, const struct vault_key_source *src,
 	if (src->key_file != NULL) {
 		h.kdf = VAULT_KDF_KEYFILE;
 		randombytes_buf(master, VAULT_KEY_LEN);
-		rc = vault_key_path_resolve(src->key_file, &kf);
-		if (rc < 0 || parent_dir(kf, &kf_dir) < 0 ||
-		    asprintf(&kf_new, "%s%s", kf, VAULT_KEY_REKEY_SUFFIX) < 0) {
-			kf_new = NULL;
+		if (vault_key_rekey_paths(src->key_file, &kf, &kf_new) < 0 ||
+		    parent_dir(kf, &kf_dir) < 0) {
 			rc = cerr_set(err, -ENOMEM, "out of memory");
 			goto out;
 		}
@@ -250,6 +249,14 @@ int vault_rekey(const char *dir, const struct vault_key_source *src,
 			goto out;
 	}
 	sodium_memzero(master, VAULT_KEY_LEN);
+	/* The new file keeps the old one's owner: a rekey run as root must
+	 * not leave the broker's user a vault it cannot open. */
+	if (stat(data, &dst) < 0 || chown(newdata, dst.st_uid, dst.st_gid) < 0) {
+		rc = -errno;
+		cerr_set(err, rc, "cannot give %s the owner of %s: %s; nothing was changed", newdata,
+			 data, strerror(-rc));
+		goto out;
+	}
 	/* 3. the swap: from here on the new key opens the vault */
 	old_fd = open(data, O_RDWR | O_CLOEXEC);
 	mdb_env_close(v->env);
@@ -261,12 +268,8 @@ int vault_rekey(const char *dir, const struct vault_key_source *src,
 		goto out;
 	}
 	committed = true;
-	rc = fsync_path(dir, true);
-	if (rc < 0) {
-		cerr_set(err, rc, "cannot sync %s: %s", dir, strerror(-rc));
-		goto out;
-	}
-	/* 4. the key file */
+	sync_rc = fsync_path(dir, true);
+	/* 4. the key file (even when the sync failed: the vault is new now) */
 	if (kf != NULL) {
 		if (rename(kf_new, kf) < 0) {
 			rc = -errno;
@@ -281,12 +284,25 @@ int vault_rekey(const char *dir, const struct vault_key_source *src,
 			goto out;
 		}
 	}
-	/* 5. tidy up; the old env's reader table belongs to the old file */
+	if (sync_rc < 0) {
+		rc = sync_rc;
+		cerr_set(err, rc, "cannot sync %s: %s", dir, strerror(-rc));
+		goto out;
+	}
+	/* 5. tidy up. LMDB's reader table described the old file: start the
+	 * new one with a fresh, empty lock file owned like the data. */
 	{
 		char *lk = util_path_join(dir, VAULT_LMDB_LOCK);
+		int lfd;
 
-		if (lk != NULL)
+		if (lk != NULL) {
 			unlink(lk);
+			lfd = open(lk, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+			if (lfd >= 0) {
+				(void)fchown(lfd, dst.st_uid, dst.st_gid);
+				close(lfd);
+			}
+		}
 		free(lk);
 	}
 	wipe_old(old_fd);

@@ -94,6 +94,8 @@ int vault_create(const char *dir, const struct vault_key_source *src, struct cer
 	bool made_env = false;
 	int lock_fd = -1, rc;
 
+	if (src == NULL || dir == NULL)
+		return cerr_set(err, -EINVAL, "no vault directory or key source given");
 	if (sodium_init() < 0)
 		return cerr_set(err, -EIO, "libsodium failed to initialise");
 	rc = util_mkdir_p(dir, 0700);
@@ -175,7 +177,10 @@ int vault_create(const char *dir, const struct vault_key_source *src, struct cer
 		goto out;
 	}
 	made_env = false; /* complete: keep it */
-	rc = 0;
+	/* the new files' directory entries must be durable too */
+	rc = fsync_dir(dir);
+	if (rc < 0)
+		cerr_set(err, rc, "cannot sync %s: %s", dir, strerror(-rc));
 out:
 	if (txn != NULL)
 		mdb_txn_abort(txn);
@@ -262,12 +267,11 @@ static void rekey_cleanup(const char *dir, const struct vault_key_source *src)
 	if (!swapped && src->key_file != NULL) {
 		char *kf = NULL;
 
-		if (vault_key_path_resolve(src->key_file, &kf) == 0 &&
-		    asprintf(&p, "%s%s", kf, VAULT_KEY_REKEY_SUFFIX) >= 0) {
+		if (vault_key_rekey_paths(src->key_file, &kf, &p) == 0) {
 			unlink(p);
 			free(p);
+			free(kf);
 		}
-		free(kf);
 	}
 	free(rd);
 }
@@ -285,9 +289,7 @@ static int rekey_finish_key(const struct vault_key_source *src, const struct vau
 
 	if (src->key_file == NULL)
 		return -EKEYREJECTED;
-	if (vault_key_path_resolve(src->key_file, &kf) < 0 ||
-	    asprintf(&pending, "%s%s", kf, VAULT_KEY_REKEY_SUFFIX) < 0) {
-		pending = NULL;
+	if (vault_key_rekey_paths(src->key_file, &kf, &pending) < 0) {
 		rc = -ENOMEM;
 		goto out;
 	}
@@ -381,6 +383,8 @@ int vault_open(const char *dir, const struct vault_key_source *src, struct vault
 	uint8_t hdr[VAULT_HDR_LEN];
 	int rc;
 
+	if (src == NULL || dir == NULL)
+		return cerr_set(err, -EINVAL, "no vault directory or key source given");
 	if (sodium_init() < 0)
 		return cerr_set(err, -EIO, "libsodium failed to initialise");
 	if (!file_exists(dir, VAULT_DATA)) {
@@ -441,12 +445,11 @@ int vault_open(const char *dir, const struct vault_key_source *src, struct vault
 		 * rekey that never swapped; it opens nothing. */
 		char *kf = NULL, *p = NULL;
 
-		if (vault_key_path_resolve(src->key_file, &kf) == 0 &&
-		    asprintf(&p, "%s%s", kf, VAULT_KEY_REKEY_SUFFIX) >= 0) {
+		if (vault_key_rekey_paths(src->key_file, &kf, &p) == 0) {
 			unlink(p);
 			free(p);
+			free(kf);
 		}
-		free(kf);
 	}
 	if (vault_header_check_mac(hdr, sk->mac) < 0) {
 		rc = cerr_set(err, -EBADMSG,
