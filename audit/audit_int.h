@@ -1,0 +1,121 @@
+/* audit_int.h — the audit store's private state, shared by its files. */
+#ifndef CUSTODY_AUDIT_INT_H
+#define CUSTODY_AUDIT_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/types.h>
+
+#include <sqlite3.h>
+
+#include "audit.h"
+#include "merkle.h"
+
+#define AUDIT_SCHEMA_VERSION 1
+#define AUDIT_QUEUE_MAX 65536          /* queued records beyond: -EAGAIN */
+#define AUDIT_BODY_MAX (64 * 1024)     /* a canonical body larger: -EINVAL */
+#define AUDIT_JSON_FLAGS (JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII)
+
+/* tenant -> its chain head (the writer's copy of the `tenants` table) */
+struct tenant_ent {
+	struct tenant_ent *next;       /* hash chain */
+	struct tenant_ent *next_dirty; /* changed in the open batch */
+	bool dirty;
+	uint64_t seq;
+	uint8_t leaf[MERKLE_HASH];
+	char name[];
+};
+
+struct tenant_map {
+	struct tenant_ent **b;
+	size_t nb, count;
+};
+
+int tenant_map_init(struct tenant_map *m);
+void tenant_map_free(struct tenant_map *m);
+struct tenant_ent *tenant_map_get(struct tenant_map *m, const char *name);
+/* Get or add (seq 0); NULL on -ENOMEM. */
+struct tenant_ent *tenant_map_put(struct tenant_map *m, const char *name);
+
+struct audit_waiter {
+	pthread_cond_t cond;
+	bool done;
+	int rc;
+	uint64_t seq;
+	char *note;   /* checkpoint requests */
+};
+
+struct audit_item {
+	struct audit_item *next;
+	json_t *fields;
+	uint64_t cookie;
+	struct audit_waiter *w;  /* blocking append; NULL: async */
+	int rc;                  /* set by the writer */
+	uint64_t seq;
+};
+
+struct audit_cpreq {
+	struct audit_cpreq *next;
+	struct audit_waiter *w;
+};
+
+struct audit {
+	char *path;
+	bool read_only;
+	sqlite3 *db;                 /* writer connection, writer thread only */
+	sqlite3 *rdb;                /* queries and exports */
+	pthread_mutex_t rlock;       /* rdb */
+
+	struct audit_signer signer;  /* copy; origin owned */
+	bool has_signer;
+	uint64_t cp_every;
+	unsigned cp_interval_s;
+
+	/* between appenders, the loop and the writer, under lock */
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	struct audit_item *q_head, *q_tail;
+	size_t q_len;
+	struct audit_cpreq *cp_head, *cp_tail;
+	bool stopping;
+	struct audit_done *done;
+	size_t done_head, done_len, done_cap; /* ring of async completions */
+	size_t outstanding;           /* async appends not yet polled */
+	int efd;
+	pthread_t thread;
+	bool thread_started;
+	int close_rc;
+
+	atomic_uint_fast64_t size;    /* committed records */
+	atomic_bool writable;
+	atomic_int fail_rc;           /* why not writable */
+
+	/* writer thread only */
+	bool gone;                    /* the file was removed or replaced */
+	struct merkle_range range;
+	struct tenant_map tenants;
+	uint64_t last_cp_size;
+	bool have_cp;
+	int64_t last_cp_ms;
+	int64_t last_time_us;
+	int wal_pages;
+	int64_t retry_ms, retry_at_ms;
+	dev_t dev;
+	ino_t ino;
+	int db_fd, wal_fd;            /* opened by us, only to watch nlink */
+	sqlite3_stmt *st_event, *st_tenant, *st_range, *st_cp, *st_probe;
+};
+
+/* store.c */
+int audit_db_open(const char *path, bool read_only, bool create, sqlite3 **out, struct cerr *err);
+int audit_sqlite_rc(int src);
+int audit_state_load(struct audit *a, struct cerr *err);
+int audit_exec(sqlite3 *db, const char *sql);
+
+/* writer.c */
+void *audit_writer_main(void *arg);
+
+/* checkpoint lookup shared by export: newest stored (size, note) */
+int audit_newest_checkpoint(sqlite3 *db, uint64_t *size, char **note);
+
+#endif

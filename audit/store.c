@@ -1,0 +1,569 @@
+/* store.c — opening the SQLite file, its schema, and the writer's state as
+ * committed (tree size, compact range, tenant chain heads). */
+#include "audit_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "note.h"
+
+static const char schema_sql[] =
+	"CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value);"
+	"CREATE TABLE IF NOT EXISTS events("
+	" seq INTEGER PRIMARY KEY, time TEXT NOT NULL, event TEXT NOT NULL,"
+	" outcome TEXT, tenant TEXT, principal TEXT, body TEXT NOT NULL, leaf BLOB NOT NULL);"
+	"CREATE INDEX IF NOT EXISTS events_tenant_time ON events(tenant, time);"
+	"CREATE INDEX IF NOT EXISTS events_principal_time ON events(principal, time);"
+	"CREATE TABLE IF NOT EXISTS checkpoints("
+	" size INTEGER PRIMARY KEY, root BLOB NOT NULL, note TEXT NOT NULL, time TEXT NOT NULL);"
+	/* the writer's state, rewritten in the same transaction as the records
+	 * (derived data: verification recomputes it from events) */
+	"CREATE TABLE IF NOT EXISTS tenants("
+	" tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL, last_leaf BLOB NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS tree("
+	" id INTEGER PRIMARY KEY CHECK (id = 1), size INTEGER NOT NULL, nodes BLOB NOT NULL);"
+	"CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events"
+	" BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;"
+	"CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events"
+	" BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;"
+	"CREATE TRIGGER IF NOT EXISTS checkpoints_no_update BEFORE UPDATE ON checkpoints"
+	" BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;"
+	"CREATE TRIGGER IF NOT EXISTS checkpoints_no_delete BEFORE DELETE ON checkpoints"
+	" BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;"
+	"INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', 1), ('probe', 0);";
+
+int audit_sqlite_rc(int src)
+{
+	switch (src & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_DONE:
+	case SQLITE_ROW:
+		return 0;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_CANTOPEN:
+		return -ENOENT;
+	case SQLITE_CONSTRAINT:
+		return -EBADMSG;
+	default:
+		return -EIO;
+	}
+}
+
+int audit_exec(sqlite3 *db, const char *sql)
+{
+	return audit_sqlite_rc(sqlite3_exec(db, sql, NULL, NULL, NULL));
+}
+
+int audit_db_open(const char *path, bool read_only, bool create, sqlite3 **out, struct cerr *err)
+{
+	sqlite3 *db = NULL;
+	int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
+	int src;
+
+	flags |= read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
+	if (create)
+		flags |= SQLITE_OPEN_CREATE;
+	src = sqlite3_open_v2(path, &db, flags, NULL);
+	if (src != SQLITE_OK) {
+		int rc = audit_sqlite_rc(src);
+
+		cerr_set(err, rc, "cannot open the audit store %s: %s", path,
+			 db ? sqlite3_errmsg(db) : sqlite3_errstr(src));
+		sqlite3_close(db);
+		return rc;
+	}
+	sqlite3_busy_timeout(db, 2000);
+	*out = db;
+	return 0;
+}
+
+static int get_u64(sqlite3 *db, const char *sql, uint64_t *out)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = audit_sqlite_rc(sqlite3_prepare_v2(db, sql, -1, &st, NULL));
+
+	if (rc < 0)
+		return rc;
+	switch (sqlite3_step(st)) {
+	case SQLITE_ROW:
+		*out = (uint64_t)sqlite3_column_int64(st, 0);
+		rc = 0;
+		break;
+	case SQLITE_DONE:
+		*out = 0;
+		rc = 0;
+		break;
+	default:
+		rc = audit_sqlite_rc(sqlite3_errcode(db));
+		if (rc == 0)
+			rc = -EIO;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* Recompute the compact range from the stored leaves (the tree row is
+ * missing or disagrees with the events, e.g. after a schema upgrade). */
+static int range_rebuild(struct audit *a, uint64_t size)
+{
+	sqlite3_stmt *st = NULL;
+	int rc, src;
+
+	merkle_range_init(&a->range);
+	rc = audit_sqlite_rc(sqlite3_prepare_v2(a->db, "SELECT seq, leaf FROM events ORDER BY seq",
+						-1, &st, NULL));
+	if (rc < 0)
+		return rc;
+	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+		if ((uint64_t)sqlite3_column_int64(st, 0) != a->range.size + 1 ||
+		    sqlite3_column_bytes(st, 1) != MERKLE_HASH) {
+			rc = -EBADMSG;
+			goto out;
+		}
+		merkle_range_append(&a->range, sqlite3_column_blob(st, 1));
+	}
+	rc = src == SQLITE_DONE ? 0 : -EIO;
+	if (rc == 0 && a->range.size != size)
+		rc = -EBADMSG;
+out:
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int audit_state_load(struct audit *a, struct cerr *err)
+{
+	sqlite3_stmt *st = NULL;
+	uint64_t size = 0, cp = 0, ncp = 0;
+	struct tenant_map tm = {0};
+	int rc, src;
+
+	rc = get_u64(a->db, "SELECT coalesce(max(seq), 0) FROM events", &size);
+	if (rc == 0)
+		rc = get_u64(a->db, "SELECT coalesce(max(size), 0) FROM checkpoints", &cp);
+	if (rc == 0)
+		rc = get_u64(a->db, "SELECT count(*) FROM checkpoints", &ncp);
+	if (rc < 0)
+		return cerr_set(err, rc, "cannot read the audit store: %s", sqlite3_errmsg(a->db));
+
+	/* compact range */
+	rc = audit_sqlite_rc(sqlite3_prepare_v2(a->db, "SELECT size, nodes FROM tree WHERE id = 1",
+						-1, &st, NULL));
+	if (rc < 0)
+		return cerr_set(err, rc, "cannot read the audit store: %s", sqlite3_errmsg(a->db));
+	src = sqlite3_step(st);
+	if (src == SQLITE_ROW && (uint64_t)sqlite3_column_int64(st, 0) == size &&
+	    (size_t)sqlite3_column_bytes(st, 1) == merkle_range_count(size) * MERKLE_HASH) {
+		merkle_range_init(&a->range);
+		a->range.size = size;
+		if (size > 0)
+			memcpy(a->range.node, sqlite3_column_blob(st, 1),
+			       merkle_range_count(size) * MERKLE_HASH);
+	} else if (src == SQLITE_ROW || src == SQLITE_DONE) {
+		rc = range_rebuild(a, size);
+	} else {
+		rc = -EIO;
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	if (rc < 0)
+		return cerr_set(err, rc, "cannot rebuild the audit tree: %s",
+				rc == -EBADMSG ? "records are not numbered 1..n" :
+						 sqlite3_errmsg(a->db));
+
+	/* tenant chain heads */
+	rc = tenant_map_init(&tm);
+	if (rc < 0)
+		return cerr_set(err, rc, "out of memory");
+	rc = audit_sqlite_rc(sqlite3_prepare_v2(a->db, "SELECT tenant, seq, last_leaf FROM tenants",
+						-1, &st, NULL));
+	while (rc == 0 && (src = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 0);
+		struct tenant_ent *e;
+
+		if (name == NULL || sqlite3_column_bytes(st, 2) != MERKLE_HASH) {
+			rc = -EBADMSG;
+			break;
+		}
+		e = tenant_map_put(&tm, name);
+		if (e == NULL) {
+			rc = -ENOMEM;
+			break;
+		}
+		e->seq = (uint64_t)sqlite3_column_int64(st, 1);
+		memcpy(e->leaf, sqlite3_column_blob(st, 2), MERKLE_HASH);
+	}
+	if (rc == 0 && src != SQLITE_DONE)
+		rc = -EIO;
+	sqlite3_finalize(st);
+	st = NULL;
+	if (rc < 0) {
+		tenant_map_free(&tm);
+		return cerr_set(err, rc, "cannot read the tenant chains: %s",
+				rc == -EBADMSG ? "malformed row" : sqlite3_errmsg(a->db));
+	}
+
+	/* newest record's time: times never go backwards in the store */
+	a->last_time_us = 0;
+	rc = audit_sqlite_rc(sqlite3_prepare_v2(a->db,
+						"SELECT time FROM events ORDER BY seq DESC LIMIT 1",
+						-1, &st, NULL));
+	if (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+		const char *t = (const char *)sqlite3_column_text(st, 0);
+
+		if (t == NULL || util_time_parse(t, &a->last_time_us) < 0)
+			a->last_time_us = 0;
+	}
+	sqlite3_finalize(st);
+
+	tenant_map_free(&a->tenants);
+	a->tenants = tm;
+	a->last_cp_size = cp;
+	a->have_cp = ncp > 0;
+	atomic_store(&a->size, size);
+	return 0;
+}
+
+int audit_newest_checkpoint(sqlite3 *db, uint64_t *size, char **note)
+{
+	sqlite3_stmt *st = NULL;
+	int rc, src;
+
+	rc = audit_sqlite_rc(sqlite3_prepare_v2(
+		db, "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1", -1, &st, NULL));
+	if (rc < 0)
+		return rc;
+	src = sqlite3_step(st);
+	if (src == SQLITE_ROW) {
+		char *n = strdup(sqlite3_column_text(st, 1) ? (const char *)sqlite3_column_text(st, 1) : "");
+
+		if (n == NULL) {
+			rc = -ENOMEM;
+		} else {
+			*size = (uint64_t)sqlite3_column_int64(st, 0);
+			*note = n;
+		}
+	} else {
+		rc = src == SQLITE_DONE ? -ENOENT : -EIO;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int wal_hook(void *ctx, sqlite3 *db, const char *name, int pages)
+{
+	struct audit *a = ctx;
+
+	a->wal_pages = pages;
+	return SQLITE_OK;
+}
+
+static int prepare_writer(struct audit *a)
+{
+	static const struct {
+		size_t off;
+		const char *sql;
+	} stmts[] = {
+		{offsetof(struct audit, st_event),
+		 "INSERT INTO events(seq, time, event, outcome, tenant, principal, body, leaf)"
+		 " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"},
+		{offsetof(struct audit, st_tenant),
+		 "INSERT INTO tenants(tenant, seq, last_leaf) VALUES (?1, ?2, ?3)"
+		 " ON CONFLICT(tenant) DO UPDATE SET seq = excluded.seq, last_leaf = excluded.last_leaf"},
+		{offsetof(struct audit, st_range),
+		 "INSERT INTO tree(id, size, nodes) VALUES (1, ?1, ?2)"
+		 " ON CONFLICT(id) DO UPDATE SET size = excluded.size, nodes = excluded.nodes"},
+		{offsetof(struct audit, st_cp),
+		 "INSERT INTO checkpoints(size, root, note, time) VALUES (?1, ?2, ?3, ?4)"},
+		{offsetof(struct audit, st_probe),
+		 "UPDATE meta SET value = value + 1 WHERE key = 'probe'"},
+	};
+
+	for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
+		sqlite3_stmt **st = (sqlite3_stmt **)((char *)a + stmts[i].off);
+		int rc = audit_sqlite_rc(sqlite3_prepare_v3(a->db, stmts[i].sql, -1,
+							    SQLITE_PREPARE_PERSISTENT, st, NULL));
+
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int check_schema(sqlite3 *db, struct cerr *err)
+{
+	uint64_t v = 0;
+	int rc = get_u64(db, "SELECT value FROM meta WHERE key = 'schema'", &v);
+
+	if (rc < 0)
+		return cerr_set(err, rc == -EIO ? -EIO : rc,
+				"not a custody audit store (no schema version): %s",
+				sqlite3_errmsg(db));
+	if (v != AUDIT_SCHEMA_VERSION)
+		return cerr_set(err, -EPROTO, "audit store schema version %" PRIu64
+				" is not supported (this build reads %d)", v, AUDIT_SCHEMA_VERSION);
+	return 0;
+}
+
+static int open_writer(struct audit *a, struct cerr *err)
+{
+	struct stat sb;
+	int fd, rc;
+	char *wal = NULL;
+
+	/* create the file ourselves so it is never world-readable */
+	fd = open(a->path, O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return cerr_set(err, -errno, "cannot open the audit store %s: %s", a->path,
+				strerror(errno));
+	a->db_fd = fd;
+	if (fstat(fd, &sb) < 0)
+		return cerr_set(err, -errno, "cannot stat %s: %s", a->path, strerror(errno));
+	a->dev = sb.st_dev;
+	a->ino = sb.st_ino;
+	rc = audit_db_open(a->path, false, true, &a->db, err);
+	if (rc < 0)
+		return rc;
+	if (audit_exec(a->db, "PRAGMA journal_mode = WAL") < 0 ||
+	    audit_exec(a->db, "PRAGMA synchronous = FULL") < 0 ||
+	    audit_exec(a->db, "PRAGMA wal_autocheckpoint = 0") < 0 ||
+	    audit_exec(a->db, "BEGIN IMMEDIATE") < 0)
+		return cerr_set(err, -EIO, "cannot set up the audit store %s: %s", a->path,
+				sqlite3_errmsg(a->db));
+	if (audit_exec(a->db, schema_sql) < 0 || audit_exec(a->db, "COMMIT") < 0) {
+		rc = cerr_set(err, -EIO, "cannot create the audit schema in %s: %s", a->path,
+			      sqlite3_errmsg(a->db));
+		(void)audit_exec(a->db, "ROLLBACK");
+		return rc;
+	}
+	/* journal_mode may silently stay DELETE (e.g. on some file systems) */
+	{
+		sqlite3_stmt *st = NULL;
+		bool ok = false;
+
+		if (sqlite3_prepare_v2(a->db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK &&
+		    sqlite3_step(st) == SQLITE_ROW)
+			ok = strcmp((const char *)sqlite3_column_text(st, 0), "wal") == 0;
+		sqlite3_finalize(st);
+		if (!ok)
+			return cerr_set(err, -EIO, "the audit store %s cannot use WAL mode", a->path);
+	}
+	rc = check_schema(a->db, err);
+	if (rc < 0)
+		return rc;
+	sqlite3_wal_hook(a->db, wal_hook, a);
+	rc = prepare_writer(a);
+	if (rc < 0)
+		return cerr_set(err, rc, "cannot prepare audit statements: %s",
+				sqlite3_errmsg(a->db));
+	rc = audit_state_load(a, err);
+	if (rc < 0)
+		return rc;
+	/* the WAL exists now (the schema transaction wrote it): watch it too,
+	 * a removed WAL loses every record not yet checkpointed */
+	if (asprintf(&wal, "%s-wal", a->path) < 0)
+		return cerr_set(err, -ENOMEM, "out of memory");
+	a->wal_fd = open(wal, O_RDONLY | O_CLOEXEC);
+	free(wal);
+	if (a->wal_fd < 0)
+		return cerr_set(err, -errno, "cannot open the audit WAL of %s: %s", a->path,
+				strerror(errno));
+	return 0;
+}
+
+int audit_open(const char *path, const struct audit_opts *o, struct audit **out,
+	       struct cerr *err)
+{
+	struct audit *a;
+	pthread_condattr_t ca;
+	int rc;
+
+	if (path == NULL || o == NULL || out == NULL)
+		return cerr_set(err, -EINVAL, "audit_open: missing argument");
+	if (o->signer != NULL &&
+	    (o->signer->sign == NULL || o->signer->origin == NULL ||
+	     !note_name_valid(o->signer->origin)))
+		return cerr_set(err, -EINVAL, "audit origin must be printable ASCII without '+' or spaces");
+	a = calloc(1, sizeof(*a));
+	if (a == NULL)
+		return cerr_set(err, -ENOMEM, "out of memory");
+	a->efd = a->db_fd = a->wal_fd = -1;
+	pthread_mutex_init(&a->lock, NULL);
+	pthread_mutex_init(&a->rlock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&a->wake, &ca);
+	pthread_condattr_destroy(&ca);
+	a->read_only = o->read_only;
+	a->cp_every = o->checkpoint_every;
+	a->cp_interval_s = o->checkpoint_interval_s;
+	a->path = strdup(path);
+	if (a->path == NULL) {
+		rc = cerr_set(err, -ENOMEM, "out of memory");
+		goto fail;
+	}
+	if (o->signer != NULL) {
+		a->signer = *o->signer;
+		a->signer.origin = strdup(o->signer->origin);
+		if (a->signer.origin == NULL) {
+			rc = cerr_set(err, -ENOMEM, "out of memory");
+			goto fail;
+		}
+		a->has_signer = true;
+	}
+	rc = tenant_map_init(&a->tenants);
+	if (rc < 0) {
+		cerr_set(err, rc, "out of memory");
+		goto fail;
+	}
+	a->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	a->done = calloc(AUDIT_QUEUE_MAX, sizeof(*a->done));
+	if (a->efd < 0 || a->done == NULL) {
+		rc = cerr_set(err, a->efd < 0 ? -errno : -ENOMEM, "cannot set up completions");
+		goto fail;
+	}
+	a->done_cap = AUDIT_QUEUE_MAX;
+
+	if (!a->read_only) {
+		rc = open_writer(a, err);
+		if (rc < 0)
+			goto fail;
+		rc = audit_db_open(path, false, false, &a->rdb, err);
+		if (rc == 0 && audit_exec(a->rdb, "PRAGMA query_only = 1") < 0)
+			rc = cerr_set(err, -EIO, "cannot open a read connection to %s", path);
+	} else {
+		struct stat sb;
+
+		if (stat(path, &sb) < 0) {
+			rc = cerr_set(err, -errno, "cannot open the audit store %s: %s", path,
+				      strerror(errno));
+			goto fail;
+		}
+		rc = audit_db_open(path, true, false, &a->rdb, err);
+		if (rc == 0)
+			rc = check_schema(a->rdb, err);
+		if (rc == 0) {
+			uint64_t size = 0;
+
+			rc = get_u64(a->rdb, "SELECT coalesce(max(seq), 0) FROM events", &size);
+			if (rc < 0)
+				cerr_set(err, rc, "cannot read %s: %s", path, sqlite3_errmsg(a->rdb));
+			atomic_store(&a->size, size);
+		}
+	}
+	if (rc < 0)
+		goto fail;
+
+	if (!a->read_only) {
+		a->last_cp_ms = util_mono_ms();
+		atomic_store(&a->writable, true);
+		rc = -pthread_create(&a->thread, NULL, audit_writer_main, a);
+		if (rc < 0) {
+			cerr_set(err, rc, "cannot start the audit writer: %s", strerror(-rc));
+			goto fail;
+		}
+		a->thread_started = true;
+	}
+	*out = a;
+	return 0;
+fail:
+	a->stopping = true;
+	(void)audit_close(a);
+	return rc;
+}
+
+int audit_close(struct audit *a)
+{
+	int rc;
+
+	if (a == NULL)
+		return 0;
+	if (a->thread_started) {
+		pthread_mutex_lock(&a->lock);
+		a->stopping = true;
+		pthread_cond_signal(&a->wake);
+		pthread_mutex_unlock(&a->lock);
+		pthread_join(a->thread, NULL);
+	}
+	rc = a->close_rc;
+	sqlite3_finalize(a->st_event);
+	sqlite3_finalize(a->st_tenant);
+	sqlite3_finalize(a->st_range);
+	sqlite3_finalize(a->st_cp);
+	sqlite3_finalize(a->st_probe);
+	if (a->rdb != NULL && sqlite3_close(a->rdb) != SQLITE_OK && rc == 0)
+		rc = -EIO;
+	if (a->db != NULL) {
+		/* fold the WAL into the file so auditors copying only the
+		 * main file get every record */
+		if (!a->gone)
+			(void)sqlite3_wal_checkpoint_v2(a->db, NULL, SQLITE_CHECKPOINT_TRUNCATE,
+							NULL, NULL);
+		if (sqlite3_close(a->db) != SQLITE_OK && rc == 0)
+			rc = -EIO;
+	}
+	if (a->db_fd >= 0)
+		close(a->db_fd);
+	if (a->wal_fd >= 0)
+		close(a->wal_fd);
+	if (a->efd >= 0)
+		close(a->efd);
+	/* nothing is queued once the writer has stopped; an open that failed
+	 * never queued anything */
+	tenant_map_free(&a->tenants);
+	free(a->done);
+	free((char *)a->signer.origin);
+	free(a->path);
+	pthread_cond_destroy(&a->wake);
+	pthread_mutex_destroy(&a->lock);
+	pthread_mutex_destroy(&a->rlock);
+	free(a);
+	return rc;
+}
+
+uint64_t audit_size(struct audit *a)
+{
+	return atomic_load(&a->size);
+}
+
+bool audit_writable(struct audit *a)
+{
+	return atomic_load(&a->writable);
+}
+
+int audit_event_fd(const struct audit *a)
+{
+	return a->efd;
+}
+
+size_t audit_poll(struct audit *a, struct audit_done *out, size_t max)
+{
+	size_t n = 0;
+
+	pthread_mutex_lock(&a->lock);
+	while (n < max && a->done_len > 0) {
+		out[n++] = a->done[a->done_head];
+		a->done_head = (a->done_head + 1) % a->done_cap;
+		a->done_len--;
+	}
+	if (a->done_len == 0) {
+		uint64_t v;
+
+		/* nothing left: make the fd unreadable again */
+		if (read(a->efd, &v, sizeof(v)) < 0) {
+			/* EAGAIN: it was not readable */
+		}
+	}
+	a->outstanding -= n;
+	pthread_mutex_unlock(&a->lock);
+	return n;
+}

@@ -1,0 +1,646 @@
+/* writer.c — the writer thread: group commit, checkpoints, fail-closed
+ * state and recovery; and the calls that hand it work. */
+#include "audit_int.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "note.h"
+
+#define WAL_IDLE_PAGES 1000     /* fold the WAL when idle beyond ~4 MiB */
+#define WAL_BUSY_PAGES 65536    /* ... and even when busy beyond ~256 MiB */
+#define RETRY_MIN_MS 10
+#define RETRY_MAX_MS 1000
+
+static void audit_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void audit_log(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fputs("custody audit: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+/* ---- calls from other threads ------------------------------------------ */
+
+static bool string_or_null(json_t *o, const char *key)
+{
+	json_t *v = json_object_get(o, key);
+
+	return v == NULL || json_is_null(v) || json_is_string(v);
+}
+
+static int fields_check(json_t *fields)
+{
+	if (!json_is_object(fields) || !json_is_string(json_object_get(fields, "event")) ||
+	    !string_or_null(fields, "tenant") || !string_or_null(fields, "principal") ||
+	    !string_or_null(fields, "outcome"))
+		return -EINVAL;
+	return 0;
+}
+
+/* Refuse while the store cannot write; else queue it. Under a->lock. */
+static int enqueue_locked(struct audit *a, struct audit_item *it)
+{
+	if (a->read_only || a->stopping)
+		return -EIO;
+	if (!atomic_load(&a->writable))
+		return atomic_load(&a->fail_rc);
+	if (a->q_tail)
+		a->q_tail->next = it;
+	else
+		a->q_head = it;
+	a->q_tail = it;
+	a->q_len++;
+	pthread_cond_signal(&a->wake);
+	return 0;
+}
+
+int audit_append_async(struct audit *a, json_t *fields, uint64_t cookie)
+{
+	struct audit_item *it;
+	int rc;
+
+	rc = fields_check(fields);
+	if (rc < 0) {
+		json_decref(fields);
+		return rc;
+	}
+	it = calloc(1, sizeof(*it));
+	if (it == NULL) {
+		json_decref(fields);
+		return -ENOMEM;
+	}
+	it->fields = fields;
+	it->cookie = cookie;
+	pthread_mutex_lock(&a->lock);
+	if (a->outstanding >= AUDIT_QUEUE_MAX) {
+		rc = -EAGAIN;
+	} else {
+		rc = enqueue_locked(a, it);
+		if (rc == 0)
+			a->outstanding++;
+	}
+	pthread_mutex_unlock(&a->lock);
+	if (rc < 0) {
+		json_decref(fields);
+		free(it);
+	}
+	return rc;
+}
+
+int audit_append(struct audit *a, json_t *fields, uint64_t *seq)
+{
+	struct audit_waiter w = {0};
+	struct audit_item *it;
+	int rc;
+
+	rc = fields_check(fields);
+	if (rc < 0) {
+		json_decref(fields);
+		return rc;
+	}
+	it = calloc(1, sizeof(*it));
+	if (it == NULL) {
+		json_decref(fields);
+		return -ENOMEM;
+	}
+	it->fields = fields;
+	it->w = &w;
+	pthread_cond_init(&w.cond, NULL);
+	pthread_mutex_lock(&a->lock);
+	rc = enqueue_locked(a, it);
+	if (rc == 0) {
+		while (!w.done)
+			pthread_cond_wait(&w.cond, &a->lock);
+		rc = w.rc;
+	}
+	pthread_mutex_unlock(&a->lock);
+	pthread_cond_destroy(&w.cond);
+	if (!w.done) { /* never queued: still ours */
+		json_decref(fields);
+		free(it);
+	}
+	if (rc == 0 && seq != NULL)
+		*seq = w.seq;
+	return rc;
+}
+
+int audit_checkpoint(struct audit *a, char **note_out, uint64_t *size_out)
+{
+	struct audit_waiter w = {0};
+	struct audit_cpreq req = {.w = &w};
+	int rc = 0;
+
+	if (a->read_only)
+		return -EROFS;
+	if (!a->has_signer)
+		return -ENOKEY;
+	pthread_cond_init(&w.cond, NULL);
+	pthread_mutex_lock(&a->lock);
+	if (a->stopping)
+		rc = -EIO;
+	else if (!atomic_load(&a->writable))
+		rc = atomic_load(&a->fail_rc);
+	if (rc == 0) {
+		if (a->cp_tail)
+			a->cp_tail->next = &req;
+		else
+			a->cp_head = &req;
+		a->cp_tail = &req;
+		pthread_cond_signal(&a->wake);
+		while (!w.done)
+			pthread_cond_wait(&w.cond, &a->lock);
+		rc = w.rc;
+	}
+	pthread_mutex_unlock(&a->lock);
+	pthread_cond_destroy(&w.cond);
+	if (rc == 0) {
+		if (size_out)
+			*size_out = w.seq;
+		if (note_out)
+			*note_out = w.note;
+		else
+			free(w.note);
+	}
+	return rc;
+}
+
+/* ---- the writer thread --------------------------------------------------- */
+
+/* The file we opened must still be the file at path, with a link: SQLite
+ * would happily keep writing to a removed file (or WAL) and every record
+ * would be lost at the next start. */
+static int file_check(struct audit *a)
+{
+	struct stat sb;
+
+	if (a->gone)
+		return -EIO;
+	if (fstat(a->db_fd, &sb) < 0 || sb.st_nlink == 0 || stat(a->path, &sb) < 0 ||
+	    sb.st_dev != a->dev || sb.st_ino != a->ino || fstat(a->wal_fd, &sb) < 0 ||
+	    sb.st_nlink == 0) {
+		a->gone = true;
+		audit_log("%s was removed or replaced while open; refusing every append "
+			  "(restart the broker once the file is restored)", a->path);
+		return -EIO;
+	}
+	return 0;
+}
+
+static void set_failed(struct audit *a, int rc, const char *what)
+{
+	if (rc != -ENOSPC)
+		rc = -EIO;
+	if (!sqlite3_get_autocommit(a->db))
+		(void)sqlite3_exec(a->db, "ROLLBACK", NULL, NULL, NULL);
+	atomic_store(&a->fail_rc, rc);
+	if (atomic_exchange(&a->writable, false))
+		audit_log("cannot write %s (%s: %s); refusing appends until it can", a->path,
+			  what, a->gone ? "file removed" : sqlite3_errmsg(a->db));
+	a->retry_ms = RETRY_MIN_MS;
+	a->retry_at_ms = util_mono_ms() + a->retry_ms;
+}
+
+static int step_done(sqlite3 *db, sqlite3_stmt *st)
+{
+	int src = sqlite3_step(st);
+	int rc = src == SQLITE_DONE ? 0 : audit_sqlite_rc(sqlite3_errcode(db));
+
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (src != SQLITE_DONE && rc == 0)
+		rc = -EIO;
+	return rc;
+}
+
+struct batch_rec {
+	int rc;
+	uint64_t seq;
+};
+
+/* Add one record to the open transaction. -EINVAL: this record alone is
+ * refused (too large); other errors fail the batch. */
+static int record_add(struct audit *a, struct audit_item *it, uint64_t seq, const char *time,
+		      struct tenant_ent **dirty)
+{
+	json_t *f = it->fields;
+	const char *tenant = json_string_value(json_object_get(f, "tenant"));
+	struct tenant_ent *te = NULL;
+	uint8_t leaf[MERKLE_HASH];
+	char *body;
+	size_t len;
+	int rc;
+
+	if (json_object_set_new(f, "seq", json_integer((json_int_t)seq)) < 0 ||
+	    json_object_set_new(f, "time", json_string(time)) < 0)
+		return -ENOMEM;
+	if (tenant != NULL) {
+		char hex[2 * MERKLE_HASH + 1];
+
+		te = tenant_map_put(&a->tenants, tenant);
+		if (te == NULL)
+			return -ENOMEM;
+		util_hex(te->leaf, MERKLE_HASH, hex);
+		if (json_object_set_new(f, "tenant_seq", json_integer((json_int_t)te->seq + 1)) < 0 ||
+		    json_object_set_new(f, "tenant_prev",
+					te->seq ? json_string(hex) : json_null()) < 0)
+			return -ENOMEM;
+	} else {
+		json_object_del(f, "tenant_seq");
+		json_object_del(f, "tenant_prev");
+	}
+	body = json_dumps(f, AUDIT_JSON_FLAGS);
+	if (body == NULL)
+		return -ENOMEM;
+	len = strlen(body);
+	if (len > AUDIT_BODY_MAX) {
+		free(body);
+		return -EINVAL;
+	}
+	merkle_leaf_hash(body, len, leaf);
+	sqlite3_bind_int64(a->st_event, 1, (sqlite3_int64)seq);
+	sqlite3_bind_text(a->st_event, 2, time, -1, SQLITE_STATIC);
+	sqlite3_bind_text(a->st_event, 3, json_string_value(json_object_get(f, "event")), -1,
+			  SQLITE_STATIC);
+	sqlite3_bind_text(a->st_event, 4, json_string_value(json_object_get(f, "outcome")), -1,
+			  SQLITE_STATIC);
+	sqlite3_bind_text(a->st_event, 5, tenant, -1, SQLITE_STATIC);
+	sqlite3_bind_text(a->st_event, 6, json_string_value(json_object_get(f, "principal")), -1,
+			  SQLITE_STATIC);
+	sqlite3_bind_text(a->st_event, 7, body, (int)len, SQLITE_STATIC);
+	sqlite3_bind_blob(a->st_event, 8, leaf, MERKLE_HASH, SQLITE_STATIC);
+	rc = step_done(a->db, a->st_event);
+	free(body);
+	if (rc < 0)
+		return rc == -EINVAL ? -EIO : rc;
+	merkle_range_append(&a->range, leaf);
+	if (te != NULL) {
+		te->seq++;
+		memcpy(te->leaf, leaf, MERKLE_HASH);
+		if (!te->dirty) {
+			te->dirty = true;
+			te->next_dirty = *dirty;
+			*dirty = te;
+		}
+	}
+	return 0;
+}
+
+/* Write every record of the list in one transaction. Per-record results
+ * go to each item (rc, seq). Returns 0, or the error that failed all. */
+static int batch_commit(struct audit *a, struct audit_item *list)
+{
+	char time[UTIL_TIME_LEN];
+	struct tenant_ent *dirty = NULL, *te;
+	uint64_t size = atomic_load(&a->size), seq = size;
+	int64_t now = util_now_us();
+	const char *what = "begin";
+	int rc;
+
+	if (now < a->last_time_us)
+		now = a->last_time_us; /* times never go backwards within the store */
+	if (util_time_format(now, true, time) < 0)
+		return -EIO;
+	rc = file_check(a);
+	if (rc < 0)
+		goto fail;
+	rc = audit_exec(a->db, "BEGIN IMMEDIATE");
+	if (rc < 0)
+		goto fail;
+	what = "insert";
+	for (struct audit_item *it = list; it; it = it->next) {
+		rc = record_add(a, it, seq + 1, time, &dirty);
+		if (rc == -EINVAL) {
+			it->rc = -EINVAL;
+			continue;
+		}
+		if (rc < 0)
+			goto fail;
+		it->rc = 0;
+		it->seq = ++seq;
+	}
+	what = "tenants";
+	for (te = dirty; te; te = te->next_dirty) {
+		sqlite3_bind_text(a->st_tenant, 1, te->name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(a->st_tenant, 2, (sqlite3_int64)te->seq);
+		sqlite3_bind_blob(a->st_tenant, 3, te->leaf, MERKLE_HASH, SQLITE_STATIC);
+		rc = step_done(a->db, a->st_tenant);
+		if (rc < 0)
+			goto fail;
+	}
+	what = "tree";
+	sqlite3_bind_int64(a->st_range, 1, (sqlite3_int64)a->range.size);
+	sqlite3_bind_blob(a->st_range, 2, a->range.node,
+			  (int)(merkle_range_count(a->range.size) * MERKLE_HASH), SQLITE_STATIC);
+	rc = step_done(a->db, a->st_range);
+	if (rc < 0)
+		goto fail;
+	what = "commit";
+	rc = audit_exec(a->db, "COMMIT");
+	if (rc < 0)
+		goto fail;
+	for (te = dirty; te; te = te->next_dirty)
+		te->dirty = false;
+	a->last_time_us = now;
+	atomic_store(&a->size, seq);
+	return 0;
+fail:
+	/* nothing of the batch is committed; the in-memory range and tenant
+	 * heads are reloaded from the file before the next write */
+	for (te = dirty; te; te = te->next_dirty)
+		te->dirty = false;
+	set_failed(a, rc, what);
+	return atomic_load(&a->fail_rc);
+}
+
+static int stored_note(struct audit *a, uint64_t size, char **note)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = audit_sqlite_rc(sqlite3_prepare_v2(a->db,
+						    "SELECT note FROM checkpoints WHERE size = ?1",
+						    -1, &st, NULL));
+
+	if (rc < 0)
+		return rc;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)size);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		*note = strdup(sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0) : "");
+		rc = *note ? 0 : -ENOMEM;
+	} else {
+		rc = -EIO;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* Sign and store a checkpoint of the current tree (its own transaction). */
+static int checkpoint_make(struct audit *a, char **note_out, uint64_t *size_out)
+{
+	uint64_t size = atomic_load(&a->size);
+	uint8_t root[MERKLE_HASH];
+	char time[UTIL_TIME_LEN];
+	char *note = NULL;
+	int rc;
+
+	if (!atomic_load(&a->writable))
+		return atomic_load(&a->fail_rc);
+	if (a->have_cp && a->last_cp_size == size) {
+		rc = stored_note(a, size, &note);
+		goto out;
+	}
+	merkle_range_root(&a->range, root);
+	rc = note_checkpoint_sign(&a->signer, size, root, &note);
+	if (rc < 0) {
+		audit_log("cannot sign a checkpoint at size %" PRIu64 ": %s", size, strerror(-rc));
+		goto out;
+	}
+	if (util_time_format(util_now_us(), true, time) < 0) {
+		rc = -EIO;
+		goto out;
+	}
+	rc = file_check(a);
+	if (rc == 0)
+		rc = audit_exec(a->db, "BEGIN IMMEDIATE");
+	if (rc == 0) {
+		sqlite3_bind_int64(a->st_cp, 1, (sqlite3_int64)size);
+		sqlite3_bind_blob(a->st_cp, 2, root, MERKLE_HASH, SQLITE_STATIC);
+		sqlite3_bind_text(a->st_cp, 3, note, -1, SQLITE_STATIC);
+		sqlite3_bind_text(a->st_cp, 4, time, -1, SQLITE_STATIC);
+		rc = step_done(a->db, a->st_cp);
+	}
+	if (rc == 0)
+		rc = audit_exec(a->db, "COMMIT");
+	if (rc < 0) {
+		set_failed(a, rc, "checkpoint");
+		rc = atomic_load(&a->fail_rc);
+		goto out;
+	}
+	a->last_cp_size = size;
+	a->have_cp = true;
+	a->last_cp_ms = util_mono_ms();
+out:
+	if (rc == 0) {
+		if (size_out)
+			*size_out = size;
+		if (note_out) {
+			*note_out = note;
+			note = NULL;
+		}
+	}
+	free(note);
+	return rc;
+}
+
+/* Probe with a real write, then reload what is committed. */
+static void try_recover(struct audit *a)
+{
+	struct cerr err = {{0}};
+	int rc;
+
+	if (a->gone)
+		return;
+	rc = file_check(a);
+	if (rc == 0)
+		rc = audit_exec(a->db, "BEGIN IMMEDIATE");
+	if (rc == 0)
+		rc = step_done(a->db, a->st_probe);
+	if (rc == 0)
+		rc = audit_exec(a->db, "COMMIT");
+	if (rc == 0)
+		rc = audit_state_load(a, &err);
+	if (rc < 0) {
+		if (!sqlite3_get_autocommit(a->db))
+			(void)sqlite3_exec(a->db, "ROLLBACK", NULL, NULL, NULL);
+		if (rc == -ENOSPC)
+			atomic_store(&a->fail_rc, -ENOSPC);
+		a->retry_ms = a->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : a->retry_ms * 2;
+		a->retry_at_ms = util_mono_ms() + a->retry_ms;
+		return;
+	}
+	atomic_store(&a->writable, true);
+	audit_log("%s is writable again at size %" PRIu64, a->path, atomic_load(&a->size));
+}
+
+/* Hand results back: waiters wake, async completions go to the ring and
+ * the eventfd. Frees the items. */
+static void complete(struct audit *a, struct audit_item *list, int batch_rc)
+{
+	bool signal = false;
+
+	pthread_mutex_lock(&a->lock);
+	while (list) {
+		struct audit_item *it = list;
+		int rc = batch_rc < 0 ? batch_rc : it->rc;
+
+		list = it->next;
+		if (it->w != NULL) {
+			it->w->rc = rc;
+			it->w->seq = rc == 0 ? it->seq : 0;
+			it->w->done = true;
+			pthread_cond_signal(&it->w->cond);
+		} else {
+			/* room is reserved: outstanding <= done_cap */
+			size_t i = (a->done_head + a->done_len) % a->done_cap;
+
+			a->done[i].cookie = it->cookie;
+			a->done[i].rc = rc;
+			a->done[i].seq = rc == 0 ? it->seq : 0;
+			a->done_len++;
+			signal = true;
+		}
+		json_decref(it->fields);
+		free(it);
+	}
+	if (signal) {
+		uint64_t one = 1;
+
+		if (write(a->efd, &one, sizeof(one)) < 0) {
+			/* counter saturated: it is readable anyway */
+		}
+	}
+	pthread_mutex_unlock(&a->lock);
+}
+
+static void complete_cps(struct audit *a, struct audit_cpreq *cps, int rc, const char *note,
+			 uint64_t size)
+{
+	pthread_mutex_lock(&a->lock);
+	while (cps) {
+		struct audit_cpreq *c = cps;
+
+		cps = c->next;
+		c->w->rc = rc;
+		c->w->seq = size;
+		if (rc == 0) {
+			c->w->note = strdup(note);
+			if (c->w->note == NULL)
+				c->w->rc = -ENOMEM;
+		}
+		c->w->done = true;
+		pthread_cond_signal(&c->w->cond);
+	}
+	pthread_mutex_unlock(&a->lock);
+}
+
+static bool timer_due(struct audit *a, int64_t now_ms)
+{
+	return a->has_signer && a->cp_interval_s > 0 && atomic_load(&a->writable) &&
+	       atomic_load(&a->size) > a->last_cp_size &&
+	       now_ms - a->last_cp_ms >= (int64_t)a->cp_interval_s * 1000;
+}
+
+static int64_t next_deadline_ms(struct audit *a)
+{
+	int64_t d = INT64_MAX;
+
+	if (!atomic_load(&a->writable) && !a->gone)
+		d = a->retry_at_ms;
+	else if (a->has_signer && a->cp_interval_s > 0 && atomic_load(&a->size) > a->last_cp_size)
+		d = a->last_cp_ms + (int64_t)a->cp_interval_s * 1000;
+	return d;
+}
+
+static void wait_for_work(struct audit *a)
+{
+	while (!a->q_head && !a->cp_head && !a->stopping) {
+		int64_t d = next_deadline_ms(a), now = util_mono_ms();
+		struct timespec ts;
+
+		if (d == INT64_MAX) {
+			pthread_cond_wait(&a->wake, &a->lock);
+			continue;
+		}
+		if (d <= now)
+			return;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += (d - now) / 1000;
+		ts.tv_nsec += ((d - now) % 1000) * 1000000;
+		if (ts.tv_nsec >= 1000000000) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000;
+		}
+		if (pthread_cond_timedwait(&a->wake, &a->lock, &ts) == ETIMEDOUT)
+			return;
+	}
+}
+
+void *audit_writer_main(void *arg)
+{
+	struct audit *a = arg;
+
+	pthread_mutex_lock(&a->lock);
+	for (;;) {
+		struct audit_item *list;
+		struct audit_cpreq *cps;
+		bool stopping, cp_count = false;
+		int rc = 0;
+
+		wait_for_work(a);
+		list = a->q_head;
+		cps = a->cp_head;
+		a->q_head = a->q_tail = NULL;
+		a->cp_head = a->cp_tail = NULL;
+		a->q_len = 0;
+		stopping = a->stopping;
+		pthread_mutex_unlock(&a->lock);
+
+		if (!atomic_load(&a->writable) && !a->gone && util_mono_ms() >= a->retry_at_ms)
+			try_recover(a);
+		if (list != NULL) {
+			if (atomic_load(&a->writable))
+				rc = batch_commit(a, list);
+			else
+				rc = atomic_load(&a->fail_rc);
+			complete(a, list, rc);
+			cp_count = rc == 0 && a->has_signer && a->cp_every > 0 &&
+				   atomic_load(&a->size) - a->last_cp_size >= a->cp_every;
+		}
+		if (cps != NULL || cp_count || timer_due(a, util_mono_ms())) {
+			char *note = NULL;
+			uint64_t size = 0;
+
+			rc = a->has_signer ? checkpoint_make(a, &note, &size) : -ENOKEY;
+			complete_cps(a, cps, rc, note, size);
+			free(note);
+		}
+		pthread_mutex_lock(&a->lock);
+		/* fold the WAL into the file off the reply path: only when
+		 * nothing waits, unless it has grown very large */
+		if (atomic_load(&a->writable) &&
+		    ((a->q_head == NULL && a->wal_pages >= WAL_IDLE_PAGES) ||
+		     a->wal_pages >= WAL_BUSY_PAGES)) {
+			pthread_mutex_unlock(&a->lock);
+			if (sqlite3_wal_checkpoint_v2(a->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL,
+						      NULL) == SQLITE_OK)
+				a->wal_pages = 0;
+			pthread_mutex_lock(&a->lock);
+		}
+		if (stopping && a->q_head == NULL && a->cp_head == NULL)
+			break;
+	}
+	pthread_mutex_unlock(&a->lock);
+
+	if (a->has_signer && atomic_load(&a->writable) &&
+	    (!a->have_cp || a->last_cp_size != atomic_load(&a->size))) {
+		int rc = checkpoint_make(a, NULL, NULL);
+
+		if (rc < 0)
+			a->close_rc = rc;
+	}
+	if (!atomic_load(&a->writable) && a->close_rc == 0)
+		a->close_rc = atomic_load(&a->fail_rc);
+	return NULL;
+}
