@@ -374,7 +374,7 @@ class Bench:
         info = os.path.join(d, "idp.out")
         out = open(info, "wb")
         try:
-            p = self.start([sys.executable, os.path.join(SOURCE, "tests", "fixtures", "idp.py"),
+            p = self.start([sys.executable, self.args.idp or os.path.join(SOURCE, "tests", "fixtures", "idp.py"),
                             "--dir", d, "--port", "0", "--apps", apps_file], "idp", stdout=out)
         finally:
             out.close()
@@ -856,6 +856,7 @@ def main():
     ap.add_argument("--profile", action="store_true",
                     help="profile custodyd's cached-token path (perf stat, strace -c) even with --quick")
     ap.add_argument("--no-profile", action="store_true", help="skip that profile in a full run")
+    ap.add_argument("--idp", help="the fake IdP script (default tests/fixtures/idp.py)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     args = ap.parse_args()
     b = Bench(args)
