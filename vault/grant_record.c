@@ -175,7 +175,7 @@ int grant_record_build(const struct grant *g, const char *secret, size_t slen, u
 		return -ENOMEM;
 	mlen = strlen(meta);
 	n = 1 + 4 + slen + mlen;
-	p = sodium_malloc(n + 1);
+	p = malloc(n + 1); /* holds the secret: vault_plain_free wipes it */
 	if (p == NULL) {
 		free(meta);
 		return -ENOMEM;

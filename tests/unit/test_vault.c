@@ -1232,7 +1232,19 @@ static void test_rekey_key_file(void **state)
 	kbuf = read_all(f->key, &klen);
 	snprintf(oldkey, sizeof(oldkey), "%s/old.key", f->dir);
 	write_file(oldkey, kbuf, klen, 0600);
+	/* the vault belongs to the broker's user; the rekey runs as root */
+	assert_int_equal(chown(path, 65534, 65534), 0);
 	assert_int_equal(vault_rekey(f->vdir, &f->src, NULL, &err), 0);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_uid, 65534);
+	assert_int_equal(st.st_gid, 65534);
+	{
+		char lk[256];
+
+		snprintf(lk, sizeof(lk), "%s/lock.mdb", f->vdir);
+		assert_int_equal(stat(lk, &st), 0);
+		assert_int_equal(st.st_uid, 65534);
+	}
 
 	/* the key file was replaced, mode 0600 */
 	assert_int_equal(stat(f->key, &st), 0);
@@ -1270,6 +1282,32 @@ static void test_rekey_key_file(void **state)
 	grant_free(g2);
 	free(env1);
 	free(env2);
+}
+
+static void test_rekey_symlinked_key(void **state)
+{
+	struct fx *f = *state;
+	struct cerr err = {{0}};
+	char real[256], link_[256], *before, *after;
+	size_t lb = 0, la = 0;
+	struct vault_key_source src = {.key_file = link_};
+	struct vault *v = NULL;
+	struct stat st;
+
+	snprintf(real, sizeof(real), "%s/real.key", f->dir);
+	snprintf(link_, sizeof(link_), "%s/link.key", f->dir);
+	assert_int_equal(rename(f->key, real), 0);
+	assert_int_equal(symlink(real, link_), 0);
+	before = read_all(real, &lb);
+	assert_int_equal(vault_rekey(f->vdir, &src, NULL, &err), 0);
+	assert_int_equal(lstat(link_, &st), 0);
+	assert_true(S_ISLNK(st.st_mode));
+	after = read_all(real, &la);
+	assert_false(la == lb && memcmp(before, after, la) == 0);
+	assert_int_equal(vault_open(f->vdir, &src, &v, &err), 0);
+	vault_close(v);
+	free(before);
+	free(after);
 }
 
 static void test_rekey_passphrase(void **state)
@@ -1379,6 +1417,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_record_tamper, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_file_tamper, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rekey_key_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rekey_symlinked_key, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rekey_passphrase, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rekey_recovery, setup, teardown),
 	};
