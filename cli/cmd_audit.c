@@ -243,8 +243,8 @@ static void csv_cell(const char *s, bool last)
 static void print_header(enum fmt f)
 {
 	if (f == FMT_TABLE)
-		printf("%-6s %-27s %-18s %-8s %-16s %-16s %s\n", "SEQ", "TIME", "EVENT", "OUTCOME",
-		       "TENANT", "PRINCIPAL", "DETAIL");
+		printf("%-6s %-27s %-18s %-8s %-36s %-16s %s\n", "SEQ", "TIME", "EVENT", "OUTCOME",
+		       "TENANT", "WHO", "DETAIL");
 	else if (f == FMT_CSV)
 		printf("seq,time,event,outcome,tenant,principal,actor,grant,scope,error,purpose\n");
 }
@@ -252,7 +252,7 @@ static void print_header(enum fmt f)
 static void print_record(json_t *r, enum fmt f)
 {
 	char seq[32];
-	const char *detail;
+	const char *detail, *who;
 
 	snprintf(seq, sizeof(seq), "%lld", (long long)json_integer_value(json_object_get(r, "seq")));
 	if (f == FMT_JSON) {
@@ -273,14 +273,14 @@ static void print_record(json_t *r, enum fmt f)
 		csv_cell(field(r, "purpose"), true);
 		return;
 	}
+	/* Admin ops have an actor (a user) where tool requests have a principal. */
+	who = field(r, "principal") ? field(r, "principal") : field(r, "actor");
 	detail = field(r, "error");
 	if (detail == NULL)
 		detail = field(r, "grant");
-	if (detail == NULL)
-		detail = field(r, "actor") ? field(r, "actor") : "";
-	printf("%-6s %-27s %-18s %-8s %-16s %-16s %s\n", seq, dash(field(r, "time")),
+	printf("%-6s %-27s %-18s %-8s %-36s %-16s %s\n", seq, dash(field(r, "time")),
 	       dash(field(r, "event")), dash(field(r, "outcome")), dash(field(r, "tenant")),
-	       dash(field(r, "principal")), detail);
+	       dash(who), detail ? detail : "");
 }
 
 static int parse_format(const char *cmd, const char *s, enum fmt *f)

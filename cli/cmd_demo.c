@@ -272,9 +272,8 @@ out:
 
 static int start_idp(struct demo *d)
 {
-	char line[4096], apps_json[1024], *dir = path_in(d, "idp");
-	char *argv[] = { "python3", d->idp_py, "--dir", dir, "--port", "0", "--apps",
-			 path_in(d, "idp-apps.json"), NULL };
+	char line[4096], apps_json[1024], dir[PATH_MAX], apps[PATH_MAX];
+	char *argv[] = { "python3", d->idp_py, "--dir", dir, "--port", "0", "--apps", apps, NULL };
 	uint8_t raw[24];
 	char secret[64];
 	json_t *j = NULL;
@@ -283,6 +282,8 @@ static int start_idp(struct demo *d)
 	int fd = -1, rc = -1;
 	int64_t deadline = util_mono_ms() + 60000;
 
+	snprintf(dir, sizeof(dir), "%s", path_in(d, "idp"));
+	snprintf(apps, sizeof(apps), "%s", path_in(d, "idp-apps.json"));
 	/* The customer's app registration: a fresh random secret that only the
 	 * IdP and the sealed grant ever hold. */
 	randombytes_buf(raw, sizeof(raw));
@@ -373,10 +374,12 @@ static int write_config(struct demo *d)
 
 static int start_broker(struct demo *d)
 {
-	char *argv[] = { d->custodyd, "--config", path_in(d, "custody.json"), "--foreground", NULL };
+	char cfg[PATH_MAX];
+	char *argv[] = { d->custodyd, "--config", cfg, "--foreground", NULL };
 	int64_t deadline = util_mono_ms() + 20000;
 	int status;
 
+	snprintf(cfg, sizeof(cfg), "%s", path_in(d, "custody.json"));
 	d->broker_pid = spawn(d, argv, path_in(d, "custodyd.log"), NULL);
 	if (d->broker_pid < 0) {
 		d->broker_pid = 0;

@@ -597,9 +597,9 @@ static void print_exposure(json_t *r)
 
 	if (n > 0 && until != NULL)
 		printf("Revoked %s. %lld token%s issued under it stay%s valid at the provider until "
-		       "%s; they cannot be recalled — rotate the client secret in the tenant if "
+		       "%s; %s cannot be recalled — rotate the client secret in the tenant if "
 		       "that matters.\n", id, (long long)n, n == 1 ? "" : "s", n == 1 ? "s" : "",
-		       until);
+		       until, n == 1 ? "it" : "they");
 	else
 		printf("Revoked %s. No token issued under it is still valid: nothing stays "
 		       "exposed.\n", id);
