@@ -14,6 +14,8 @@
 #include <strings.h>
 
 #include <curl/curl.h>
+#include <jansson.h>
+#include <malloc.h>
 #include <sodium.h>
 
 #include "util.h"
@@ -591,6 +593,22 @@ void upstream_get_stats(const struct upstream *u, struct upstream_stats *st)
 	*st = u->stats;
 }
 
+/* jansson keeps every parsed string (the access token among them) in
+ * malloc'd memory it frees without wiping. Wiping on free in jansson's
+ * allocator keeps tokens from lingering in freed heap; it applies to the
+ * whole process, which only costs a memset per JSON free. */
+static void *json_wipe_malloc(size_t n)
+{
+	return malloc(n);
+}
+
+static void json_wipe_free(void *p)
+{
+	if (p != NULL)
+		sodium_memzero(p, malloc_usable_size(p));
+	free(p);
+}
+
 int upstream_new(struct loop *l, const struct upstream_config *cfg, struct upstream **out)
 {
 	struct upstream *u;
@@ -598,6 +616,7 @@ int upstream_new(struct loop *l, const struct upstream_config *cfg, struct upstr
 
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		return -ENOMEM;
+	json_set_alloc_funcs(json_wipe_malloc, json_wipe_free);
 	u = calloc(1, sizeof(*u));
 	if (u == NULL)
 		goto fail_global;
