@@ -139,6 +139,28 @@ def main():
         t_env, exp_env = sh.stdout.splitlines()
         check(t_env == tok and exp_env == js["expires_at"], "env format values")
 
+        # the documented libcustody example, built against the shared library
+        example = os.path.join(env.base, "example")
+        libdir = os.path.join(os.path.dirname(CUSTODY))
+        src = os.path.join(os.environ.get("CUSTODY_SOURCE_DIR") or
+                           os.path.dirname(os.path.dirname(os.path.dirname(
+                               os.path.abspath(__file__)))), "cli")
+        cc = subprocess.run(["cc", "-std=gnu11", "-Wall", "-Werror", "-I" + src,
+                             os.path.join(src, "example.c"), "-L" + libdir, "-lcustody",
+                             "-ljansson", "-o", example], capture_output=True, text=True)
+        check(cc.returncode == 0, "the libcustody example builds", cc.stderr)
+        ex_env = dict(os.environ, CUSTODY_SOCKET=env.tool_path, LD_LIBRARY_PATH=libdir)
+        ex = subprocess.run([example, "contoso"], capture_output=True, text=True, timeout=60,
+                            env=ex_env)
+        check(ex.returncode == 0 and ex.stdout.startswith("token for %s, grant %s" %
+                                                           (tid1, gid1)),
+              "the example gets a token through libcustody.so", ex.stdout, ex.stderr)
+        check(tok not in ex.stdout + ex.stderr, "the example never prints the token")
+        ex = subprocess.run([example, "nosuchtenant"], capture_output=True, text=True,
+                            timeout=60, env=ex_env)
+        check(ex.returncode == 3 and "unknown_tenant" in ex.stderr, "example refusal",
+              ex.returncode, ex.stderr)
+
         # refusals: 3; usage: 2
         p = token(env, "nosuchtenant", want=3)
         check("unknown_tenant" in p.stderr, "unknown tenant named", p.stderr)
