@@ -321,7 +321,7 @@ static int audit_list_main(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc;
 
 	cli_getopt_reset();
-	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+	if (cli_exact_options("audit list", argc, argv, opts) != 0)
 		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -413,7 +413,7 @@ static int audit_export_main(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc;
 
 	cli_getopt_reset();
-	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+	if (cli_exact_options("audit export", argc, argv, opts) != 0)
 		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -540,7 +540,7 @@ static int audit_verify_main(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc;
 
 	cli_getopt_reset();
-	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+	if (cli_exact_options("audit verify", argc, argv, opts) != 0)
 		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
@@ -621,7 +621,7 @@ static int audit_tail_main(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc;
 
 	cli_getopt_reset();
-	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+	if (cli_exact_options("audit tail", argc, argv, opts) != 0)
 		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "hf", opts, NULL)) != -1) {
 		if (c == 'f') {

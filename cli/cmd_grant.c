@@ -409,7 +409,7 @@ static int grant_import_main(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc;
 
 	cli_getopt_reset();
-	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+	if (cli_exact_options("grant import", argc, argv, opts) != 0)
 		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == 'p') {
@@ -504,7 +504,7 @@ static int grant_list_main(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc;
 
 	cli_getopt_reset();
-	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+	if (cli_exact_options("grant list", argc, argv, opts) != 0)
 		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == 't') {
@@ -560,7 +560,7 @@ static int grant_show_main(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc;
 
 	cli_getopt_reset();
-	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+	if (cli_exact_options("grant show", argc, argv, opts) != 0)
 		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == 'j') {
@@ -621,7 +621,7 @@ static int grant_revoke_main(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc;
 
 	cli_getopt_reset();
-	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+	if (cli_exact_options("grant revoke", argc, argv, opts) != 0)
 		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {

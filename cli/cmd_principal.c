@@ -31,7 +31,7 @@ static int principal_op(struct cli_ctx *ctx, int argc, char **argv, bool suspend
 	int c, rc, st = EXIT_OK;
 
 	cli_getopt_reset();
-	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+	if (cli_exact_options(cmd, argc, argv, opts) != 0)
 		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == 'r' && suspend) {

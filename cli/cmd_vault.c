@@ -32,7 +32,7 @@ static int rekey_main(struct cli_ctx *ctx, int argc, char **argv)
 	int c, rc, st = EXIT_OK;
 
 	cli_getopt_reset();
-	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
+	if (cli_exact_options("vault rekey", argc, argv, opts) != 0)
 		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == 'n') {
