@@ -125,4 +125,9 @@ int audit_verify_db(const char *path, const char *vkey, struct audit_verify_stat
 int audit_verify_export(const char *path, const char *vkey, struct audit_verify_stats *st,
 			struct cerr *err) __attribute__((warn_unused_result));
 
+/* The verifier key for a signer: "<origin>+<hex key id>+base64(0x01 ||
+ * public key)" (C2SP signed-note form), malloc'd into *out. 0, -EINVAL
+ * (origin not a valid key name), -ENOMEM. */
+int audit_vkey(const char *origin, const uint8_t public_key[static 32], char **out);
+
 #endif

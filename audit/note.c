@@ -147,7 +147,7 @@ int note_checkpoint_verify(const char *note, const struct note_key *k, struct no
 {
 	struct note_checkpoint cp = {0};
 	const char *sep, *l1, *l2, *p;
-	size_t body_len, nlen = strlen(k->name);
+	size_t body_len, nlen = k ? strlen(k->name) : 0;
 	bool verified = false;
 
 	if (note == NULL)
@@ -163,7 +163,9 @@ int note_checkpoint_verify(const char *note, const struct note_key *k, struct no
 	body_len = (size_t)(sep - note) + 1;
 	/* line 1: origin, which must be the key's name */
 	l1 = memchr(note, '\n', body_len);
-	if (l1 == NULL || (size_t)(l1 - note) != nlen || memcmp(note, k->name, nlen) != 0)
+	if (l1 == NULL || l1 == note)
+		return cerr_set(err, -EBADMSG, "checkpoint origin line is malformed");
+	if (k != NULL && ((size_t)(l1 - note) != nlen || memcmp(note, k->name, nlen) != 0))
 		return cerr_set(err, -EBADMSG, "checkpoint origin is not %s", k->name);
 	l2 = memchr(l1 + 1, '\n', body_len - (size_t)(l1 + 1 - note));
 	if (l2 == NULL || parse_u64(l1 + 1, (size_t)(l2 - l1 - 1), &cp.size) < 0)
@@ -186,7 +188,7 @@ int note_checkpoint_verify(const char *note, const struct note_key *k, struct no
 		sp = memchr(name, ' ', (size_t)(eol - name));
 		if (sp == NULL || sp == name)
 			return cerr_set(err, -EBADMSG, "checkpoint signature line is malformed");
-		if ((size_t)(sp - name) == nlen && memcmp(name, k->name, nlen) == 0) {
+		if (k != NULL && (size_t)(sp - name) == nlen && memcmp(name, k->name, nlen) == 0) {
 			uint8_t raw[128];
 			size_t got = 0;
 			const char *end = NULL;
@@ -210,8 +212,31 @@ int note_checkpoint_verify(const char *note, const struct note_key *k, struct no
 		}
 		p = eol + 1;
 	}
-	if (!verified)
+	if (k != NULL && !verified)
 		return cerr_set(err, -EBADMSG, "no signature by %s", k->name);
 	*out = cp;
 	return 0;
+}
+
+int note_vkey_format(const char *name, const uint8_t pk[static 32], char **out)
+{
+	char b64[sodium_base64_ENCODED_LEN(33, sodium_base64_VARIANT_ORIGINAL)];
+	uint8_t raw[33], id[4];
+	char *s = NULL;
+
+	if (!note_name_valid(name))
+		return -EINVAL;
+	note_key_id(name, pk, id);
+	raw[0] = 0x01;
+	memcpy(raw + 1, pk, 32);
+	sodium_bin2base64(b64, sizeof(b64), raw, sizeof(raw), sodium_base64_VARIANT_ORIGINAL);
+	if (asprintf(&s, "%s+%02x%02x%02x%02x+%s", name, id[0], id[1], id[2], id[3], b64) < 0)
+		return -ENOMEM;
+	*out = s;
+	return 0;
+}
+
+int audit_vkey(const char *origin, const uint8_t public_key[static 32], char **out)
+{
+	return note_vkey_format(origin, public_key, out);
 }

@@ -38,8 +38,12 @@ int note_vkey_parse(const char *vkey, struct note_key *k, struct cerr *err)
 int note_checkpoint_sign(const struct audit_signer *s, uint64_t size, const uint8_t root[static 32],
 			 char **out) __attribute__((warn_unused_result));
 /* Parse a checkpoint note and verify its signature by k (whose name must
- * be the checkpoint's origin). 0, or -EBADMSG with the reason in err. */
+ * be the checkpoint's origin); k NULL: parse only, no signature check.
+ * 0, or -EBADMSG with the reason in err. */
 int note_checkpoint_verify(const char *note, const struct note_key *k, struct note_checkpoint *out,
 			   struct cerr *err) __attribute__((warn_unused_result));
+
+/* "<name>+<hex id>+<base64(0x01 || pk)>", malloc'd. 0, -EINVAL, -ENOMEM. */
+int note_vkey_format(const char *name, const uint8_t pk[static 32], char **out);
 
 #endif

@@ -761,5 +761,6 @@ int main(void)
 	if (sodium_init() < 0)
 		return 1;
 	rc |= audit_group_store();
+	rc |= audit_group_verify();
 	return rc ? 1 : 0;
 }

@@ -1,0 +1,658 @@
+/* verify.c — offline verification of a database file or a tenant export:
+ * every leaf recomputed from the stored bytes (never re-encoded), the root
+ * at every checkpoint, every signature, every tenant chain. Names the
+ * first thing that does not match. */
+#include "audit_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "note.h"
+
+#define EXPORT_MAX ((size_t)1 << 31)
+
+struct stored_cp {
+	uint64_t size;
+	uint8_t root[MERKLE_HASH];
+	bool root_ok;
+	char *note;
+};
+
+struct vstate {
+	const struct note_key *key;
+	struct tenant_map tenants;
+	struct merkle_range range;
+	struct cerr *err;
+};
+
+static void cps_free(struct stored_cp *cps, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(cps[i].note);
+	free(cps);
+}
+
+/* A WAL cut mid-frame means the newest transactions cannot be read: SQLite
+ * silently stops at the last whole commit. */
+static int wal_check(const char *path, struct cerr *err)
+{
+	char *wal = NULL;
+	uint8_t hdr[32];
+	struct stat sb;
+	int fd, rc = 0;
+	uint32_t pgsz;
+
+	if (asprintf(&wal, "%s-wal", path) < 0)
+		return -ENOMEM;
+	fd = open(wal, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		goto out; /* no WAL: everything is in the main file */
+	if (fstat(fd, &sb) < 0) {
+		rc = cerr_set(err, -EIO, "cannot stat %s: %s", wal, strerror(errno));
+		goto out;
+	}
+	if (sb.st_size == 0)
+		goto out;
+	if (sb.st_size < 32 || pread(fd, hdr, 32, 0) != 32) {
+		rc = cerr_set(err, -EIO, "%s is truncated inside its header: the newest records "
+			      "cannot be read", wal);
+		goto out;
+	}
+	pgsz = (uint32_t)hdr[8] << 24 | (uint32_t)hdr[9] << 16 | (uint32_t)hdr[10] << 8 | hdr[11];
+	if (pgsz < 512 || pgsz > 65536 || (pgsz & (pgsz - 1)) ||
+	    (sb.st_size - 32) % (off_t)(24 + pgsz) != 0)
+		rc = cerr_set(err, -EIO, "%s is truncated mid-frame (%lld bytes): the newest records "
+			      "cannot be read; compare with the last checkpoint you hold", wal,
+			      (long long)sb.st_size);
+out:
+	if (fd >= 0)
+		close(fd);
+	free(wal);
+	return rc;
+}
+
+static bool same_text(const char *col, json_t *v)
+{
+	if (v == NULL || json_is_null(v))
+		return col == NULL;
+	return col != NULL && json_is_string(v) && strcmp(col, json_string_value(v)) == 0;
+}
+
+/* The tenant chain rule shared by database and export verification.
+ * first_free: the first record seen of this tenant may start anywhere
+ * (an export cut by since/until), its tenant_prev is taken as given. */
+static int chain_check(struct vstate *v, const char *tenant, json_t *body, uint64_t seq,
+		       const uint8_t leaf[static MERKLE_HASH], bool first_free)
+{
+	json_t *ts = json_object_get(body, "tenant_seq"), *tp = json_object_get(body, "tenant_prev");
+	struct tenant_ent *e;
+	uint64_t want;
+
+	if (tenant == NULL) {
+		if ((ts && !json_is_null(ts)) || (tp && !json_is_null(tp)))
+			return cerr_set(v->err, -EBADMSG,
+					"record %" PRIu64 ": tenant chain fields without a tenant", seq);
+		return 0;
+	}
+	if (!json_is_integer(ts) || json_integer_value(ts) < 1 ||
+	    !(json_is_null(tp) || json_is_string(tp)))
+		return cerr_set(v->err, -EBADMSG,
+				"tenant %s: record %" PRIu64 " has no valid tenant_seq/tenant_prev",
+				tenant, seq);
+	e = tenant_map_get(&v->tenants, tenant);
+	if (e == NULL) {
+		e = tenant_map_put(&v->tenants, tenant);
+		if (e == NULL)
+			return cerr_set(v->err, -ENOMEM, "out of memory");
+		if (first_free) {
+			if (json_integer_value(ts) == 1 && !json_is_null(tp))
+				return cerr_set(v->err, -EBADMSG,
+						"tenant %s: record %" PRIu64 " is its first but has a "
+						"tenant_prev", tenant, seq);
+			if (json_integer_value(ts) > 1 && !json_is_string(tp))
+				return cerr_set(v->err, -EBADMSG,
+						"tenant %s: record %" PRIu64 " has no tenant_prev",
+						tenant, seq);
+			goto advance;
+		}
+	}
+	want = e->seq + 1;
+	if ((uint64_t)json_integer_value(ts) != want)
+		return cerr_set(v->err, -EBADMSG,
+				"tenant %s: record %" PRIu64 " has tenant_seq %" PRIu64
+				", expected %" PRIu64, tenant, seq, (uint64_t)json_integer_value(ts),
+				want);
+	if (e->seq == 0) {
+		if (!json_is_null(tp))
+			return cerr_set(v->err, -EBADMSG,
+					"tenant %s: record %" PRIu64 " is its first but has a "
+					"tenant_prev", tenant, seq);
+	} else {
+		char hex[2 * MERKLE_HASH + 1];
+
+		util_hex(e->leaf, MERKLE_HASH, hex);
+		if (!json_is_string(tp) || strcmp(json_string_value(tp), hex) != 0)
+			return cerr_set(v->err, -EBADMSG,
+					"tenant %s: record %" PRIu64 " has a tenant_prev that is not "
+					"the leaf of its previous record", tenant, seq);
+	}
+advance:
+	e->seq = (uint64_t)json_integer_value(ts);
+	memcpy(e->leaf, leaf, MERKLE_HASH);
+	return 0;
+}
+
+static int cp_check_note(struct vstate *v, struct stored_cp *c)
+{
+	struct note_checkpoint nc;
+	struct cerr e2 = {{0}};
+	int rc;
+
+	rc = note_checkpoint_verify(c->note, v->key, &nc, &e2);
+	if (rc < 0)
+		return cerr_set(v->err, -EBADMSG, "checkpoint at size %" PRIu64 ": %s", c->size,
+				e2.msg);
+	if (nc.size != c->size)
+		return cerr_set(v->err, -EBADMSG,
+				"checkpoint at size %" PRIu64 ": its note says size %" PRIu64, c->size,
+				nc.size);
+	if (!c->root_ok || sodium_memcmp(nc.root, c->root, MERKLE_HASH) != 0)
+		return cerr_set(v->err, -EBADMSG,
+				"checkpoint at size %" PRIu64 ": root column differs from its note",
+				c->size);
+	return 0;
+}
+
+static int cp_check_root(struct vstate *v, struct stored_cp *c)
+{
+	uint8_t root[MERKLE_HASH];
+
+	merkle_range_root(&v->range, root);
+	if (sodium_memcmp(root, c->root, MERKLE_HASH) != 0)
+		return cerr_set(v->err, -EBADMSG,
+				"checkpoint at size %" PRIu64 ": root does not match the records",
+				c->size);
+	return cp_check_note(v, c);
+}
+
+static int load_cps(sqlite3 *db, struct stored_cp **out, size_t *count, struct cerr *err)
+{
+	sqlite3_stmt *st = NULL;
+	struct stored_cp *cps = NULL;
+	size_t n = 0, cap = 0;
+	int rc, src;
+
+	rc = audit_sqlite_rc(sqlite3_prepare_v2(
+		db, "SELECT size, root, note FROM checkpoints ORDER BY size", -1, &st, NULL));
+	if (rc < 0)
+		return cerr_set(err, -EIO, "cannot read checkpoints: %s", sqlite3_errmsg(db));
+	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *note = (const char *)sqlite3_column_text(st, 2);
+
+		if (n == cap) {
+			struct stored_cp *nc;
+
+			cap = cap ? 2 * cap : 16;
+			nc = realloc(cps, cap * sizeof(*cps));
+			if (nc == NULL) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			cps = nc;
+		}
+		memset(&cps[n], 0, sizeof(cps[n]));
+		cps[n].size = (uint64_t)sqlite3_column_int64(st, 0);
+		if (sqlite3_column_bytes(st, 1) == MERKLE_HASH) {
+			memcpy(cps[n].root, sqlite3_column_blob(st, 1), MERKLE_HASH);
+			cps[n].root_ok = true;
+		}
+		cps[n].note = strdup(note ? note : "");
+		if (cps[n].note == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		n++;
+	}
+	if (src != SQLITE_DONE) {
+		rc = cerr_set(err, -EIO, "cannot read checkpoints: %s", sqlite3_errmsg(db));
+		goto out;
+	}
+	*out = cps;
+	*count = n;
+	cps = NULL;
+	n = 0;
+	rc = 0;
+out:
+	if (rc == -ENOMEM)
+		cerr_set(err, rc, "out of memory");
+	cps_free(cps, n);
+	sqlite3_finalize(st);
+	return rc;
+}
+
+/* The writer's derived state must agree with what the records say. */
+static int derived_check(sqlite3 *db, struct vstate *v, struct cerr *err)
+{
+	sqlite3_stmt *st = NULL;
+	uint64_t ntenants = 0;
+	int rc = 0, src;
+
+	if (sqlite3_prepare_v2(db, "SELECT tenant, seq, last_leaf FROM tenants", -1, &st, NULL) !=
+	    SQLITE_OK)
+		return cerr_set(err, -EIO, "cannot read tenants: %s", sqlite3_errmsg(db));
+	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *t = (const char *)sqlite3_column_text(st, 0);
+		struct tenant_ent *e = t ? tenant_map_get(&v->tenants, t) : NULL;
+
+		ntenants++;
+		if (e == NULL || e->seq != (uint64_t)sqlite3_column_int64(st, 1) ||
+		    sqlite3_column_bytes(st, 2) != MERKLE_HASH ||
+		    memcmp(e->leaf, sqlite3_column_blob(st, 2), MERKLE_HASH) != 0) {
+			rc = cerr_set(err, -EBADMSG,
+				      "tenant %s: the tenants table disagrees with its records",
+				      t ? t : "(null)");
+			goto out;
+		}
+	}
+	if (src != SQLITE_DONE) {
+		rc = cerr_set(err, -EIO, "cannot read tenants: %s", sqlite3_errmsg(db));
+		goto out;
+	}
+	if (ntenants != v->tenants.count) {
+		rc = cerr_set(err, -EBADMSG, "the tenants table lacks tenants that have records");
+		goto out;
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	if (sqlite3_prepare_v2(db, "SELECT size, nodes FROM tree WHERE id = 1", -1, &st, NULL) !=
+	    SQLITE_OK)
+		return cerr_set(err, -EIO, "cannot read the tree row: %s", sqlite3_errmsg(db));
+	src = sqlite3_step(st);
+	if (src == SQLITE_ROW) {
+		size_t len = merkle_range_count(v->range.size) * MERKLE_HASH;
+
+		if ((uint64_t)sqlite3_column_int64(st, 0) != v->range.size ||
+		    (size_t)sqlite3_column_bytes(st, 1) != len ||
+		    (len && memcmp(sqlite3_column_blob(st, 1), v->range.node, len) != 0))
+			rc = cerr_set(err, -EBADMSG,
+				      "the stored compact range disagrees with the records");
+	} else if (src != SQLITE_DONE || v->range.size != 0) {
+		rc = cerr_set(err, src == SQLITE_DONE ? -EBADMSG : -EIO,
+			      "the stored compact range is missing");
+	}
+out:
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int verify_rows(sqlite3 *db, struct vstate *v, struct stored_cp *cps, size_t ncps,
+		       uint64_t *records)
+{
+	sqlite3_stmt *st = NULL;
+	size_t ci = 0;
+	uint64_t expect = 1;
+	int rc = 0, src;
+
+	/* a checkpoint of the empty tree */
+	while (ci < ncps && cps[ci].size == 0) {
+		rc = cp_check_root(v, &cps[ci++]);
+		if (rc < 0)
+			return rc;
+	}
+	if (sqlite3_prepare_v2(db,
+			       "SELECT seq, time, event, outcome, tenant, principal, body, leaf"
+			       " FROM events ORDER BY seq",
+			       -1, &st, NULL) != SQLITE_OK)
+		return cerr_set(v->err, -EIO, "cannot read records: %s", sqlite3_errmsg(db));
+	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+		uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
+		const char *time = (const char *)sqlite3_column_text(st, 1);
+		const char *event = (const char *)sqlite3_column_text(st, 2);
+		const char *outcome = (const char *)sqlite3_column_text(st, 3);
+		const char *tenant = (const char *)sqlite3_column_text(st, 4);
+		const char *principal = (const char *)sqlite3_column_text(st, 5);
+		const void *body = sqlite3_column_blob(st, 6);
+		size_t blen = (size_t)sqlite3_column_bytes(st, 6);
+		uint8_t leaf[MERKLE_HASH];
+		json_t *j, *bseq;
+
+		if (seq != expect) {
+			rc = cerr_set(v->err, -EBADMSG,
+				      seq > expect ? "record %" PRIu64 " is missing (next is %" PRIu64 ")"
+						   : "record %" PRIu64 " is out of order (found %" PRIu64 ")",
+				      expect, seq);
+			goto out;
+		}
+		if (body == NULL && blen == 0)
+			body = "";
+		merkle_leaf_hash(body, blen, leaf);
+		if (sqlite3_column_bytes(st, 7) != MERKLE_HASH ||
+		    sodium_memcmp(leaf, sqlite3_column_blob(st, 7), MERKLE_HASH) != 0) {
+			rc = cerr_set(v->err, -EBADMSG,
+				      "record %" PRIu64 ": body does not match its leaf hash", seq);
+			goto out;
+		}
+		j = json_loadb(body, blen, JSON_REJECT_DUPLICATES, NULL);
+		if (!json_is_object(j)) {
+			json_decref(j);
+			rc = cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": body is not a JSON object",
+				      seq);
+			goto out;
+		}
+		bseq = json_object_get(j, "seq");
+		if (!json_is_integer(bseq) || (uint64_t)json_integer_value(bseq) != seq)
+			rc = cerr_set(v->err, -EBADMSG,
+				      "record %" PRIu64 ": body says seq %" PRIu64 " (rows moved?)", seq,
+				      json_is_integer(bseq) ? (uint64_t)json_integer_value(bseq) : 0);
+		else if (!same_text(time, json_object_get(j, "time")) ||
+			 !same_text(event, json_object_get(j, "event")) ||
+			 !same_text(outcome, json_object_get(j, "outcome")) ||
+			 !same_text(tenant, json_object_get(j, "tenant")) ||
+			 !same_text(principal, json_object_get(j, "principal")))
+			rc = cerr_set(v->err, -EBADMSG,
+				      "record %" PRIu64 ": indexed columns differ from its body", seq);
+		else
+			rc = chain_check(v, tenant, j, seq, leaf, false);
+		json_decref(j);
+		if (rc < 0)
+			goto out;
+		merkle_range_append(&v->range, leaf);
+		while (ci < ncps && cps[ci].size == seq) {
+			rc = cp_check_root(v, &cps[ci++]);
+			if (rc < 0)
+				goto out;
+		}
+		expect++;
+	}
+	if (src != SQLITE_DONE) {
+		rc = cerr_set(v->err, -EIO, "cannot read record %" PRIu64 ": %s", expect,
+			      sqlite3_errmsg(db));
+		goto out;
+	}
+	if (ci < ncps) {
+		rc = cerr_set(v->err, -EBADMSG,
+			      "checkpoint at size %" PRIu64 " covers records that are missing "
+			      "(the store ends at %" PRIu64 ")", cps[ci].size, expect - 1);
+		goto out;
+	}
+	*records = expect - 1;
+out:
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int audit_verify_db(const char *path, const char *vkey, struct audit_verify_stats *st,
+		    struct cerr *err)
+{
+	struct note_key key;
+	struct vstate v = {.err = err};
+	struct stored_cp *cps = NULL;
+	size_t ncps = 0;
+	sqlite3 *db = NULL;
+	struct stat sb;
+	uint64_t records = 0, schema = 0;
+	sqlite3_stmt *q = NULL;
+	int rc;
+
+	if (vkey != NULL) {
+		rc = note_vkey_parse(vkey, &key, err);
+		if (rc < 0)
+			return rc;
+		v.key = &key;
+	}
+	if (stat(path, &sb) < 0)
+		return cerr_set(err, -errno, "cannot open %s: %s", path, strerror(errno));
+	rc = wal_check(path, err);
+	if (rc < 0)
+		return rc;
+	rc = audit_db_open(path, true, false, &db, err);
+	if (rc < 0)
+		return rc == -ENOENT ? rc : -EIO;
+	if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'schema'", -1, &q, NULL) !=
+		    SQLITE_OK ||
+	    sqlite3_step(q) != SQLITE_ROW) {
+		rc = cerr_set(err, -EIO, "%s is not a readable custody audit store: %s", path,
+			      sqlite3_errmsg(db));
+		goto out;
+	}
+	schema = (uint64_t)sqlite3_column_int64(q, 0);
+	if (schema != AUDIT_SCHEMA_VERSION) {
+		rc = cerr_set(err, -EIO, "%s has audit schema %" PRIu64 ", this build reads %d", path,
+			      schema, AUDIT_SCHEMA_VERSION);
+		goto out;
+	}
+	rc = tenant_map_init(&v.tenants);
+	if (rc < 0)
+		goto out;
+	merkle_range_init(&v.range);
+	rc = load_cps(db, &cps, &ncps, err);
+	if (rc < 0)
+		goto out;
+	rc = verify_rows(db, &v, cps, ncps, &records);
+	if (rc < 0)
+		goto out;
+	rc = derived_check(db, &v, err);
+	if (rc < 0)
+		goto out;
+	if (st != NULL) {
+		st->records = records;
+		st->checkpoints = v.key ? ncps : 0;
+		st->tenants = v.tenants.count;
+	}
+out:
+	sqlite3_finalize(q);
+	cps_free(cps, ncps);
+	tenant_map_free(&v.tenants);
+	sqlite3_close(db);
+	return rc;
+}
+
+/* ---- exports ------------------------------------------------------------- */
+
+static int b64_hash(json_t *s, uint8_t out[static MERKLE_HASH])
+{
+	const char *t = json_string_value(s), *end = NULL;
+	size_t got = 0;
+
+	if (t == NULL || strlen(t) != 44 ||
+	    sodium_base642bin(out, MERKLE_HASH, t, 44, NULL, &got, &end,
+			      sodium_base64_VARIANT_ORIGINAL) != 0 ||
+	    got != MERKLE_HASH || end != t + 44)
+		return -EINVAL;
+	return 0;
+}
+
+/* An array of base64 hashes into a malloc'd array. */
+static int hash_list(json_t *arr, uint8_t (**out)[MERKLE_HASH], size_t *count)
+{
+	size_t n = json_array_size(arr);
+	uint8_t(*h)[MERKLE_HASH];
+
+	if (!json_is_array(arr) || n > 130)
+		return -EINVAL;
+	h = malloc((n ? n : 1) * MERKLE_HASH);
+	if (h == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		if (b64_hash(json_array_get(arr, i), h[i]) < 0) {
+			free(h);
+			return -EINVAL;
+		}
+	*out = h;
+	*count = n;
+	return 0;
+}
+
+static int export_records(struct vstate *v, json_t *recs, const char *tenant,
+			  const struct note_checkpoint *cp, uint64_t *count)
+{
+	uint64_t last = 0;
+	size_t i;
+	json_t *r;
+
+	if (!json_is_array(recs))
+		return cerr_set(v->err, -EBADMSG, "export: records is not an array");
+	json_array_foreach(recs, i, r) {
+		json_t *jseq = json_object_get(r, "seq"), *jbody = json_object_get(r, "body");
+		json_t *jidx = json_object_get(r, "leaf_index"), *body = NULL, *bt;
+		uint8_t leaf[MERKLE_HASH], (*path)[MERKLE_HASH] = NULL;
+		size_t npath = 0;
+		uint64_t seq;
+		int rc;
+
+		if (!json_is_integer(jseq) || json_integer_value(jseq) < 1 || !json_is_string(jbody) ||
+		    !json_is_integer(jidx))
+			return cerr_set(v->err, -EBADMSG, "export: record #%zu is malformed", i + 1);
+		seq = (uint64_t)json_integer_value(jseq);
+		if (seq <= last)
+			return cerr_set(v->err, -EBADMSG,
+					"record %" PRIu64 ": out of order (after %" PRIu64 ")", seq, last);
+		if (seq > cp->size || (uint64_t)json_integer_value(jidx) != seq - 1)
+			return cerr_set(v->err, -EBADMSG,
+					"record %" PRIu64 ": not in the checkpoint's tree of %" PRIu64,
+					seq, cp->size);
+		merkle_leaf_hash(json_string_value(jbody), json_string_length(jbody), leaf);
+		rc = hash_list(json_object_get(r, "inclusion"), &path, &npath);
+		if (rc < 0)
+			return cerr_set(v->err, rc == -ENOMEM ? rc : -EBADMSG,
+					"record %" PRIu64 ": malformed inclusion proof", seq);
+		if (!merkle_verify_inclusion(seq - 1, cp->size, leaf,
+					     (const uint8_t(*)[MERKLE_HASH])path, npath, cp->root)) {
+			free(path);
+			return cerr_set(v->err, -EBADMSG,
+					"record %" PRIu64 ": body is not in the signed tree (inclusion "
+					"proof does not verify)", seq);
+		}
+		free(path);
+		body = json_loadb(json_string_value(jbody), json_string_length(jbody),
+				  JSON_REJECT_DUPLICATES, NULL);
+		bt = json_object_get(body, "tenant");
+		if (!json_is_object(body) || !json_is_integer(json_object_get(body, "seq")) ||
+		    (uint64_t)json_integer_value(json_object_get(body, "seq")) != seq)
+			rc = cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": body does not say seq %" PRIu64,
+				      seq, seq);
+		else if (!json_is_string(bt) || strcmp(json_string_value(bt), tenant) != 0)
+			rc = cerr_set(v->err, -EBADMSG,
+				      "record %" PRIu64 ": belongs to another tenant", seq);
+		else
+			rc = chain_check(v, tenant, body, seq, leaf, true);
+		json_decref(body);
+		if (rc < 0)
+			return rc;
+		last = seq;
+	}
+	*count = i;
+	return 0;
+}
+
+int audit_verify_export(const char *path, const char *vkey, struct audit_verify_stats *st,
+			struct cerr *err)
+{
+	struct note_key key;
+	struct note_checkpoint cp, from;
+	struct vstate v = {.err = err, .key = &key};
+	json_t *doc = NULL, *cons;
+	json_error_t jerr;
+	const char *tenant, *fmt, *origin;
+	char *buf = NULL;
+	size_t len = 0;
+	uint64_t nrec = 0, ncp = 1;
+	struct cerr e2 = {{0}};
+	int rc;
+
+	rc = note_vkey_parse(vkey, &key, err);
+	if (rc < 0)
+		return rc;
+	rc = util_read_file(path, EXPORT_MAX, &buf, &len);
+	if (rc < 0)
+		return cerr_set(err, rc == -ENOENT ? -ENOENT : -EIO, "cannot read %s: %s", path,
+				strerror(-rc));
+	rc = tenant_map_init(&v.tenants);
+	if (rc < 0)
+		goto out;
+	doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (doc == NULL) {
+		rc = cerr_set(err, -EBADMSG, "%s is not JSON (line %d: %s)", path, jerr.line,
+			      jerr.text);
+		goto out;
+	}
+	fmt = json_string_value(json_object_get(doc, "format"));
+	tenant = json_string_value(json_object_get(doc, "tenant"));
+	origin = json_string_value(json_object_get(doc, "origin"));
+	if (fmt == NULL || strcmp(fmt, "custody-audit-export/1") != 0) {
+		rc = cerr_set(err, -EBADMSG, "%s is not a custody-audit-export/1 document", path);
+		goto out;
+	}
+	if (tenant == NULL || origin == NULL || strcmp(origin, key.name) != 0) {
+		rc = cerr_set(err, -EBADMSG, "export: tenant missing or origin is not %s", key.name);
+		goto out;
+	}
+	rc = note_checkpoint_verify(json_string_value(json_object_get(doc, "checkpoint")), &key, &cp,
+				    &e2);
+	if (rc < 0) {
+		rc = cerr_set(err, -EBADMSG, "export checkpoint: %s", e2.msg);
+		goto out;
+	}
+	if (!json_is_integer(json_object_get(doc, "tree_size")) ||
+	    (uint64_t)json_integer_value(json_object_get(doc, "tree_size")) != cp.size) {
+		rc = cerr_set(err, -EBADMSG, "export: tree_size differs from its checkpoint");
+		goto out;
+	}
+	rc = export_records(&v, json_object_get(doc, "records"), tenant, &cp, &nrec);
+	if (rc < 0)
+		goto out;
+	cons = json_object_get(doc, "consistency");
+	if (cons != NULL && !json_is_null(cons)) {
+		uint8_t(*proof)[MERKLE_HASH] = NULL;
+		size_t n = 0;
+		json_t *fs = json_object_get(cons, "from_size");
+
+		rc = note_checkpoint_verify(json_string_value(json_object_get(cons, "from_checkpoint")),
+					    &key, &from, &e2);
+		if (rc < 0) {
+			rc = cerr_set(err, -EBADMSG, "export: earlier checkpoint: %s", e2.msg);
+			goto out;
+		}
+		if (!json_is_integer(fs) || (uint64_t)json_integer_value(fs) != from.size) {
+			rc = cerr_set(err, -EBADMSG, "export: from_size differs from its checkpoint");
+			goto out;
+		}
+		rc = hash_list(json_object_get(cons, "proof"), &proof, &n);
+		if (rc < 0) {
+			rc = cerr_set(err, rc == -ENOMEM ? rc : -EBADMSG,
+				      "export: malformed consistency proof");
+			goto out;
+		}
+		if (!merkle_verify_consistency(from.size, cp.size, from.root, cp.root,
+					       (const uint8_t(*)[MERKLE_HASH])proof, n)) {
+			free(proof);
+			rc = cerr_set(err, -EBADMSG,
+				      "checkpoint at size %" PRIu64 " is not a prefix of the one at size "
+				      "%" PRIu64 " (consistency proof does not verify)", from.size, cp.size);
+			goto out;
+		}
+		free(proof);
+		ncp++;
+	}
+	if (st != NULL) {
+		st->records = nrec;
+		st->checkpoints = ncp;
+		st->tenants = 1;
+	}
+	rc = 0;
+out:
+	if (rc == -ENOMEM)
+		cerr_set(err, rc, "out of memory");
+	json_decref(doc);
+	free(buf);
+	tenant_map_free(&v.tenants);
+	return rc;
+}

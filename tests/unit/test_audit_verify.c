@@ -1,0 +1,703 @@
+/* test_audit_verify.c — offline verification names tampering: altered
+ * bodies, leaves, columns, checkpoints and signatures, moved and deleted
+ * rows, a corrupt file, a truncated WAL; and tenant exports that verify
+ * with only the public key and fail when anything in them changes. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+#include <sqlite3.h>
+
+#include "audit.h"
+#include "merkle.h"
+#include "note.h"
+#include "test_audit_util.h"
+
+#define ORIGIN "custody.test/audit"
+#define NREC 40
+
+struct fx {
+	char *dir, *path;
+	struct tkey k, other;
+};
+
+/* A closed store: 40 records over 3 tenants (and some without a tenant),
+ * checkpoints at 0, 10, 25 and 40 (the close). */
+static int fx_setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	struct audit *a;
+
+	f->dir = tdir_new();
+	f->path = tpath(f->dir, "audit.db");
+	tkey_init(&f->k, ORIGIN, 21);
+	tkey_init(&f->other, ORIGIN, 22);
+	a = topen(f->path, &f->k);
+	assert_int_equal(audit_checkpoint(a, NULL, NULL), 0);
+	tfill(a, 10, 3);
+	assert_int_equal(audit_checkpoint(a, NULL, NULL), 0);
+	for (int i = 0; i < 15; i++)
+		assert_int_equal(audit_append(a, json_pack("{s:s,s:s,s:i}", "event", i % 2 ? "token" : "admin",
+							   "outcome", "ok", "n", i),
+					      NULL),
+				 0);
+	assert_int_equal(audit_checkpoint(a, NULL, NULL), 0);
+	tfill(a, 15, 3);
+	assert_int_equal(audit_close(a), 0);
+	*state = f;
+	return 0;
+}
+
+static int fx_teardown(void **state)
+{
+	struct fx *f = *state;
+
+	tdir_free(f->dir);
+	free(f->path);
+	free(f);
+	return 0;
+}
+
+static int verify(struct fx *f, const char *vkey, struct audit_verify_stats *st, char *msg)
+{
+	struct cerr err = {{0}};
+	int rc = audit_verify_db(f->path, vkey, st, &err);
+
+	strcpy(msg, err.msg);
+	return rc;
+}
+
+static void drop_triggers(const char *path)
+{
+	tsql(path, "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete;"
+		   "DROP TRIGGER checkpoints_no_update; DROP TRIGGER checkpoints_no_delete;");
+}
+
+static void expect_bad(struct fx *f, const char *needle)
+{
+	char msg[CERR_MAX];
+	int rc = verify(f, f->k.vkey, NULL, msg);
+
+	if (rc != -EBADMSG || strstr(msg, needle) == NULL)
+		fail_msg("expected -EBADMSG naming \"%s\", got %d: %s", needle, rc, msg);
+}
+
+/* Rewrite one record's body with edit(), recomputing its leaf so only the
+ * tree (or the chain) can show it. */
+static void rewrite_body(const char *path, uint64_t seq, void (*edit)(json_t *), bool fix_leaf)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	json_t *j;
+	char *body;
+	uint8_t leaf[32];
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT body FROM events WHERE seq = ?", -1, &st, NULL), 0);
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)seq);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	j = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
+	sqlite3_finalize(st);
+	assert_non_null(j);
+	edit(j);
+	body = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+	json_decref(j);
+	merkle_leaf_hash(body, strlen(body), leaf);
+	assert_int_equal(sqlite3_prepare_v2(db,
+					    fix_leaf ? "UPDATE events SET body = ?1, leaf = ?2 WHERE seq = ?3"
+						     : "UPDATE events SET body = ?1 WHERE seq = ?3",
+					    -1, &st, NULL),
+			 0);
+	sqlite3_bind_text(st, 1, body, -1, SQLITE_TRANSIENT);
+	if (fix_leaf)
+		sqlite3_bind_blob(st, 2, leaf, 32, SQLITE_TRANSIENT);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)seq);
+	assert_int_equal(sqlite3_step(st), SQLITE_DONE);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	free(body);
+}
+
+static void edit_outcome(json_t *j)
+{
+	json_object_set_new(j, "outcome", json_string("denied"));
+}
+
+static void edit_tenant_seq(json_t *j)
+{
+	json_object_set_new(j, "tenant_seq", json_integer(9));
+}
+
+/* ---- database -------------------------------------------------------------- */
+
+static void test_verify_clean(void **state)
+{
+	struct fx *f = *state;
+	struct audit_verify_stats st = {0};
+	char msg[CERR_MAX];
+
+	assert_int_equal(verify(f, f->k.vkey, &st, msg), 0);
+	assert_int_equal(st.records, NREC);
+	assert_int_equal(st.checkpoints, 4);
+	assert_int_equal(st.tenants, 3);
+	/* without a key: hashes and chains, no signatures counted */
+	assert_int_equal(verify(f, NULL, &st, msg), 0);
+	assert_int_equal(st.checkpoints, 0);
+	/* another key: no signature by it */
+	assert_int_equal(verify(f, f->other.vkey, &st, msg), -EBADMSG);
+	assert_non_null(strstr(msg, "checkpoint at size 0: no signature by " ORIGIN));
+	/* a malformed key is a usage error, not tampering */
+	assert_int_equal(verify(f, "junk", &st, msg), -EINVAL);
+}
+
+static void test_verify_missing_file(void **state)
+{
+	struct cerr err = {{0}};
+	struct fx *f = *state;
+	char *p = tpath(f->dir, "nope.db");
+
+	assert_int_equal(audit_verify_db(p, f->k.vkey, NULL, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, "nope.db"));
+	free(p);
+}
+
+static void test_verify_triggers_hold(void **state)
+{
+	struct fx *f = *state;
+	sqlite3 *db;
+
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_not_equal(sqlite3_exec(db, "UPDATE events SET outcome = 'x' WHERE seq = 2", 0, 0, 0),
+			     SQLITE_OK);
+	assert_int_not_equal(sqlite3_exec(db, "DELETE FROM events WHERE seq = 40", 0, 0, 0), SQLITE_OK);
+	assert_int_not_equal(sqlite3_exec(db, "UPDATE checkpoints SET note = 'x'", 0, 0, 0), SQLITE_OK);
+	sqlite3_close(db);
+	{
+		struct audit_verify_stats st = {0};
+		char msg[CERR_MAX];
+
+		assert_int_equal(verify(f, f->k.vkey, &st, msg), 0);
+		assert_int_equal(st.records, NREC);
+	}
+}
+
+static void test_verify_altered_body(void **state)
+{
+	struct fx *f = *state;
+
+	drop_triggers(f->path);
+	rewrite_body(f->path, 7, edit_outcome, false);
+	expect_bad(f, "record 7: body does not match its leaf hash");
+}
+
+static void test_verify_altered_body_and_leaf(void **state)
+{
+	struct fx *f = *state;
+
+	drop_triggers(f->path);
+	/* the newest record: nothing chains to it, only the tree shows it */
+	rewrite_body(f->path, NREC, edit_outcome, true);
+	tsql(f->path, "UPDATE events SET outcome = 'denied' WHERE seq = 40");
+	expect_bad(f, "checkpoint at size 40: root does not match the records");
+}
+
+static void test_verify_altered_chain(void **state)
+{
+	struct fx *f = *state;
+
+	drop_triggers(f->path);
+	rewrite_body(f->path, 5, edit_tenant_seq, true); /* t1's 2nd record (2,5,8..) */
+	expect_bad(f, "tenant t1: record 5 has tenant_seq 9, expected 2");
+}
+
+static void test_verify_altered_leaf(void **state)
+{
+	struct fx *f = *state;
+
+	drop_triggers(f->path);
+	tsql(f->path, "UPDATE events SET leaf = zeroblob(32) WHERE seq = 12");
+	expect_bad(f, "record 12: body does not match its leaf hash");
+}
+
+static void test_verify_altered_column(void **state)
+{
+	struct fx *f = *state;
+
+	drop_triggers(f->path);
+	tsql(f->path, "UPDATE events SET tenant = 't0' WHERE seq = 3");
+	expect_bad(f, "record 3: indexed columns differ from its body");
+}
+
+static void test_verify_deleted_row(void **state)
+{
+	struct fx *f = *state;
+
+	drop_triggers(f->path);
+	tsql(f->path, "DELETE FROM events WHERE seq = 20");
+	expect_bad(f, "record 20 is missing (next is 21)");
+}
+
+static void test_verify_deleted_tail(void **state)
+{
+	struct fx *f = *state;
+
+	drop_triggers(f->path);
+	tsql(f->path, "DELETE FROM events WHERE seq > 37");
+	expect_bad(f, "checkpoint at size 40 covers records that are missing (the store ends at 37)");
+}
+
+static void test_verify_deleted_tail_and_checkpoint(void **state)
+{
+	struct fx *f = *state;
+
+	/* a careful attacker also drops the checkpoint: the tenant heads and
+	 * the stored range still disagree with the records */
+	drop_triggers(f->path);
+	tsql(f->path, "DELETE FROM events WHERE seq > 37; DELETE FROM checkpoints WHERE size = 40");
+	expect_bad(f, "the tenants table disagrees with its records");
+}
+
+static void test_verify_reordered(void **state)
+{
+	struct fx *f = *state;
+
+	drop_triggers(f->path);
+	/* swap rows 5 and 6 completely (bodies, leaves and columns) */
+	tsql(f->path, "CREATE TEMP TABLE s AS SELECT * FROM events WHERE seq IN (5, 6);"
+		      "DELETE FROM events WHERE seq IN (5, 6);"
+		      "INSERT INTO events SELECT CASE seq WHEN 5 THEN 6 ELSE 5 END, time, event, outcome,"
+		      " tenant, principal, body, leaf FROM s;");
+	expect_bad(f, "record 5: body says seq 6");
+}
+
+static void test_verify_checkpoint_note(void **state)
+{
+	struct fx *f = *state;
+
+	drop_triggers(f->path);
+	/* flip one base64 character of the signature of the checkpoint at 25 */
+	tsql(f->path, "UPDATE checkpoints SET note = substr(note, 1, length(note) - 30) ||"
+		      " CASE substr(note, -30, 1) WHEN 'A' THEN 'B' ELSE 'A' END || substr(note, -29)"
+		      " WHERE size = 25");
+	expect_bad(f, "checkpoint at size 25: signature does not verify");
+}
+
+static void test_verify_checkpoint_forged(void **state)
+{
+	struct fx *f = *state;
+	uint8_t root[32];
+	char *note = NULL, *sql = NULL;
+	struct merkle_range r;
+
+	/* a checkpoint for a different root, signed by another key that
+	 * claims the right name */
+	merkle_range_init(&r);
+	memset(root, 0x42, sizeof(root));
+	assert_int_equal(note_checkpoint_sign(&f->other.signer, 10, root, &note), 0);
+	drop_triggers(f->path);
+	assert_true(asprintf(&sql, "UPDATE checkpoints SET note = '%s', root = x'%s' WHERE size = 10", note,
+			     "4242424242424242424242424242424242424242424242424242424242424242") > 0);
+	tsql(f->path, sql);
+	expect_bad(f, "checkpoint at size 10: root does not match the records");
+	free(sql);
+	free(note);
+}
+
+static void test_verify_checkpoint_size(void **state)
+{
+	struct fx *f = *state;
+
+	drop_triggers(f->path);
+	/* claim the checkpoint at 10 covers 11 */
+	tsql(f->path, "UPDATE checkpoints SET size = 11 WHERE size = 10");
+	expect_bad(f, "checkpoint at size 11:");
+}
+
+static void test_verify_corrupt_file(void **state)
+{
+	struct fx *f = *state;
+	struct cerr err = {{0}};
+	FILE *fp;
+	struct stat sb;
+
+	/* garbage over the middle of the file: unreadable or tampered, never ok */
+	assert_int_equal(stat(f->path, &sb), 0);
+	fp = fopen(f->path, "r+");
+	assert_non_null(fp);
+	fseek(fp, sb.st_size / 2, SEEK_SET);
+	for (int i = 0; i < 4096; i++)
+		fputc(0xa5, fp);
+	fclose(fp);
+	{
+		int rc = audit_verify_db(f->path, f->k.vkey, NULL, &err);
+
+		assert_true(rc == -EIO || rc == -EBADMSG);
+		assert_true(strlen(err.msg) > 0);
+	}
+	/* and a file that is not SQLite at all */
+	fp = fopen(f->path, "r+");
+	fputs("definitely not a database header", fp);
+	fclose(fp);
+	assert_int_equal(audit_verify_db(f->path, f->k.vkey, NULL, &err), -EIO);
+	assert_true(strlen(err.msg) > 0);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+	char *buf = NULL;
+	size_t len = 0;
+
+	assert_int_equal(util_read_file(from, 1 << 28, &buf, &len), 0);
+	assert_int_equal(util_write_file(to, buf, len, 0600), 0);
+	free(buf);
+}
+
+static void test_verify_truncated_wal(void **state)
+{
+	struct fx *f = *state;
+	char *p2 = tpath(f->dir, "live.db"), *c = tpath(f->dir, "copy.db");
+	char *w2 = NULL, *wc = NULL;
+	struct cerr err = {{0}};
+	struct audit_verify_stats st = {0};
+	struct audit *a;
+	struct stat sb;
+
+	assert_true(asprintf(&w2, "%s-wal", p2) > 0 && asprintf(&wc, "%s-wal", c) > 0);
+	a = topen(p2, &f->k);
+	tfill(a, 30, 2);
+	assert_int_equal(audit_checkpoint(a, NULL, NULL), 0);
+	/* a copy of the live store: main file + WAL, records in the WAL */
+	copy_file(p2, c);
+	copy_file(w2, wc);
+	assert_int_equal(audit_verify_db(c, f->k.vkey, &st, &err), 0);
+	assert_int_equal(st.records, 30);
+	assert_int_equal(stat(wc, &sb), 0);
+	assert_true(sb.st_size > 32);
+	assert_int_equal(truncate(wc, sb.st_size - 100), 0);
+	assert_int_equal(audit_verify_db(c, f->k.vkey, &st, &err), -EIO);
+	assert_non_null(strstr(err.msg, "truncated"));
+	assert_int_equal(truncate(wc, 20), 0);
+	assert_int_equal(audit_verify_db(c, f->k.vkey, &st, &err), -EIO);
+	assert_int_equal(audit_close(a), 0);
+	free(p2);
+	free(c);
+	free(w2);
+	free(wc);
+}
+
+/* ---- exports --------------------------------------------------------------- */
+
+static char *do_export(struct fx *f, const char *tenant, int64_t since, int64_t until,
+		       const char *from, int *rc_out)
+{
+	char *out = tpath(f->dir, "export.json");
+	struct audit_opts o = {.signer = &f->k.signer};
+	struct cerr err = {{0}};
+	struct audit *a;
+	FILE *fp = fopen(out, "w");
+
+	assert_non_null(fp);
+	assert_int_equal(audit_open(f->path, &o, &a, &err), 0);
+	*rc_out = audit_export(a, tenant, since, until, from, fp, &err);
+	fclose(fp);
+	assert_int_equal(audit_close(a), 0);
+	return out;
+}
+
+static int vexport(struct fx *f, const char *path, struct audit_verify_stats *st, char *msg)
+{
+	struct cerr err = {{0}};
+	int rc = audit_verify_export(path, f->k.vkey, st, &err);
+
+	strcpy(msg, err.msg);
+	return rc;
+}
+
+static void test_export_roundtrip(void **state)
+{
+	struct fx *f = *state;
+	struct audit_verify_stats st = {0};
+	char msg[CERR_MAX];
+	int rc;
+	char *p = do_export(f, "t1", 0, 0, NULL, &rc);
+	json_t *doc;
+
+	assert_int_equal(rc, 0);
+	assert_int_equal(vexport(f, p, &st, msg), 0);
+	assert_int_equal(st.records, 8); /* t1: 10 records -> 3, 15 -> 5 */
+	assert_int_equal(st.checkpoints, 1);
+	doc = json_load_file(p, 0, NULL);
+	assert_string_equal(json_string_value(json_object_get(doc, "format")), "custody-audit-export/1");
+	assert_int_equal(json_integer_value(json_object_get(doc, "tree_size")), NREC);
+	assert_true(json_is_null(json_object_get(doc, "consistency")));
+	/* nothing of other tenants but hashes: no other tenant's name */
+	{
+		char *s = json_dumps(doc, 0);
+
+		assert_null(strstr(s, "\\\"t0\\\""));
+		assert_null(strstr(s, "\\\"t2\\\""));
+		free(s);
+	}
+	json_decref(doc);
+	/* a wrong key */
+	{
+		struct cerr err = {{0}};
+
+		assert_int_equal(audit_verify_export(p, f->other.vkey, &st, &err), -EBADMSG);
+	}
+	/* unknown tenant: an empty, valid export */
+	free(p);
+	p = do_export(f, "nobody", 0, 0, NULL, &rc);
+	assert_int_equal(rc, 0);
+	assert_int_equal(vexport(f, p, &st, msg), 0);
+	assert_int_equal(st.records, 0);
+	free(p);
+}
+
+/* an earlier checkpoint the customer kept: consistency proof */
+static void test_export_consistency(void **state)
+{
+	struct fx *f = *state;
+	struct audit_verify_stats st = {0};
+	char msg[CERR_MAX], *note = NULL, *p;
+	struct audit *a;
+	int rc;
+
+	a = topen(f->path, &f->k);
+	assert_int_equal(audit_checkpoint(a, &note, NULL), 0); /* size 40 */
+	tfill(a, 7, 3);
+	assert_int_equal(audit_close(a), 0);
+	p = do_export(f, "t2", 0, 0, note, &rc);
+	assert_int_equal(rc, 0);
+	assert_int_equal(vexport(f, p, &st, msg), 0);
+	assert_int_equal(st.checkpoints, 2);
+	free(p);
+	/* a checkpoint of another log (other key): refused */
+	{
+		uint8_t root[32] = {1};
+		char *alien = NULL;
+		struct tkey k2;
+
+		tkey_init(&k2, ORIGIN, 99);
+		assert_int_equal(note_checkpoint_sign(&k2.signer, 12, root, &alien), 0);
+		p = do_export(f, "t2", 0, 0, alien, &rc);
+		assert_int_equal(rc, -EINVAL);
+		free(p);
+		/* same key but a root this log never had: a fork */
+		free(alien);
+		assert_int_equal(note_checkpoint_sign(&f->k.signer, 12, root, &alien), 0);
+		p = do_export(f, "t2", 0, 0, alien, &rc);
+		assert_int_equal(rc, -EBADMSG);
+		free(p);
+		free(alien);
+	}
+	free(note);
+}
+
+static void test_export_time_window(void **state)
+{
+	struct fx *f = *state;
+	struct audit_verify_stats st = {0};
+	char msg[CERR_MAX], *p;
+	int64_t mid;
+	struct audit *a;
+	int rc;
+
+	usleep(20000);
+	mid = util_now_us();
+	a = topen(f->path, &f->k);
+	tfill(a, 9, 3);
+	assert_int_equal(audit_close(a), 0);
+	/* only the newest three t0 records: the first's tenant_prev is given */
+	p = do_export(f, "t0", mid, 0, NULL, &rc);
+	assert_int_equal(rc, 0);
+	assert_int_equal(vexport(f, p, &st, msg), 0);
+	assert_int_equal(st.records, 3);
+	free(p);
+	p = do_export(f, "t0", 0, mid, NULL, &rc);
+	assert_int_equal(rc, 0);
+	assert_int_equal(vexport(f, p, &st, msg), 0);
+	assert_int_equal(st.records, 9);
+	free(p);
+}
+
+/* Load the export, apply edit, write it back, expect -EBADMSG naming needle. */
+static void export_tamper(struct fx *f, void (*edit)(json_t *), const char *needle)
+{
+	char msg[CERR_MAX];
+	int rc;
+	char *note = NULL, *p;
+	json_t *doc;
+	struct audit *a = topen(f->path, &f->k);
+
+	assert_int_equal(audit_checkpoint(a, &note, NULL), 0); /* size 40 */
+	tfill(a, 6, 3);
+	assert_int_equal(audit_close(a), 0);
+	p = do_export(f, "t1", 0, 0, note, &rc);
+	free(note);
+	assert_int_equal(rc, 0);
+	assert_int_equal(vexport(f, p, NULL, msg), 0);
+	doc = json_load_file(p, 0, NULL);
+	assert_non_null(doc);
+	edit(doc);
+	assert_int_equal(json_dump_file(doc, p, JSON_COMPACT), 0);
+	json_decref(doc);
+	rc = vexport(f, p, NULL, msg);
+	if (rc != -EBADMSG || strstr(msg, needle) == NULL)
+		fail_msg("expected -EBADMSG naming \"%s\", got %d: %s", needle, rc, msg);
+	free(p);
+}
+
+static void ed_remove_record(json_t *d)
+{
+	json_array_remove(json_object_get(d, "records"), 3);
+}
+
+static void ed_change_body(json_t *d)
+{
+	json_t *r = json_array_get(json_object_get(d, "records"), 2);
+	char *b = strdup(json_string_value(json_object_get(r, "body")));
+	char *o = strstr(b, "\"outcome\":\"ok\"");
+
+	assert_non_null(o);
+	memcpy(o + 11, "no", 2);
+	json_object_set_new(r, "body", json_string(b));
+	free(b);
+}
+
+static void ed_swap_records(json_t *d)
+{
+	json_t *recs = json_object_get(d, "records"), *r1 = json_incref(json_array_get(recs, 1));
+
+	json_array_remove(recs, 1);
+	json_array_insert_new(recs, 2, r1);
+}
+
+static void ed_proof_hash(json_t *d)
+{
+	json_t *inc = json_object_get(json_array_get(json_object_get(d, "records"), 0), "inclusion");
+
+	json_array_set_new(inc, 0, json_string("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="));
+}
+
+static void ed_checkpoint(json_t *d)
+{
+	char *n = strdup(json_string_value(json_object_get(d, "checkpoint")));
+
+	n[strlen(ORIGIN) + 1] = '9'; /* the size line */
+	json_object_set_new(d, "checkpoint", json_string(n));
+	free(n);
+}
+
+static void ed_tree_size(json_t *d)
+{
+	json_object_set_new(d, "tree_size", json_integer(3));
+}
+
+static void ed_consistency(json_t *d)
+{
+	json_t *p = json_object_get(json_object_get(d, "consistency"), "proof");
+
+	json_array_set_new(p, 0, json_string("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="));
+}
+
+static void ed_tenant(json_t *d)
+{
+	json_object_set_new(d, "tenant", json_string("t2"));
+}
+
+static void ed_not_json(json_t *d)
+{
+	json_object_clear(d);
+}
+
+static void test_export_removed_record(void **state)
+{
+	export_tamper(*state, ed_remove_record, "tenant t1: record");
+}
+
+static void test_export_changed_body(void **state)
+{
+	export_tamper(*state, ed_change_body, "inclusion proof does not verify");
+}
+
+static void test_export_swapped(void **state)
+{
+	export_tamper(*state, ed_swap_records, "has tenant_seq 3, expected 2");
+}
+
+static void test_export_proof(void **state)
+{
+	export_tamper(*state, ed_proof_hash, "inclusion proof does not verify");
+}
+
+static void test_export_checkpoint(void **state)
+{
+	export_tamper(*state, ed_checkpoint, "signature does not verify");
+}
+
+static void test_export_tree_size(void **state)
+{
+	export_tamper(*state, ed_tree_size, "tree_size");
+}
+
+static void test_export_consistency_tamper(void **state)
+{
+	export_tamper(*state, ed_consistency, "consistency proof does not verify");
+}
+
+static void test_export_other_tenant(void **state)
+{
+	export_tamper(*state, ed_tenant, "belongs to another tenant");
+}
+
+static void test_export_empty_doc(void **state)
+{
+	export_tamper(*state, ed_not_json, "not a custody-audit-export/1");
+}
+
+int audit_group_verify(void)
+{
+#define T(x) cmocka_unit_test_setup_teardown(x, fx_setup, fx_teardown)
+	const struct CMUnitTest tests[] = {
+		T(test_verify_clean),
+		T(test_verify_missing_file),
+		T(test_verify_triggers_hold),
+		T(test_verify_altered_body),
+		T(test_verify_altered_body_and_leaf),
+		T(test_verify_altered_chain),
+		T(test_verify_altered_leaf),
+		T(test_verify_altered_column),
+		T(test_verify_deleted_row),
+		T(test_verify_deleted_tail),
+		T(test_verify_deleted_tail_and_checkpoint),
+		T(test_verify_reordered),
+		T(test_verify_checkpoint_note),
+		T(test_verify_checkpoint_forged),
+		T(test_verify_checkpoint_size),
+		T(test_verify_corrupt_file),
+		T(test_verify_truncated_wal),
+		T(test_export_roundtrip),
+		T(test_export_consistency),
+		T(test_export_time_window),
+		T(test_export_removed_record),
+		T(test_export_changed_body),
+		T(test_export_swapped),
+		T(test_export_proof),
+		T(test_export_checkpoint),
+		T(test_export_tree_size),
+		T(test_export_consistency_tamper),
+		T(test_export_other_tenant),
+		T(test_export_empty_doc),
+	};
+#undef T
+	return cmocka_run_group_tests_name("audit verify", tests, NULL, NULL);
+}
