@@ -23,6 +23,7 @@
 
 #define BROKER_MAX_OUT_BACKLOG (1024 * 1024) /* unsent bytes before a new reply drops the client */
 #define BROKER_MAX_INFLIGHT 64               /* requests in flight before reading pauses */
+#define BROKER_READ_PAUSE_BACKLOG (256 * 1024) /* unsent bytes before reading pauses */
 #define BROKER_PURPOSE_MAX 256
 #define BROKER_MAX_ADMIN_CONNS 64               /* admin socket, on top of max_connections */
 #define BROKER_STOP_GRACE_MS 5000
@@ -67,6 +68,7 @@ struct conn {
 	bool dead;                /* closed; freed once no pending refers to it */
 	bool reading;             /* EPOLLIN wanted */
 	bool hung_up;             /* peer gone; fd no longer watched */
+	bool lines_waiting;       /* complete lines buffered, not yet handled */
 	struct peer peer;
 	char *in;
 	size_t in_len;
@@ -228,6 +230,7 @@ struct broker {
 	struct conn *conns;
 	unsigned n_tool, n_admin;
 	struct loop_timer *sweep_timer;
+	struct loop_timer *drain_timer;  /* handles buffered lines once a client may send more */
 	/* requests waiting for the audit */
 	struct pending *pend_head, *pend_tail;
 	uint64_t next_cookie;

@@ -230,18 +230,30 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *ctx)
 	}
 }
 
+/* Room for another request: reading (and handling buffered lines) pauses
+ * while 64 requests are in flight or 256 KiB of replies wait unsent, so a
+ * client that pipelines without reading stalls itself instead of growing
+ * the broker (and is dropped by the idle sweep if it never reads). */
+static bool conn_can_take(const struct conn *c)
+{
+	return !c->dead && !c->closing && !c->hung_up && c->inflight < BROKER_MAX_INFLIGHT &&
+	       c->out_len - c->out_off <= BROKER_READ_PAUSE_BACKLOG;
+}
+
 static void conn_update_events(struct conn *c)
 {
 	uint32_t ev = 0;
 
 	if (c->dead || c->hung_up)
 		return;
-	if (c->reading && !c->closing && c->inflight < BROKER_MAX_INFLIGHT &&
-	    c->out_len - c->out_off <= BROKER_MAX_OUT_BACKLOG)
+	if (c->reading && conn_can_take(c))
 		ev |= EPOLLIN;
 	if (c->out_len > c->out_off)
 		ev |= EPOLLOUT;
 	loop_fd_mod(c->b->loop, c->fd, ev);
+	/* complete lines already buffered get no EPOLLIN of their own */
+	if (c->lines_waiting && conn_can_take(c))
+		loop_timer_arm(c->b->drain_timer, 0);
 }
 
 static void conn_free(struct conn *c)
@@ -392,16 +404,41 @@ void conn_request_done(struct conn *c)
 	conn_update_events(c);
 }
 
+/* Handle the complete lines in the input buffer while the connection can
+ * take more requests. The caller holds a reference on c. */
+static void conn_process_lines(struct conn *c)
+{
+	size_t off = 0;
+	char *nl;
+
+	while (conn_can_take(c) && (nl = memchr(c->in + off, '\n', c->in_len - off)) != NULL) {
+		size_t line_len = (size_t)(nl - (c->in + off));
+
+		if (line_len > c->max_line) {
+			request_too_large(c);
+			return;
+		}
+		request_line(c, c->in + off, line_len);
+		off += line_len + 1;
+	}
+	if (c->dead)
+		return;
+	if (off > 0) {
+		memmove(c->in, c->in + off, c->in_len - off);
+		c->in_len -= off;
+	}
+	c->lines_waiting = !c->closing && memchr(c->in, '\n', c->in_len) != NULL;
+	if (!c->closing && !c->lines_waiting && c->in_len > c->max_line)
+		request_too_large(c);
+}
+
 static void conn_read(struct conn *c)
 {
-	size_t max = c->max_line;
-
 	for (;;) {
 		ssize_t n;
-		char *nl;
-		size_t room = max + 1 - c->in_len;
+		size_t room = c->max_line + 1 - c->in_len;
 
-		if (c->closing || c->dead || c->inflight >= BROKER_MAX_INFLIGHT)
+		if (!conn_can_take(c) || c->lines_waiting)
 			break;
 		if (room > READ_CHUNK)
 			room = READ_CHUNK;
@@ -411,8 +448,8 @@ static void conn_read(struct conn *c)
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 			break;
 		if (n <= 0) {
-			/* EOF: pending replies have nowhere to go; stop reading and
-			 * close once they are done (they still get audited). */
+			/* EOF: stop reading; replies still due are sent (a client
+			 * may have shut down only its writing side), then close. */
 			c->closing = true;
 			if (c->inflight == 0 && c->out_len == c->out_off)
 				conn_close(c);
@@ -422,55 +459,55 @@ static void conn_read(struct conn *c)
 		}
 		c->last_active_ms = loop_now_ms(c->b->loop);
 		c->in_len += (size_t)n;
-		/* Handle every complete line in the buffer. */
-		while (!c->dead && !c->closing &&
-		       (nl = memchr(c->in, '\n', c->in_len)) != NULL) {
-			size_t line_len = (size_t)(nl - c->in);
-
-			if (line_len > max) {
-				request_too_large(c);
-				break;
-			}
-			request_line(c, c->in, line_len);
-			if (c->dead)
-				return;
-			memmove(c->in, nl + 1, c->in_len - line_len - 1);
-			c->in_len -= line_len + 1;
-		}
+		conn_process_lines(c);
 		if (c->dead)
 			return;
-		if (!c->closing && c->in_len > max) {
-			request_too_large(c);
-		}
 	}
-	if (!c->dead)
-		conn_update_events(c);
+	conn_update_events(c);
+}
+
+static void drain_lines(struct loop *l, struct loop_timer *t, void *ctx)
+{
+	struct broker *b = ctx;
+	struct conn *c, *next;
+
+	/* handling c's lines may close c, never another connection */
+	for (c = b->conns; c != NULL; c = next) {
+		next = c->next;
+		if (!c->lines_waiting || !conn_can_take(c))
+			continue;
+		c->refs++;
+		conn_process_lines(c);
+		if (!c->dead)
+			conn_update_events(c);
+		conn_unref(c);
+	}
 }
 
 static void conn_io(struct loop *l, int fd, uint32_t events, void *ctx)
 {
 	struct conn *c = ctx;
 
-	if (events & EPOLLOUT) {
+	/* a reference keeps c valid whatever the handlers close */
+	c->refs++;
+	if (events & EPOLLOUT)
 		conn_flush(c);
-		if (c->dead)
-			return;
-	}
-	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+	if (!c->dead && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
 		if ((events & EPOLLERR) || ((events & EPOLLHUP) && !(events & EPOLLIN))) {
 			c->closing = true;
 			if (c->inflight == 0) {
 				conn_close(c);
-				return;
+			} else {
+				/* HUP cannot be masked: stop watching the fd (or the
+				 * loop spins) and close once the requests are done. */
+				c->hung_up = true;
+				loop_fd_del(l, c->fd);
 			}
-			/* HUP cannot be masked: stop watching the fd (or the loop
-			 * spins) and close once the requests in flight are done. */
-			c->hung_up = true;
-			loop_fd_del(l, c->fd);
-			return;
+		} else {
+			conn_read(c);
 		}
-		conn_read(c);
 	}
+	conn_unref(c);
 }
 
 /* Drop clients idle for longer than idle_timeout_s: a half line and a
@@ -486,9 +523,11 @@ static void sweep(struct loop *l, struct loop_timer *t, void *ctx)
 	for (; c != NULL; c = next) {
 		next = c->next;
 		if (c->inflight == 0 && now - c->last_active_ms > limit) {
-			broker_log("client dropped: idle for %u s (uid %u pid %d%s)",
+			broker_log("client dropped: %s for %u s (uid %u pid %d)",
+				   c->out_len > c->out_off ? "it does not read its replies"
+				   : c->in_len ? "half a request, then idle" : "idle",
 				   b->cfg->limits.idle_timeout_s, (unsigned)c->peer.uid,
-				   (int)c->peer.pid, c->in_len ? ", half a request" : "");
+				   (int)c->peer.pid);
 			conn_close(c);
 		}
 	}
@@ -528,6 +567,9 @@ int server_listen(struct broker *b)
 	if (b->tool_path == NULL || b->admin_path == NULL)
 		return -ENOMEM;
 	rc = loop_timer_new(b->loop, accept_resume, b, &b->accept_timer);
+	if (rc < 0)
+		return rc;
+	rc = loop_timer_new(b->loop, drain_lines, b, &b->drain_timer);
 	if (rc < 0)
 		return rc;
 	rc = loop_timer_new(b->loop, sweep, b, &b->sweep_timer);
@@ -574,5 +616,6 @@ void server_close_all(struct broker *b)
 	b->tool_path = b->admin_path = NULL;
 	loop_timer_free(b->accept_timer);
 	loop_timer_free(b->sweep_timer);
-	b->accept_timer = b->sweep_timer = NULL;
+	loop_timer_free(b->drain_timer);
+	b->accept_timer = b->sweep_timer = b->drain_timer = NULL;
 }
