@@ -13,9 +13,11 @@ finally). Cases:
   2. read-only store at start: a tmpfs cannot be remounted read-only while
      SQLite holds a file open for writing (EBUSY), and root ignores chmod
      and chattr +i on an open descriptor, so the read-only case is tested at
-     start: custodyd is stopped, the tmpfs is remounted ro, and custodyd
-     must then either refuse to start or answer audit_unavailable; never a
-     token without a record. Remounted rw, it starts and serves again.
+     start: custodyd is stopped, the vault moves to a tmpfs of its own over
+     state/vault (custodyd must lock it), the state tmpfs is remounted ro,
+     and custodyd must then either refuse to start saying why or answer
+     audit_unavailable; never a token without a record. Remounted rw, it
+     starts and serves again.
   3. audit.db removed under a running broker: requests are refused with
      audit_unavailable (a record written to an unlinked file is lost to
      every auditor) and the log says why.
@@ -24,6 +26,7 @@ Exit 77 (meson: skipped) only when the tmpfs cannot be mounted.
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -85,6 +88,7 @@ def main():
         env.close()
         sys.exit(77)
     mounted = True
+    vault_mounted = []
     try:
         env.init_vault()
         env.start_idp()
@@ -123,8 +127,11 @@ def main():
                 r = c.request({"op": "token", "tenant": "disk"})
                 expect_error(r, "audit_unavailable")
                 check("access_token" not in r, "token issued on a full disk", r)
+            # still answering (every request is audited, so even ping is
+            # refused while nothing can be recorded)
             r = c.request({"op": "ping"})
-            check(r.get("ok") is True, "ping failed on a full disk", r)
+            check(r.get("ok") is True or r.get("error") == "audit_unavailable",
+                  "ping on a full disk", r)
         finally:
             c.close()
         wait_for(lambda: "audit" in env.log_text()[log_before:].lower(), 5,
@@ -146,10 +153,20 @@ def main():
         check(rc == 0, "custodyd exit status %r after the full disk" % rc)
         verify(env, vkey)
 
-        # ---- 2. read-only at start
+        # ---- 2. read-only at start. The vault (which custodyd must lock)
+        # gets its own small tmpfs mounted over state/vault, so only the
+        # audit store is on the read-only file system.
+        vault_copy = os.path.join(env.base, "vault-copy")
+        shutil.copytree(env.vault_dir, vault_copy)
+        ok, why = mount_tmpfs(env.vault_dir, "8m")
+        check(ok, "cannot mount a tmpfs over the vault dir", why)
+        vault_mounted.append(env.vault_dir)
+        for n in os.listdir(vault_copy):
+            shutil.copy2(os.path.join(vault_copy, n), os.path.join(env.vault_dir, n))
         p = subprocess.run(["mount", "-o", "remount,ro", mnt], capture_output=True, text=True)
         check(p.returncode == 0, "remount ro failed", p.stderr)
         try:
+            log_before = len(env.log_text())
             env.start_broker(wait=False)
             started = False
             try:
@@ -162,13 +179,15 @@ def main():
                 expect_error(r, "audit_unavailable")
                 check("access_token" not in r, "token issued from a read-only store", r)
                 env.stop_broker()
-                print("read-only store: custodyd runs and answers audit_unavailable")
+                print("read-only audit store: custodyd runs and answers audit_unavailable")
             else:
                 check(env.broker.poll() is not None, "custodyd neither started nor exited")
                 check(env.broker.returncode != 0, "custodyd exited 0 on a read-only store")
-                print("read-only store: custodyd refused to start (exit %d): %s"
-                      % (env.broker.returncode,
-                         env.log_text(since_start=True).strip().splitlines()[-1:]))
+                last = env.log_text()[log_before:].strip().splitlines()[-1:]
+                check(last and "audit" in last[0].lower(),
+                      "custodyd failed on a read-only audit store without saying so", last)
+                print("read-only audit store: custodyd refused to start (exit %d): %s"
+                      % (env.broker.returncode, last[0]))
                 env.broker = None
         finally:
             if env.broker is not None:
@@ -176,6 +195,8 @@ def main():
                 env.broker.wait()
                 env.broker = None
             subprocess.run(["mount", "-o", "remount,rw", mnt], check=True)
+            umount(env.vault_dir)
+            vault_mounted.remove(env.vault_dir)
         env.start_broker()
         r = env.token("disk")
         check(r.get("ok") is True, "no token after remounting rw", r)
@@ -216,7 +237,10 @@ def main():
                 env.idp.stop()
                 env.idp = None
         finally:
+            for m in vault_mounted:
+                umount(m)
             if mounted:
+                subprocess.run(["mount", "-o", "remount,rw", mnt], capture_output=True)
                 umount(mnt)
             env.close()
 

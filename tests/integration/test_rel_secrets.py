@@ -137,6 +137,7 @@ def main():
     cli_out = []          # (argv, stdout+stderr) of every CLI run
     tokens = set()
     secrets = []
+    token_outputs = []    # what `custody token` printed: holds tokens by design
     try:
         env.init_vault()
         tee = Tee(sys.stderr, os.path.join(env.base, "idp.log"))
@@ -179,6 +180,7 @@ def main():
         for fmt in ("raw", "json", "header", "env"):
             p = cli("token", "--tenant", "hyg0", "--format", fmt, is_token=True)
             out = p.stdout
+            token_outputs.append(out.encode())
             if fmt == "json":
                 tokens.add(json.loads(out)["access_token"])
             elif fmt == "raw":
@@ -229,6 +231,12 @@ def main():
                 if n in data:
                     found.append("%s in %s" % (what, path))
         check(not found, "secrets or tokens found on disk", found[:10])
+        # the search itself works: it finds the tokens where they belong
+        # (`custody token` output) and a secret in each encoding it checks
+        control = b"\n".join(token_outputs)
+        check(any(t.encode() in control for t in tokens), "token search finds nothing")
+        for f in forms(secrets[0]):
+            check(any(n in b"x" + f + b"x" for _, n in needles), "secret form not searched", f)
         check(os.path.exists(os.path.join(env.vault_dir, "data.mdb")), "no vault data scanned?")
         print("secrets: %d secrets (x%d encodings) and %d distinct tokens searched in %d files "
               "(%d KiB: vault, audit db + WAL, runtime dir, custodyd log, IdP log, CLI output, "
