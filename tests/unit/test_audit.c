@@ -762,5 +762,6 @@ int main(void)
 		return 1;
 	rc |= audit_group_store();
 	rc |= audit_group_verify();
+	rc |= audit_group_fault();
 	return rc ? 1 : 0;
 }
