@@ -190,7 +190,6 @@ static json_t *strv_json(char **v, size_t n)
 	return a;
 }
 
-json_t *grant_json(const struct grant *g, int64_t now);
 json_t *grant_json(const struct grant *g, int64_t now)
 {
 	json_t *o = json_pack("{s:s,s:s,s:s?,s:s,s:s,s:o,s:o,s:s,s:o,s:o,s:o}", "id", g->id,
@@ -233,7 +232,7 @@ static void probe_answered(void *ctx, const struct token_reply *r)
 	struct pending *p = ctx;
 	json_t *id = json_object_get(p->request, "id");
 	json_t *probe, *reply, *extra;
-	bool already = p->cache[0] == 'y';
+	bool already = p->already;
 
 	p->wait = NULL;
 	if (r->status == TOKEN_OK) {
@@ -303,7 +302,7 @@ static void op_import(struct pending *p, json_t *id, json_t *req)
 		admin_ok(p, import_reply(p, id, already), import_record(p, already));
 		return;
 	}
-	snprintf(p->cache, sizeof(p->cache), "%s", already ? "y" : "n");
+	p->already = already;
 	p->in_get = true;
 	rc = tokens_probe(b->tokens, g, g->scopes[0], probe_answered, p, &w);
 	p->in_get = false;

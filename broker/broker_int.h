@@ -137,7 +137,10 @@ void policy_decide(struct broker *b, const struct principal_config *p, const cha
 
 /* ---- requests and replies (request.c) --------------------------------- */
 
-enum pending_kind { PENDING_PLAIN, PENDING_TOKEN, PENDING_PROBE, PENDING_OFFICER };
+/* What happens once a request's record is durable: PLAIN sends the reply,
+ * TOKEN re-checks and then sends the token, OFFICER signs a checkpoint
+ * first. */
+enum pending_kind { PENDING_PLAIN, PENDING_TOKEN, PENDING_OFFICER };
 
 struct pending {
 	struct broker *b;
@@ -154,6 +157,7 @@ struct pending {
 	bool deferred_fail;
 	char cache[16];
 	bool checkpoint_reply;    /* audit.checkpoint: the note goes in the reply */
+	bool already;             /* grant.import: the grant was there before */
 	/* token path */
 	char *token;              /* sodium_malloc'd; never logged */
 	size_t token_len;
@@ -165,7 +169,7 @@ struct pending {
 	char log[256];            /* the log line to print when done */
 };
 
-struct pending *pending_new(struct broker *b, struct conn *c, json_t *id);
+struct pending *pending_new(struct broker *b, struct conn *c);
 void pending_free(struct pending *p);
 /* Queue the audit record (steals rec) for p; the reply leaves when it is
  * durable. On a store that cannot write, p is answered audit_unavailable

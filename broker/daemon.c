@@ -46,7 +46,7 @@ void broker_check_stopped(struct broker *b)
 /* A record that answers nobody (lifecycle events). */
 static void lifecycle_record(struct broker *b, json_t *rec)
 {
-	struct pending *p = pending_new(b, NULL, NULL);
+	struct pending *p = pending_new(b, NULL);
 
 	if (p == NULL) {
 		json_decref(rec);

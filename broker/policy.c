@@ -22,15 +22,40 @@
 #include <string.h>
 #include <strings.h>
 
+static int grants_append(struct broker *b, struct grant *g)
+{
+	if (b->n_grants == b->cap_grants) {
+		size_t n = b->cap_grants ? b->cap_grants * 2 : 16;
+		struct grant **ng = realloc(b->grants, n * sizeof(*ng));
+		bool *ne;
+
+		if (ng == NULL)
+			return -ENOMEM;
+		b->grants = ng;
+		ne = realloc(b->expired_noted, n * sizeof(*ne));
+		if (ne == NULL)
+			return -ENOMEM;
+		b->expired_noted = ne;
+		b->cap_grants = n;
+	}
+	b->expired_noted[b->n_grants] = false;
+	b->grants[b->n_grants++] = g;
+	return 0;
+}
+
+/* The vault yields each grant once: append without looking for it. */
 static int collect_grant(void *ctx, const struct grant *g)
 {
 	struct broker *b = ctx;
 	struct grant *copy = grant_dup(g);
+	int rc;
 
 	if (copy == NULL)
 		return -ENOMEM;
-	grants_put(b, copy);
-	return 0;
+	rc = grants_append(b, copy);
+	if (rc < 0)
+		grant_free(copy);
+	return rc;
 }
 
 int grants_load(struct broker *b)
@@ -65,26 +90,11 @@ void grants_put(struct broker *b, struct grant *g)
 			b->grants[i] = g;
 			return;
 		}
-	if (b->n_grants == b->cap_grants) {
-		size_t n = b->cap_grants ? b->cap_grants * 2 : 16;
-		struct grant **ng = realloc(b->grants, n * sizeof(*ng));
-		bool *ne;
-
-		if (ng == NULL) {
-			grant_free(g);
-			return;
-		}
-		b->grants = ng;
-		ne = realloc(b->expired_noted, n * sizeof(*ne));
-		if (ne == NULL) {
-			grant_free(g);
-			return;
-		}
-		b->expired_noted = ne;
-		b->cap_grants = n;
+	if (grants_append(b, g) < 0) {
+		broker_log("out of memory: grant %s is in the vault but not in force until a restart",
+			   g->id);
+		grant_free(g);
 	}
-	b->expired_noted[b->n_grants] = false;
-	b->grants[b->n_grants++] = g;
 }
 
 bool grant_names_tenant(const struct grant *g, const char *s)
@@ -341,7 +351,7 @@ void policy_decide(struct broker *b, const struct principal_config *p, const cha
 			refuse(d, "revoked", "grant %s for tenant %s was revoked by officer %s: %s",
 			       revoked->id, tenant, revoked->revoked_by, revoked->reason);
 		else
-			refuse(d, "internal", "no usable grant for tenant %s", tenant);
+			refuse(d, "internal", "no usable grant for tenant %s", tenant); /* not reached */
 		return;
 	}
 	if (n_scope == 0) {

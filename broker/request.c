@@ -79,7 +79,7 @@ json_t *record_new(struct broker *b, const char *event, const char *outcome,
 	return r;
 }
 
-struct pending *pending_new(struct broker *b, struct conn *c, json_t *id)
+struct pending *pending_new(struct broker *b, struct conn *c)
 {
 	struct pending *p = calloc(1, sizeof(*p));
 
@@ -100,7 +100,6 @@ struct pending *pending_new(struct broker *b, struct conn *c, json_t *id)
 		b->pend_head = p;
 	b->pend_tail = p;
 	b->n_pending++;
-	(void)id;
 	return p;
 }
 
@@ -203,7 +202,6 @@ void pending_complete(struct pending *p, int rc, uint64_t seq)
 		officer_done(p, seq);
 		pending_answer(p, seq, true);
 		return;
-	case PENDING_PROBE:
 	case PENDING_PLAIN:
 		pending_answer(p, seq, true);
 		return;
@@ -243,7 +241,7 @@ static void answer_bad(struct conn *c, json_t *id, const char *code, const char 
 
 	if (close_after)
 		c->closing = true;
-	p = pending_new(b, c, id);
+	p = pending_new(b, c);
 	if (p == NULL) {
 		conn_close(c);
 		return;
@@ -369,7 +367,7 @@ void request_line(struct conn *c, const char *line, size_t len)
 			goto out;
 		}
 	}
-	p = pending_new(c->b, c, id);
+	p = pending_new(c->b, c);
 	if (p == NULL) {
 		conn_close(c);
 		goto out;
