@@ -378,6 +378,54 @@ static void test_code_meaning(void **state)
 	assert_null(upstream_code_meaning(1));
 }
 
+/* Mutated real answers (fixed seed): whatever the bytes, the parser gives
+ * one of the four outcomes, a token only with OK, and a bounded message. */
+static void test_mutated_bodies(void **state)
+{
+	char seeds[3][1024];
+	uint32_t x = 2463534242u;
+	int iters = getenv("CUSTODY_VALGRIND") ? 2000 : 50000;
+
+	snprintf(seeds[0], sizeof(seeds[0]),
+		 "{\"token_type\":\"Bearer\",\"expires_in\":3599,\"ext_expires_in\":3599,"
+		 "\"refresh_in\":1800,\"access_token\":\"%s\"}", jwt);
+	snprintf(seeds[1], sizeof(seeds[1]),
+		 "{\"token_type\":\"Bearer\",\"expires_in\":\"3599\",\"expires_on\":\"1622089429\","
+		 "\"access_token\":\"%s\"}", jwt);
+	snprintf(seeds[2], sizeof(seeds[2]),
+		 "{\"error\":\"invalid_client\",\"error_description\":\"AADSTS7000222: x\","
+		 "\"error_codes\":[7000222],\"trace_id\":\"a\"}");
+	for (int i = 0; i < iters; i++) {
+		char body[1024];
+		size_t len;
+		struct upstream_token t;
+		static const long st[] = {200, 400, 401, 429, 500};
+
+		x ^= x << 13;
+		x ^= x >> 17;
+		x ^= x << 5;
+		len = strlen(seeds[x % 3]);
+		memcpy(body, seeds[x % 3], len);
+		for (int k = 0; k < 1 + (int)(x % 4); k++) {
+			x ^= x << 13;
+			x ^= x >> 17;
+			x ^= x << 5;
+			if (x % 5 == 0 || len == 0)
+				len = x % (len + 1);          /* truncate */
+			else
+				body[x % len] = (char)(x >> 8); /* flip a byte */
+		}
+		assert_int_equal(upstream_parse_token_response(st[x % 5], NULL, body, len, NOW, &t),
+				 0);
+		assert_true(t.outcome <= UPSTREAM_UNAVAILABLE);
+		assert_true((t.outcome == UPSTREAM_OK) == (t.access_token != NULL));
+		assert_true(strlen(t.message) < sizeof(t.message));
+		if (t.outcome == UPSTREAM_OK)
+			assert_true(t.expires_at > NOW && t.expires_at <= NOW + UPSTREAM_MAX_LIFETIME);
+		upstream_token_clear(&t);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -396,6 +444,7 @@ int main(void)
 		cmocka_unit_test(test_url_allowed),
 		cmocka_unit_test(test_endpoint_v1),
 		cmocka_unit_test(test_code_meaning),
+		cmocka_unit_test(test_mutated_bodies),
 	};
 
 	if (sodium_init() < 0)
