@@ -59,6 +59,14 @@ class BenchError(Exception):
 
 # ---------------------------------------------------------------- helpers
 
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
 def machine():
     model = "unknown"
     try:
@@ -178,6 +186,7 @@ class Bench:
         self.custody_bin = self.bin("cli/custody")
         self.reply_bytes = None
         self.loadgen_runs = []
+        self.load_start = loadavg()
 
     def bin(self, rel):
         p = os.path.join(self.build, rel)
@@ -536,7 +545,8 @@ class Bench:
         with open(lines, "w") as f:
             for _ in range(n):
                 f.write(self.token_line("bench-0") + "\n")
-        prof = {"requests": n, "connections": 8}
+        conns = 64
+        prof = {"requests": n, "connections": conns}
         perf = shutil.which("perf")
         if perf:
             out = os.path.join(self.tmp, "perf-stat.txt")
@@ -544,7 +554,7 @@ class Bench:
                              "task-clock,context-switches,raw_syscalls:sys_enter",
                              "-p", str(broker.pid), "-o", out], "perf")
             time.sleep(0.5)  # perf attaches
-            self.loadgen("custody (under perf stat)", env["tool"], 8, lines=lines)
+            self.loadgen("custody (under perf stat)", env["tool"], conns, lines=lines)
             self.stop(ps, signal.SIGINT)
             with open(out) as f:
                 for line in f:
@@ -562,7 +572,7 @@ class Bench:
             short = os.path.join(self.tmp, "profile-lines-short.ndjson")
             with open(short, "w") as f:
                 f.writelines(few)
-            self.loadgen("custody (under strace -c)", env["tool"], 8, lines=short)
+            self.loadgen("custody (under strace -c)", env["tool"], conns, lines=short)
             time.sleep(0.3)
             self.stop(st, signal.SIGINT)
             calls = {}
@@ -843,9 +853,11 @@ def report(b):
         rows.append(("audit tenant query, 1,000,000 records", "not measured", "—", "—", "< 50 ms", "—"))
 
     lines = ["# custody benchmark%s" % (" (--quick: figures mean nothing)" if b.quick else ""), "",
-             "%s — %d CPUs (%s), kernel %s. Measuring window %.1f s after %.1f s warm-up per point; "
-             "closed loop, one request in flight per connection." % (
-                 m["date"], m["nproc"], m["cpu"], m["kernel"], b.duration, b.warmup), "",
+             "%s — %d CPUs (%s), kernel %s; load average %s at the start, %s at the end (other "
+             "work on the machine shares the CPUs and the disk). Measuring window %.1f s after %.1f s "
+             "warm-up per point; closed loop, one request in flight per connection." % (
+                 m["date"], m["nproc"], m["cpu"], m["kernel"], b.load_start, loadavg(),
+                 b.duration, b.warmup), "",
              "| metric | custody | reference | ratio | target | met |",
              "|---|---|---|---|---|---|"]
     for r in rows:
