@@ -273,6 +273,13 @@ static void entry_free(struct entry *e, struct link *orphans)
 
 static void entry_fetched(void *ctx, struct upstream_token *res);
 
+/* A fetch that could not start: a host not allowed or no time left is the
+ * upstream's matter; anything else (memory, libcurl) is ours. */
+static enum token_status fetch_error_status(int rc)
+{
+	return rc == -EPERM || rc == -ETIMEDOUT ? TOKEN_UPSTREAM_UNAVAILABLE : TOKEN_INTERNAL;
+}
+
 /* Start the entry's fetch. On failure *fail says why for the waiters. */
 static int entry_fetch(struct entry *e, struct token_reply *fail)
 {
@@ -307,7 +314,7 @@ static int entry_fetch(struct entry *e, struct token_reply *fail)
 	vault_secret_free(secret);
 	if (rc < 0) {
 		t->st.upstream_errors++;
-		reply_init(fail, rc == -EPERM ? TOKEN_UPSTREAM_UNAVAILABLE : TOKEN_INTERNAL, err.msg);
+		reply_init(fail, fetch_error_status(rc), err.msg);
 		return rc;
 	}
 	e->call_had_token = e->token != NULL;
@@ -563,7 +570,7 @@ static int probe_start(struct token_wait *w, struct token_reply *fail)
 	rc = upstream_fetch(t->up, &ureq, probe_fetched, w, &w->call, &err);
 	vault_secret_free(secret);
 	if (rc < 0) {
-		reply_init(fail, rc == -EPERM ? TOKEN_UPSTREAM_UNAVAILABLE : TOKEN_INTERNAL, err.msg);
+		reply_init(fail, fetch_error_status(rc), err.msg);
 		return rc;
 	}
 	t->st.upstream_calls++;
