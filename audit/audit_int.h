@@ -45,9 +45,16 @@ struct audit_waiter {
 	char *note;   /* checkpoint requests */
 };
 
+enum { AUDIT_PH_SEQ, AUDIT_PH_TPREV, AUDIT_PH_TSEQ, AUDIT_PH_TIME, AUDIT_PH_COUNT };
+enum { AUDIT_COL_EVENT, AUDIT_COL_OUTCOME, AUDIT_COL_TENANT, AUDIT_COL_PRINCIPAL };
+
 struct audit_item {
 	struct audit_item *next;
-	json_t *fields;
+	char *body0;             /* canonical body with placeholders */
+	size_t len0;
+	char *strs;              /* the indexed columns' text */
+	const char *col[4];      /* event, outcome, tenant, principal */
+	bool has_tenant;
 	uint64_t cookie;
 	struct audit_waiter *w;  /* blocking append; NULL: async */
 	int rc;                  /* set by the writer */
@@ -104,6 +111,12 @@ struct audit {
 	ino_t ino;
 	int db_fd, wal_fd;            /* opened by us, only to watch nlink */
 	sqlite3_stmt *st_event, *st_tenant, *st_range, *st_cp, *st_probe;
+	char *body_buf;               /* reused for every body */
+	size_t body_cap;
+
+	/* record.c */
+	char ph[AUDIT_PH_COUNT][40];
+	char ph_member[AUDIT_PH_COUNT][64];
 };
 
 /* store.c */
@@ -111,6 +124,17 @@ int audit_db_open(const char *path, bool read_only, bool create, sqlite3 **out, 
 int audit_sqlite_rc(int src);
 int audit_state_load(struct audit *a, struct cerr *err);
 int audit_exec(sqlite3 *db, const char *sql);
+
+/* record.c */
+void audit_placeholders_init(struct audit *a);
+/* Validate and serialise fields (ownership taken in every case).
+ * 0, -EINVAL, -ENOMEM. */
+int audit_item_new(struct audit *a, json_t *fields, struct audit_item **out);
+void audit_item_free(struct audit_item *it);
+/* The final body into *buf (grown as needed). 0, -EINVAL, -ENOMEM. */
+int audit_body_splice(const struct audit *a, const struct audit_item *it, uint64_t seq,
+		      const char *time, uint64_t tenant_seq, const char *tenant_prev_hex,
+		      char **buf, size_t *cap, size_t *len_out);
 
 /* writer.c */
 void *audit_writer_main(void *arg);

@@ -404,6 +404,7 @@ int audit_open(const char *path, const struct audit_opts *o, struct audit **out,
 	pthread_cond_init(&a->wake, &ca);
 	pthread_condattr_destroy(&ca);
 	a->read_only = o->read_only;
+	audit_placeholders_init(a);
 	a->cp_every = o->checkpoint_every;
 	a->cp_interval_s = o->checkpoint_interval_s;
 	a->path = strdup(path);
@@ -521,6 +522,7 @@ int audit_close(struct audit *a)
 	 * never queued anything */
 	tenant_map_free(&a->tenants);
 	free(a->done);
+	free(a->body_buf);
 	free((char *)a->signer.origin);
 	free(a->path);
 	pthread_cond_destroy(&a->wake);

@@ -79,31 +79,32 @@ out:
 	return rc;
 }
 
-static bool same_text(const char *col, json_t *v)
-{
-	if (v == NULL || json_is_null(v))
-		return col == NULL;
-	return col != NULL && json_is_string(v) && strcmp(col, json_string_value(v)) == 0;
-}
+/* A record's chain fields, however they were read (SQLite's JSON functions
+ * for the database, jansson for an export). */
+struct chain_fields {
+	bool ts_ok;            /* tenant_seq is an integer >= 1 */
+	uint64_t ts;
+	bool ts_present;       /* present and not null */
+	bool tp_null;          /* tenant_prev null or absent */
+	const char *tp;        /* tenant_prev when it is a string */
+};
 
 /* The tenant chain rule shared by database and export verification.
  * first_free: the first record seen of this tenant may start anywhere
  * (an export cut by since/until), its tenant_prev is taken as given. */
-static int chain_check(struct vstate *v, const char *tenant, json_t *body, uint64_t seq,
-		       const uint8_t leaf[static MERKLE_HASH], bool first_free)
+static int chain_check(struct vstate *v, const char *tenant, const struct chain_fields *c,
+		       uint64_t seq, const uint8_t leaf[static MERKLE_HASH], bool first_free)
 {
-	json_t *ts = json_object_get(body, "tenant_seq"), *tp = json_object_get(body, "tenant_prev");
 	struct tenant_ent *e;
 	uint64_t want;
 
 	if (tenant == NULL) {
-		if ((ts && !json_is_null(ts)) || (tp && !json_is_null(tp)))
+		if (c->ts_present || !c->tp_null)
 			return cerr_set(v->err, -EBADMSG,
 					"record %" PRIu64 ": tenant chain fields without a tenant", seq);
 		return 0;
 	}
-	if (!json_is_integer(ts) || json_integer_value(ts) < 1 ||
-	    !(json_is_null(tp) || json_is_string(tp)))
+	if (!c->ts_ok || (!c->tp_null && c->tp == NULL))
 		return cerr_set(v->err, -EBADMSG,
 				"tenant %s: record %" PRIu64 " has no valid tenant_seq/tenant_prev",
 				tenant, seq);
@@ -113,11 +114,11 @@ static int chain_check(struct vstate *v, const char *tenant, json_t *body, uint6
 		if (e == NULL)
 			return cerr_set(v->err, -ENOMEM, "out of memory");
 		if (first_free) {
-			if (json_integer_value(ts) == 1 && !json_is_null(tp))
+			if (c->ts == 1 && !c->tp_null)
 				return cerr_set(v->err, -EBADMSG,
 						"tenant %s: record %" PRIu64 " is its first but has a "
 						"tenant_prev", tenant, seq);
-			if (json_integer_value(ts) > 1 && !json_is_string(tp))
+			if (c->ts > 1 && c->tp == NULL)
 				return cerr_set(v->err, -EBADMSG,
 						"tenant %s: record %" PRIu64 " has no tenant_prev",
 						tenant, seq);
@@ -125,13 +126,12 @@ static int chain_check(struct vstate *v, const char *tenant, json_t *body, uint6
 		}
 	}
 	want = e->seq + 1;
-	if ((uint64_t)json_integer_value(ts) != want)
+	if (c->ts != want)
 		return cerr_set(v->err, -EBADMSG,
 				"tenant %s: record %" PRIu64 " has tenant_seq %" PRIu64
-				", expected %" PRIu64, tenant, seq, (uint64_t)json_integer_value(ts),
-				want);
+				", expected %" PRIu64, tenant, seq, c->ts, want);
 	if (e->seq == 0) {
-		if (!json_is_null(tp))
+		if (!c->tp_null)
 			return cerr_set(v->err, -EBADMSG,
 					"tenant %s: record %" PRIu64 " is its first but has a "
 					"tenant_prev", tenant, seq);
@@ -139,15 +139,27 @@ static int chain_check(struct vstate *v, const char *tenant, json_t *body, uint6
 		char hex[2 * MERKLE_HASH + 1];
 
 		util_hex(e->leaf, MERKLE_HASH, hex);
-		if (!json_is_string(tp) || strcmp(json_string_value(tp), hex) != 0)
+		if (c->tp == NULL || strcmp(c->tp, hex) != 0)
 			return cerr_set(v->err, -EBADMSG,
 					"tenant %s: record %" PRIu64 " has a tenant_prev that is not "
 					"the leaf of its previous record", tenant, seq);
 	}
 advance:
-	e->seq = (uint64_t)json_integer_value(ts);
+	e->seq = c->ts;
 	memcpy(e->leaf, leaf, MERKLE_HASH);
 	return 0;
+}
+
+static void chain_fields_json(json_t *body, struct chain_fields *c)
+{
+	json_t *ts = json_object_get(body, "tenant_seq"), *tp = json_object_get(body, "tenant_prev");
+
+	memset(c, 0, sizeof(*c));
+	c->ts_present = ts != NULL && !json_is_null(ts);
+	c->ts_ok = json_is_integer(ts) && json_integer_value(ts) >= 1;
+	c->ts = c->ts_ok ? (uint64_t)json_integer_value(ts) : 0;
+	c->tp_null = tp == NULL || json_is_null(tp);
+	c->tp = json_string_value(tp);
 }
 
 static int cp_check_note(struct vstate *v, struct stored_cp *c)
@@ -293,6 +305,33 @@ out:
 	return rc;
 }
 
+/* Bodies are read with SQLite's own JSON functions in the same statement
+ * (one parse per row, cached across the calls): much cheaper than handing
+ * every body to a second parser, and the bytes hashed are still exactly
+ * the stored ones. Columns: 0 seq, 1 body, 2 leaf, 3 tenant, 4 body is a
+ * JSON object, 5 body seq equals row seq, 6 indexed columns equal the
+ * body's, 7 tenant_seq, 8 its JSON type, 9 tenant_prev, 10 its type,
+ * 11 the body's seq. */
+static const char rows_sql[] =
+	"SELECT seq, body, leaf, tenant, ok,"
+	" CASE WHEN ok THEN json_type(body, '$.seq') = 'integer'"
+	"  AND json_extract(body, '$.seq') IS seq END,"
+	" CASE WHEN ok THEN json_extract(body, '$.time') IS time"
+	"  AND json_extract(body, '$.event') IS event AND json_extract(body, '$.outcome') IS outcome"
+	"  AND json_extract(body, '$.tenant') IS tenant"
+	"  AND json_extract(body, '$.principal') IS principal"
+	"  AND coalesce(json_type(body, '$.event'), 'text') = 'text'"
+	"  AND coalesce(json_type(body, '$.outcome'), 'null') IN ('text', 'null')"
+	"  AND coalesce(json_type(body, '$.tenant'), 'null') IN ('text', 'null')"
+	"  AND coalesce(json_type(body, '$.principal'), 'null') IN ('text', 'null') END,"
+	" CASE WHEN ok THEN json_extract(body, '$.tenant_seq') END,"
+	" CASE WHEN ok THEN json_type(body, '$.tenant_seq') END,"
+	" CASE WHEN ok THEN json_extract(body, '$.tenant_prev') END,"
+	" CASE WHEN ok THEN json_type(body, '$.tenant_prev') END,"
+	" CASE WHEN ok THEN json_extract(body, '$.seq') END"
+	" FROM (SELECT *, json_valid(body) AND json_type(body) = 'object' AS ok FROM events)"
+	" ORDER BY seq";
+
 static int verify_rows(sqlite3 *db, struct vstate *v, struct stored_cp *cps, size_t ncps,
 		       uint64_t *records)
 {
@@ -307,22 +346,17 @@ static int verify_rows(sqlite3 *db, struct vstate *v, struct stored_cp *cps, siz
 		if (rc < 0)
 			return rc;
 	}
-	if (sqlite3_prepare_v2(db,
-			       "SELECT seq, time, event, outcome, tenant, principal, body, leaf"
-			       " FROM events ORDER BY seq",
-			       -1, &st, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(db, rows_sql, -1, &st, NULL) != SQLITE_OK)
 		return cerr_set(v->err, -EIO, "cannot read records: %s", sqlite3_errmsg(db));
 	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
 		uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
-		const char *time = (const char *)sqlite3_column_text(st, 1);
-		const char *event = (const char *)sqlite3_column_text(st, 2);
-		const char *outcome = (const char *)sqlite3_column_text(st, 3);
-		const char *tenant = (const char *)sqlite3_column_text(st, 4);
-		const char *principal = (const char *)sqlite3_column_text(st, 5);
-		const void *body = sqlite3_column_blob(st, 6);
-		size_t blen = (size_t)sqlite3_column_bytes(st, 6);
+		const void *body = sqlite3_column_blob(st, 1);
+		size_t blen = (size_t)sqlite3_column_bytes(st, 1);
+		const char *tenant = (const char *)sqlite3_column_text(st, 3);
+		const char *tstype = (const char *)sqlite3_column_text(st, 8);
+		const char *tptype = (const char *)sqlite3_column_text(st, 10);
+		struct chain_fields cf = {0};
 		uint8_t leaf[MERKLE_HASH];
-		json_t *j, *bseq;
 
 		if (seq != expect) {
 			rc = cerr_set(v->err, -EBADMSG,
@@ -331,37 +365,40 @@ static int verify_rows(sqlite3 *db, struct vstate *v, struct stored_cp *cps, siz
 				      expect, seq);
 			goto out;
 		}
-		if (body == NULL && blen == 0)
+		if (body == NULL)
 			body = "";
 		merkle_leaf_hash(body, blen, leaf);
-		if (sqlite3_column_bytes(st, 7) != MERKLE_HASH ||
-		    sodium_memcmp(leaf, sqlite3_column_blob(st, 7), MERKLE_HASH) != 0) {
+		if (sqlite3_column_bytes(st, 2) != MERKLE_HASH ||
+		    sodium_memcmp(leaf, sqlite3_column_blob(st, 2), MERKLE_HASH) != 0) {
 			rc = cerr_set(v->err, -EBADMSG,
 				      "record %" PRIu64 ": body does not match its leaf hash", seq);
 			goto out;
 		}
-		j = json_loadb(body, blen, JSON_REJECT_DUPLICATES, NULL);
-		if (!json_is_object(j)) {
-			json_decref(j);
+		if (!sqlite3_column_int(st, 4)) {
 			rc = cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": body is not a JSON object",
 				      seq);
 			goto out;
 		}
-		bseq = json_object_get(j, "seq");
-		if (!json_is_integer(bseq) || (uint64_t)json_integer_value(bseq) != seq)
+		if (!sqlite3_column_int(st, 5)) {
 			rc = cerr_set(v->err, -EBADMSG,
 				      "record %" PRIu64 ": body says seq %" PRIu64 " (rows moved?)", seq,
-				      json_is_integer(bseq) ? (uint64_t)json_integer_value(bseq) : 0);
-		else if (!same_text(time, json_object_get(j, "time")) ||
-			 !same_text(event, json_object_get(j, "event")) ||
-			 !same_text(outcome, json_object_get(j, "outcome")) ||
-			 !same_text(tenant, json_object_get(j, "tenant")) ||
-			 !same_text(principal, json_object_get(j, "principal")))
+				      (uint64_t)sqlite3_column_int64(st, 11));
+			goto out;
+		}
+		if (!sqlite3_column_int(st, 6)) {
 			rc = cerr_set(v->err, -EBADMSG,
 				      "record %" PRIu64 ": indexed columns differ from its body", seq);
-		else
-			rc = chain_check(v, tenant, j, seq, leaf, false);
-		json_decref(j);
+			goto out;
+		}
+		cf.ts_present = tstype != NULL && strcmp(tstype, "null") != 0;
+		cf.ts_ok = tstype != NULL && strcmp(tstype, "integer") == 0 &&
+			   sqlite3_column_int64(st, 7) >= 1;
+		cf.ts = cf.ts_ok ? (uint64_t)sqlite3_column_int64(st, 7) : 0;
+		cf.tp_null = tptype == NULL || strcmp(tptype, "null") == 0;
+		cf.tp = tptype != NULL && strcmp(tptype, "text") == 0
+				? (const char *)sqlite3_column_text(st, 9)
+				: NULL;
+		rc = chain_check(v, tenant, &cf, seq, leaf, false);
 		if (rc < 0)
 			goto out;
 		merkle_range_append(&v->range, leaf);
@@ -542,8 +579,12 @@ static int export_records(struct vstate *v, json_t *recs, const char *tenant,
 		else if (!json_is_string(bt) || strcmp(json_string_value(bt), tenant) != 0)
 			rc = cerr_set(v->err, -EBADMSG,
 				      "record %" PRIu64 ": belongs to another tenant", seq);
-		else
-			rc = chain_check(v, tenant, body, seq, leaf, true);
+		else {
+			struct chain_fields cf;
+
+			chain_fields_json(body, &cf);
+			rc = chain_check(v, tenant, &cf, seq, leaf, true);
+		}
 		json_decref(body);
 		if (rc < 0)
 			return rc;

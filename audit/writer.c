@@ -35,22 +35,6 @@ static void audit_log(const char *fmt, ...)
 
 /* ---- calls from other threads ------------------------------------------ */
 
-static bool string_or_null(json_t *o, const char *key)
-{
-	json_t *v = json_object_get(o, key);
-
-	return v == NULL || json_is_null(v) || json_is_string(v);
-}
-
-static int fields_check(json_t *fields)
-{
-	if (!json_is_object(fields) || !json_is_string(json_object_get(fields, "event")) ||
-	    !string_or_null(fields, "tenant") || !string_or_null(fields, "principal") ||
-	    !string_or_null(fields, "outcome"))
-		return -EINVAL;
-	return 0;
-}
-
 /* Refuse while the store cannot write; else queue it. Under a->lock. */
 static int enqueue_locked(struct audit *a, struct audit_item *it)
 {
@@ -70,20 +54,12 @@ static int enqueue_locked(struct audit *a, struct audit_item *it)
 
 int audit_append_async(struct audit *a, json_t *fields, uint64_t cookie)
 {
-	struct audit_item *it;
+	struct audit_item *it = NULL;
 	int rc;
 
-	rc = fields_check(fields);
-	if (rc < 0) {
-		json_decref(fields);
+	rc = audit_item_new(a, fields, &it);
+	if (rc < 0)
 		return rc;
-	}
-	it = calloc(1, sizeof(*it));
-	if (it == NULL) {
-		json_decref(fields);
-		return -ENOMEM;
-	}
-	it->fields = fields;
 	it->cookie = cookie;
 	pthread_mutex_lock(&a->lock);
 	if (a->outstanding >= AUDIT_QUEUE_MAX) {
@@ -94,30 +70,20 @@ int audit_append_async(struct audit *a, json_t *fields, uint64_t cookie)
 			a->outstanding++;
 	}
 	pthread_mutex_unlock(&a->lock);
-	if (rc < 0) {
-		json_decref(fields);
-		free(it);
-	}
+	if (rc < 0)
+		audit_item_free(it);
 	return rc;
 }
 
 int audit_append(struct audit *a, json_t *fields, uint64_t *seq)
 {
 	struct audit_waiter w = {0};
-	struct audit_item *it;
+	struct audit_item *it = NULL;
 	int rc;
 
-	rc = fields_check(fields);
-	if (rc < 0) {
-		json_decref(fields);
+	rc = audit_item_new(a, fields, &it);
+	if (rc < 0)
 		return rc;
-	}
-	it = calloc(1, sizeof(*it));
-	if (it == NULL) {
-		json_decref(fields);
-		return -ENOMEM;
-	}
-	it->fields = fields;
 	it->w = &w;
 	pthread_cond_init(&w.cond, NULL);
 	pthread_mutex_lock(&a->lock);
@@ -129,10 +95,8 @@ int audit_append(struct audit *a, json_t *fields, uint64_t *seq)
 	}
 	pthread_mutex_unlock(&a->lock);
 	pthread_cond_destroy(&w.cond);
-	if (!w.done) { /* never queued: still ours */
-		json_decref(fields);
-		free(it);
-	}
+	if (!w.done) /* never queued: still ours */
+		audit_item_free(it);
 	if (rc == 0 && seq != NULL)
 		*seq = w.seq;
 	return rc;
@@ -236,54 +200,35 @@ struct batch_rec {
 static int record_add(struct audit *a, struct audit_item *it, uint64_t seq, const char *time,
 		      struct tenant_ent **dirty)
 {
-	json_t *f = it->fields;
-	const char *tenant = json_string_value(json_object_get(f, "tenant"));
+	const char *tenant = it->col[AUDIT_COL_TENANT];
 	struct tenant_ent *te = NULL;
 	uint8_t leaf[MERKLE_HASH];
-	char *body;
-	size_t len;
+	char hex[2 * MERKLE_HASH + 1];
+	size_t len = 0;
 	int rc;
 
-	if (json_object_set_new(f, "seq", json_integer((json_int_t)seq)) < 0 ||
-	    json_object_set_new(f, "time", json_string(time)) < 0)
-		return -ENOMEM;
 	if (tenant != NULL) {
-		char hex[2 * MERKLE_HASH + 1];
-
 		te = tenant_map_put(&a->tenants, tenant);
 		if (te == NULL)
 			return -ENOMEM;
 		util_hex(te->leaf, MERKLE_HASH, hex);
-		if (json_object_set_new(f, "tenant_seq", json_integer((json_int_t)te->seq + 1)) < 0 ||
-		    json_object_set_new(f, "tenant_prev",
-					te->seq ? json_string(hex) : json_null()) < 0)
-			return -ENOMEM;
-	} else {
-		json_object_del(f, "tenant_seq");
-		json_object_del(f, "tenant_prev");
 	}
-	body = json_dumps(f, AUDIT_JSON_FLAGS);
-	if (body == NULL)
-		return -ENOMEM;
-	len = strlen(body);
-	if (len > AUDIT_BODY_MAX) {
-		free(body);
+	rc = audit_body_splice(a, it, seq, time, te ? te->seq + 1 : 0,
+			       te && te->seq ? hex : NULL, &a->body_buf, &a->body_cap, &len);
+	if (rc < 0)
+		return rc;
+	if (len > AUDIT_BODY_MAX)
 		return -EINVAL;
-	}
-	merkle_leaf_hash(body, len, leaf);
+	merkle_leaf_hash(a->body_buf, len, leaf);
 	sqlite3_bind_int64(a->st_event, 1, (sqlite3_int64)seq);
 	sqlite3_bind_text(a->st_event, 2, time, -1, SQLITE_STATIC);
-	sqlite3_bind_text(a->st_event, 3, json_string_value(json_object_get(f, "event")), -1,
-			  SQLITE_STATIC);
-	sqlite3_bind_text(a->st_event, 4, json_string_value(json_object_get(f, "outcome")), -1,
-			  SQLITE_STATIC);
+	sqlite3_bind_text(a->st_event, 3, it->col[AUDIT_COL_EVENT], -1, SQLITE_STATIC);
+	sqlite3_bind_text(a->st_event, 4, it->col[AUDIT_COL_OUTCOME], -1, SQLITE_STATIC);
 	sqlite3_bind_text(a->st_event, 5, tenant, -1, SQLITE_STATIC);
-	sqlite3_bind_text(a->st_event, 6, json_string_value(json_object_get(f, "principal")), -1,
-			  SQLITE_STATIC);
-	sqlite3_bind_text(a->st_event, 7, body, (int)len, SQLITE_STATIC);
+	sqlite3_bind_text(a->st_event, 6, it->col[AUDIT_COL_PRINCIPAL], -1, SQLITE_STATIC);
+	sqlite3_bind_text(a->st_event, 7, a->body_buf, (int)len, SQLITE_STATIC);
 	sqlite3_bind_blob(a->st_event, 8, leaf, MERKLE_HASH, SQLITE_STATIC);
 	rc = step_done(a->db, a->st_event);
-	free(body);
 	if (rc < 0)
 		return rc == -EINVAL ? -EIO : rc;
 	merkle_range_append(&a->range, leaf);
@@ -501,8 +446,7 @@ static void complete(struct audit *a, struct audit_item *list, int batch_rc)
 			a->done_len++;
 			signal = true;
 		}
-		json_decref(it->fields);
-		free(it);
+		audit_item_free(it);
 	}
 	if (signal) {
 		uint64_t one = 1;

@@ -508,6 +508,66 @@ static void test_store_append_query(void **state)
 	tdir_free(dir);
 }
 
+static int canon_cb(void *ctx, uint64_t seq, const char *body, size_t len)
+{
+	json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+	char *again;
+
+	assert_non_null(j);
+	/* canonical: re-encoding gives the stored bytes back */
+	again = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
+	assert_string_equal(again, body);
+	assert_int_equal(json_integer_value(json_object_get(j, "seq")), seq);
+	free(again);
+	json_decref(j);
+	(*(unsigned *)ctx)++;
+	return 0;
+}
+
+/* Bodies are canonical whatever the caller sends: non-ASCII, nested
+ * objects, strings that look like the store's placeholders, store keys the
+ * caller tried to set itself. */
+static void test_store_canonical(void **state)
+{
+	char *dir = tdir_new(), *path = tpath(dir, "audit.db");
+	struct audit *a = topen(path, NULL);
+	struct audit_filter f = {0};
+	unsigned n = 0;
+	uint64_t seq = 0;
+
+	assert_int_equal(audit_append(a, json_pack("{s:s,s:s,s:{s:s,s:i},s:s}", "event", "tok\u00e9n \u2014",
+						   "tenant", "t\u00fc", "peer", "seq", "\x01x", "uid", 3,
+						   "a\"b", "\x01\x02"),
+				      &seq),
+			 0);
+	assert_int_equal(audit_append(a, json_pack("{s:s,s:i,s:s,s:i,s:s,s:n}", "event", "e", "seq", 99, "time",
+						   "yesterday", "tenant_seq", 5, "tenant_prev", "x", "tenant"),
+				      &seq),
+			 0);
+	assert_int_equal(seq, 2);
+	assert_int_equal(audit_append(a, json_pack("{s:s,s:s,s:f,s:[i,s]}", "event", "e", "tenant", "t\u00fc", "r",
+						   0.1, "l", 1, "z"),
+				      &seq),
+			 0);
+	assert_int_equal(audit_query(a, &f, canon_cb, &n), 0);
+	assert_int_equal(n, 3);
+	{
+		struct collect c = {0};
+
+		f.after_seq = 1;
+		f.limit = 1;
+		assert_int_equal(audit_query(a, &f, collect_cb, &c), 0);
+		/* the caller's seq/time/chain were replaced; no tenant: no chain */
+		assert_int_equal(json_integer_value(json_object_get(c.last, "seq")), 2);
+		assert_string_not_equal(json_string_value(json_object_get(c.last, "time")), "yesterday");
+		assert_null(json_object_get(c.last, "tenant_seq"));
+		json_decref(c.last);
+	}
+	assert_int_equal(audit_close(a), 0);
+	free(path);
+	tdir_free(dir);
+}
+
 static void test_store_async(void **state)
 {
 	char *dir = tdir_new(), *path = tpath(dir, "audit.db");
@@ -744,6 +804,7 @@ int audit_group_store(void)
 		cmocka_unit_test(test_note_vkey),
 		cmocka_unit_test(test_note_checkpoint),
 		cmocka_unit_test(test_store_append_query),
+		cmocka_unit_test(test_store_canonical),
 		cmocka_unit_test(test_store_async),
 		cmocka_unit_test(test_store_concurrent),
 		cmocka_unit_test(test_store_checkpoints),
