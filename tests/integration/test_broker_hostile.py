@@ -135,11 +135,20 @@ class Hostile(unittest.TestCase):
                     continue
                 socks.append(s)
             # every connection is either kept or refused with a line and closed
-            time.sleep(0.3)
+            # wait until custodyd has answered everything it will answer
             poller = select.poll()
             for s in socks:
                 poller.register(s.fileno(), select.POLLIN)
-            readable = {fd for fd, ev in poller.poll(500)}
+            readable = set()
+            quiet_since = time.monotonic()
+            deadline = time.monotonic() + 60
+            while time.monotonic() - quiet_since < 1.0 and time.monotonic() < deadline:
+                new = {fd for fd, ev in poller.poll(200)} - readable
+                if new:
+                    readable |= new
+                    quiet_since = time.monotonic()
+                    for fd in new:
+                        poller.unregister(fd)
             refused = kept = 0
             for s in socks:
                 if s.fileno() not in readable:

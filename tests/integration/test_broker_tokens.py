@@ -139,7 +139,7 @@ class Tokens(unittest.TestCase):
         try:
             t = threading.Thread(target=lambda: out.update(r=env.token("inflight-co")))
             t.start()
-            wait_for(lambda: calls(tid) >= 1, 5, what="upstream call to start")
+            wait_for(lambda: calls(tid) >= 1, 20, what="upstream call to start")
             r = env.admin_request("grant.revoke", grant=gid, reason="breach")
             self.assertTrue(r["ok"], r)
             t.join(20)
@@ -156,7 +156,7 @@ class Tokens(unittest.TestCase):
         try:
             t = threading.Thread(target=lambda: out.update(r=env.token("lock-co")))
             t.start()
-            wait_for(lambda: calls(tid) >= 1, 5, what="upstream call to start")
+            wait_for(lambda: calls(tid) >= 1, 20, what="upstream call to start")
             self.assertTrue(env.admin_request("lockdown", reason="drill")["ok"])
             t.join(20)
         finally:
@@ -179,7 +179,7 @@ class Tokens(unittest.TestCase):
         try:
             c = env.tool()
             c.send({"op": "token", "tenant": "gone-co", "id": "bye"})
-            wait_for(lambda: calls(tid) >= 1, 5, what="upstream call to start")
+            wait_for(lambda: calls(tid) >= 1, 20, what="upstream call to start")
             c.close()
             recs = wait_for(lambda: [x for x in env.audit_records(tenant=tid)
                                      if x["event"] == "token.withheld"], 10,
@@ -215,7 +215,7 @@ class Tokens(unittest.TestCase):
         try:
             t = threading.Thread(target=ask)
             t.start()
-            wait_for(lambda: calls(tid) >= 1, 5, what="upstream call to start")
+            wait_for(lambda: calls(tid) >= 1, 20, what="upstream call to start")
             rc, took = env.stop_broker()
             t.join(10)
         finally:
