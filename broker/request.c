@@ -26,9 +26,10 @@ void broker_log(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
-	/* One line per event: never let a value break the line. */
+	/* One line per event: no value may break the line or send a
+	 * terminal control sequence. */
 	for (char *p = line; *p != '\0'; p++)
-		if (*p == '\n' || *p == '\r')
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = ' ';
 	if (util_time_format(util_now_us(), false, ts) < 0)
 		ts[0] = '\0';
