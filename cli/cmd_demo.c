@@ -528,7 +528,7 @@ static int tamper_copy(struct demo *d, const char *src, const char *dst)
 	size_t len = 0;
 	int rc;
 
-	rc = util_read_file(src, 512u << 20, &data, &len);
+	rc = util_read_file(src, 64u << 20, &data, &len);   /* the demo's db is small */
 	if (rc < 0)
 		return fail(d, "cannot read %s: %s", src, strerror(-rc));
 	hit = memmem(data, len, needle, sizeof(needle) - 1);
