@@ -187,6 +187,20 @@ json_t *record_new(struct broker *b, const char *event, const char *outcome,
 		   const struct conn *c, const char *principal, json_t *id);
 void broker_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* A request line checked against the framing rules and the op's fields,
+ * without acting on it (pure: the fuzz target drives it directly). */
+struct request_parsed {
+	json_t *req;              /* owned; the object when it parsed */
+	json_t *id;               /* borrowed from req; NULL when none could be read */
+	const char *op;           /* set on success */
+	const char *error;        /* on failure: the error code... */
+	char message[256];        /* ...and a message for a person */
+	bool close;               /* not this protocol at all: close after the reply */
+};
+/* 0, or -EINVAL with error/message/close set. Clear r in both cases. */
+int request_parse(const char *line, size_t len, bool admin, struct request_parsed *r);
+void request_parsed_clear(struct request_parsed *r);
+
 /* One complete line from a client (without the newline). */
 void request_line(struct conn *c, const char *line, size_t len);
 /* too_large: answered and the connection closes after the reply. */

@@ -283,90 +283,103 @@ static bool field_allowed(const char *const *fields, const char *key)
 	return false;
 }
 
-void request_line(struct conn *c, const char *line, size_t len)
+void request_parsed_clear(struct request_parsed *r)
+{
+	json_decref(r->req);
+	*r = (struct request_parsed){0};
+}
+
+static int parse_fail(struct request_parsed *r, json_t *id, const char *code, bool close,
+		      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static int parse_fail(struct request_parsed *r, json_t *id, const char *code, bool close,
+		      const char *fmt, ...)
+{
+	va_list ap;
+
+	r->id = id;
+	r->error = code;
+	r->close = close;
+	va_start(ap, fmt);
+	vsnprintf(r->message, sizeof(r->message), fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+int request_parse(const char *line, size_t len, bool admin, struct request_parsed *r)
 {
 	json_error_t jerr;
-	json_t *req = NULL, *id = NULL, *v, *op;
+	json_t *id, *v, *op, *val;
 	const char *ops, *key;
 	const char *const *fields;
-	json_t *val;
+
+	*r = (struct request_parsed){0};
+	if (len == 0)
+		return parse_fail(r, NULL, "bad_request", false,
+				  "empty line: send one JSON object per line");
+	if (!util_utf8_valid(line, len))
+		return parse_fail(r, NULL, "bad_request", true,
+				  "request is not valid UTF-8 text: send one JSON object per line");
+	/* json_loadb refuses anything after the object (no DISABLE_EOF_CHECK) */
+	r->req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (r->req == NULL) {
+		if (json_error_code(&jerr) == json_error_duplicate_key)
+			return parse_fail(r, NULL, "bad_request", false,
+					  "duplicate key in request: %.100s", jerr.text);
+		return parse_fail(r, NULL, "bad_request", true,
+				  "request is not JSON: send one JSON object per line with \"v\":1 (see docs/PROTOCOL.md)");
+	}
+	if (!json_is_object(r->req))
+		return parse_fail(r, NULL, "bad_request", false, "request must be a JSON object");
+	id = json_object_get(r->req, "id");
+	if (id != NULL && !json_is_integer(id) &&
+	    !(json_is_string(id) && json_string_length(id) <= 128))
+		return parse_fail(r, NULL, "bad_request", false,
+				  "id: expected an integer or a string of at most 128 bytes");
+	v = json_object_get(r->req, "v");
+	if (v == NULL)
+		return parse_fail(r, id, "bad_request", false, "v: required (send \"v\":1)");
+	if (!json_is_integer(v) || json_integer_value(v) != 1)
+		return parse_fail(r, id, "unsupported_version", false,
+				  "this custodyd speaks protocol version 1 only: send \"v\":1");
+	if (id == NULL)
+		return parse_fail(r, NULL, "bad_request", false,
+				  "id: required (an integer or a string)");
+	op = json_object_get(r->req, "op");
+	if (op == NULL || !json_is_string(op))
+		return parse_fail(r, id, "bad_request", false, "op: required (a string)");
+	ops = json_string_value(op);
+	if (admin ? !admin_op_known(ops) : !tool_op_known(ops))
+		return parse_fail(r, id, "unknown_op", false,
+				  "unknown op \"%.64s\" on the %s socket (see docs/PROTOCOL.md)", ops,
+				  admin ? "admin" : "tool");
+	fields = admin ? admin_op_fields(ops) : tool_op_fields(ops);
+	json_object_foreach(r->req, key, val) {
+		if (!field_allowed(fields, key))
+			return parse_fail(r, id, "bad_request", false,
+					  "unknown field \"%.64s\" for op %s", key, ops);
+	}
+	r->id = id;
+	r->op = ops;
+	return 0;
+}
+
+void request_line(struct conn *c, const char *line, size_t len)
+{
+	struct request_parsed r;
 	struct pending *p;
-	char msg[256];
 
 	if (c->b->stopping) {
 		/* answered without an audit record: the store is closing */
-		json_t *r = reply_error(NULL, "internal", "custodyd is stopping: try again shortly");
+		json_t *reply = reply_error(NULL, "internal", "custodyd is stopping: try again shortly");
 
 		c->closing = true;
-		conn_send_json(c, r);
+		conn_send_json(c, reply);
 		return;
 	}
-	if (len == 0) {
-		answer_bad(c, NULL, "bad_request", "empty line: send one JSON object per line",
-			   false);
-		return;
-	}
-	if (!util_utf8_valid(line, len)) {
-		answer_bad(c, NULL, "bad_request",
-			   "request is not valid UTF-8 text: send one JSON object per line", true);
-		return;
-	}
-	req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (req == NULL) {
-		if (json_error_code(&jerr) == json_error_duplicate_key) {
-			snprintf(msg, sizeof(msg), "duplicate key in request: %.100s", jerr.text);
-			answer_bad(c, NULL, "bad_request", msg, false);
-		} else {
-			answer_bad(c, NULL, "bad_request",
-				   "request is not JSON: send one JSON object per line with \"v\":1 (see docs/PROTOCOL.md)",
-				   true);
-		}
-		return;
-	}
-	if (!json_is_object(req)) {
-		answer_bad(c, NULL, "bad_request", "request must be a JSON object", false);
+	if (request_parse(line, len, c->admin, &r) < 0) {
+		answer_bad(c, r.id, r.error, r.message, r.close);
 		goto out;
-	}
-	id = json_object_get(req, "id");
-	if (id != NULL && !json_is_integer(id) &&
-	    !(json_is_string(id) && json_string_length(id) <= 128)) {
-		answer_bad(c, NULL, "bad_request",
-			   "id: expected an integer or a string of at most 128 bytes", false);
-		goto out;
-	}
-	v = json_object_get(req, "v");
-	if (v == NULL) {
-		answer_bad(c, id, "bad_request", "v: required (send \"v\":1)", false);
-		goto out;
-	}
-	if (!json_is_integer(v) || json_integer_value(v) != 1) {
-		answer_bad(c, id, "unsupported_version",
-			   "this custodyd speaks protocol version 1 only: send \"v\":1", false);
-		goto out;
-	}
-	if (id == NULL) {
-		answer_bad(c, NULL, "bad_request", "id: required (an integer or a string)", false);
-		goto out;
-	}
-	op = json_object_get(req, "op");
-	if (op == NULL || !json_is_string(op)) {
-		answer_bad(c, id, "bad_request", "op: required (a string)", false);
-		goto out;
-	}
-	ops = json_string_value(op);
-	if (c->admin ? !admin_op_known(ops) : !tool_op_known(ops)) {
-		snprintf(msg, sizeof(msg), "unknown op \"%.64s\" on the %s socket (see docs/PROTOCOL.md)",
-			 ops, c->admin ? "admin" : "tool");
-		answer_bad(c, id, "unknown_op", msg, false);
-		goto out;
-	}
-	fields = c->admin ? admin_op_fields(ops) : tool_op_fields(ops);
-	json_object_foreach(req, key, val) {
-		if (!field_allowed(fields, key)) {
-			snprintf(msg, sizeof(msg), "unknown field \"%.64s\" for op %s", key, ops);
-			answer_bad(c, id, "bad_request", msg, false);
-			goto out;
-		}
 	}
 	p = pending_new(c->b, c);
 	if (p == NULL) {
@@ -374,9 +387,9 @@ void request_line(struct conn *c, const char *line, size_t len)
 		goto out;
 	}
 	if (c->admin)
-		admin_op(c, p, ops, req);
+		admin_op(c, p, r.op, r.req);
 	else
-		tool_op(c, p, ops, req);
+		tool_op(c, p, r.op, r.req);
 out:
-	json_decref(req);
+	request_parsed_clear(&r);
 }
