@@ -63,17 +63,19 @@ def main():
         "cut_half.json": data[:len(data) // 2],
         "empty.json": b"",
         "not_object.json": b"[]",
-        "flipped_byte.json": data.replace(b"alpha", b"alphb", 1),
     }
     # structural edits when the shape allows them
     recs = doc.get("records") if isinstance(doc, dict) else None
     if isinstance(recs, list) and recs:
         d = json.loads(data)
-        d["records"] = d["records"][1:]
+        del d["records"][len(d["records"]) // 2]   # a gap in the tenant chain
         variants["dropped_record.json"] = json.dumps(d).encode()
         d = json.loads(data)
+        d["records"][-1]["body"] = d["records"][-1]["body"].replace('"ok"', '"ko"', 1)
+        variants["changed_body.json"] = json.dumps(d).encode()
+        d = json.loads(data)
         r0 = d["records"][0]
-        for k in ("proof", "inclusion_proof", "audit_path"):
+        for k in ("inclusion", "proof", "inclusion_proof", "audit_path"):
             if isinstance(r0, dict) and k in r0:
                 r0[k] = r0[k][:-1] if isinstance(r0[k], list) else None
         variants["short_proof.json"] = json.dumps(d).encode()
