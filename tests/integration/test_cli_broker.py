@@ -145,7 +145,11 @@ def main():
         src = os.path.join(os.environ.get("CUSTODY_SOURCE_DIR") or
                            os.path.dirname(os.path.dirname(os.path.dirname(
                                os.path.abspath(__file__)))), "cli")
-        cc = subprocess.run(["cc", "-std=gnu11", "-Wall", "-Werror", "-I" + src,
+        # a sanitizer build's libcustody.so needs the example built the same way
+        ldd = subprocess.run(["ldd", os.path.join(libdir, "libcustody.so")],
+                             capture_output=True, text=True).stdout
+        san = ["-fsanitize=address,undefined"] if "libasan" in ldd else []
+        cc = subprocess.run(["cc"] + san + ["-std=gnu11", "-Wall", "-Werror", "-I" + src,
                              os.path.join(src, "example.c"), "-L" + libdir, "-lcustody",
                              "-ljansson", "-o", example], capture_output=True, text=True)
         check(cc.returncode == 0, "the libcustody example builds", cc.stderr)
