@@ -67,6 +67,7 @@ struct conn {
 	bool closing;             /* no more reading; close when flushed */
 	bool dead;                /* closed; freed once no pending refers to it */
 	bool reading;             /* EPOLLIN wanted */
+	uint32_t events;          /* the epoll mask in force */
 	bool hung_up;             /* peer gone; fd no longer watched */
 	bool lines_waiting;       /* complete lines buffered, not yet handled */
 	struct peer peer;
@@ -159,7 +160,7 @@ struct pending {
 	bool checkpoint_reply;    /* audit.checkpoint: the note goes in the reply */
 	bool already;             /* grant.import: the grant was there before */
 	/* token path */
-	char *token;              /* sodium_malloc'd; never logged */
+	char *token;              /* wiped before free; never logged */
 	size_t token_len;
 	struct grant *grant;
 	char *scope;
@@ -171,6 +172,7 @@ struct pending {
 
 struct pending *pending_new(struct broker *b, struct conn *c);
 void pending_free(struct pending *p);
+void pending_token_wipe(struct pending *p);
 /* Queue the audit record (steals rec) for p; the reply leaves when it is
  * durable. On a store that cannot write, p is answered audit_unavailable
  * at once. */

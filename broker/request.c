@@ -104,11 +104,14 @@ struct pending *pending_new(struct broker *b, struct conn *c)
 	return p;
 }
 
-static void token_wipe(struct pending *p)
+/* The token copy lives only between the upstream answer and the reply:
+ * plain malloc, wiped before it is freed (sodium_malloc's guard pages cost
+ * an mmap/mprotect/munmap per token, with TLB shootdowns across threads). */
+void pending_token_wipe(struct pending *p)
 {
 	if (p->token != NULL) {
-		sodium_memzero(p->token, p->token_len);
-		sodium_free(p->token);
+		sodium_memzero(p->token, p->token_len + 1);
+		free(p->token);
 		p->token = NULL;
 		p->token_len = 0;
 	}
@@ -121,7 +124,7 @@ void pending_free(struct pending *p)
 
 	if (p->wait != NULL)
 		tokens_cancel(p->wait);
-	token_wipe(p);
+	pending_token_wipe(p);
 	if (p->prev != NULL)
 		p->prev->next = p->next;
 	else
@@ -163,7 +166,7 @@ static void pending_fail_audit(struct pending *p)
 	json_t *r = reply_error(id, "audit_unavailable",
 				"the audit store cannot write, so nothing is issued: free disk space or fix the store; custodyd recovers by itself");
 
-	token_wipe(p);
+	pending_token_wipe(p);
 	broker_count_outcome(p->b, "audit_unavailable");
 	json_decref(p->reply);
 	p->reply = r;

@@ -218,6 +218,7 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *ctx)
 			continue;
 		}
 		c->reading = true;
+		c->events = EPOLLIN;
 		c->last_active_ms = loop_now_ms(l);
 		c->next = b->conns;
 		if (b->conns != NULL)
@@ -250,7 +251,10 @@ static void conn_update_events(struct conn *c)
 		ev |= EPOLLIN;
 	if (c->out_len > c->out_off)
 		ev |= EPOLLOUT;
-	loop_fd_mod(c->b->loop, c->fd, ev);
+	if (ev != c->events) {
+		loop_fd_mod(c->b->loop, c->fd, ev);
+		c->events = ev;
+	}
 	/* complete lines already buffered get no EPOLLIN of their own */
 	if (c->lines_waiting && conn_can_take(c))
 		loop_timer_arm(c->b->drain_timer, 0);

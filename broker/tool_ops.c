@@ -191,14 +191,6 @@ static json_t *token_record(struct pending *p, const char *event, const char *ou
 	return rec;
 }
 
-static void token_wipe_copy(struct pending *p)
-{
-	if (p->token != NULL) {
-		sodium_free(p->token);
-		p->token = NULL;
-	}
-}
-
 static void token_answered(void *ctx, const struct token_reply *r)
 {
 	struct pending *p = ctx;
@@ -211,11 +203,12 @@ static void token_answered(void *ctx, const struct token_reply *r)
 	p->wait = NULL;
 	if (r->status == TOKEN_OK) {
 		rec = token_record(p, "token", "ok");
-		p->token = sodium_malloc(r->token_len + 1);
+		p->token = malloc(r->token_len + 1);
+		p->token_len = 0;
 		if (p->token == NULL || rec == NULL ||
 		    util_time_format(r->expires_at * 1000000, false, ts) < 0) {
 			json_decref(rec);
-			token_wipe_copy(p);
+			pending_token_wipe(p);
 			p->kind = PENDING_PLAIN;
 			p->reply = reply_error(id, "internal", "out of memory");
 			broker_count_outcome(b, "internal");
@@ -406,8 +399,9 @@ static int send_token(struct pending *p)
 		return -ENOMEM;
 	hl = strlen(head);
 	need = hl + p->token_len * 6 + 32;
-	line = sodium_malloc(need);
+	line = malloc(need);   /* wiped below; see pending_token_wipe */
 	if (line == NULL || hl < 2) {
+		free(line);
 		free(head);
 		return -ENOMEM;
 	}
@@ -432,7 +426,7 @@ static int send_token(struct pending *p)
 	free(head);
 	conn_send_raw(p->conn, line, o);
 	sodium_memzero(line, need);
-	sodium_free(line);
+	free(line);
 	/* a failed send (EPIPE) closed the connection: the token did not leave */
 	return p->conn->dead ? -EPIPE : 0;
 }
@@ -504,9 +498,7 @@ void token_recheck_and_send(struct pending *p, uint64_t seq)
 	/* Withheld: the token record is durable, so say so in another one. */
 	broker_log("token withheld (%s): principal=%s grant=%s seq=%llu", code,
 		   p->principal_name, p->grant->id, (unsigned long long)seq);
-	sodium_memzero(p->token, p->token_len);
-	sodium_free(p->token);
-	p->token = NULL;
+	pending_token_wipe(p);
 	rec = token_record(p, "token.withheld", code);
 	if (rec != NULL) {
 		json_object_set_new(rec, "error", json_string(code));
