@@ -75,6 +75,9 @@ def main():
         env.config["principals"] = [
             {"name": "root-tool", "match": {"uid": 0}, "tenants": ["*"]},
         ]
+        # anyone may connect; only uid 0 maps to a principal
+        env.config["tool_socket"]["mode"] = "0666"
+        env.config["admin_socket"]["mode"] = "0666"
         env.write_config()
         cli(env, "init")
         offline = json.loads(cli(env, "keys", "--json").stdout)
@@ -182,6 +185,19 @@ def main():
         p = token(env, "fabrikam", want=4)
         check("upstream_rejected" in p.stderr and "7000222" in p.stderr,
               "upstream rejection with AADSTS code", p.stderr)
+
+        # a local user the config does not know: refused (3), not "unreachable"
+        nob = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              CUSTODY, "token", "--tenant", "contoso", "--socket",
+                              env.tool_path], capture_output=True, text=True, timeout=60)
+        check(nob.returncode == 3 and "unauthenticated" in nob.stderr and nob.stdout == "",
+              "an unmapped uid is refused with exit 3", nob.returncode, nob.stderr)
+
+        nob = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                              CUSTODY, "lockdown", "--reason", "prank", "--admin-socket",
+                              env.admin_path], capture_output=True, text=True, timeout=60)
+        check(nob.returncode == 3 and "denied" in nob.stderr, "an admin op without the role "
+              "is denied with exit 3", nob.returncode, nob.stderr)
 
         # not reachable: 5
         p = cli(env, "token", "--tenant", "contoso", "--socket", "/nonexistent/c.sock", want=5)
