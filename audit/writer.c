@@ -525,6 +525,7 @@ void *audit_writer_main(void *arg)
 {
 	struct audit *a = arg;
 
+	pthread_setname_np(pthread_self(), "audit-writer");
 	pthread_mutex_lock(&a->lock);
 	for (;;) {
 		struct audit_item *list;

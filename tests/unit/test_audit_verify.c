@@ -29,29 +29,72 @@ struct fx {
 	struct tkey k, other;
 };
 
-/* A closed store: 40 records over 3 tenants (and some without a tenant),
- * checkpoints at 0, 10, 25 and 40 (the close). */
+static char *tmpl_dir, *tmpl_path;
+
+static void copy_file(const char *from, const char *to)
+{
+	char *buf = NULL;
+	size_t len = 0;
+
+	assert_int_equal(util_read_file(from, 1 << 28, &buf, &len), 0);
+	assert_int_equal(util_write_file(to, buf, len, 0600), 0);
+	free(buf);
+}
+
+/* Once per group: a closed store of 40 records over 3 tenants (and some
+ * without a tenant), checkpoints at 0, 10, 25 and 40 (the close). Closing
+ * folds the WAL into the file, so each test gets a copy of one file. */
+static int tmpl_setup(void **state)
+{
+	struct tkey k;
+	struct audit *a;
+
+	tmpl_dir = tdir_new();
+	tmpl_path = tpath(tmpl_dir, "audit.db");
+	tkey_init(&k, ORIGIN, 21);
+	a = topen(tmpl_path, &k);
+	assert_int_equal(audit_checkpoint(a, NULL, NULL), 0);
+	tfill(a, 10, 3);
+	assert_int_equal(audit_checkpoint(a, NULL, NULL), 0);
+	for (int i = 0; i < 15; i++)
+		assert_int_equal(audit_append_async(a, json_pack("{s:s,s:s,s:i}", "event",
+								 i % 2 ? "token" : "admin", "outcome",
+								 "ok", "n", i),
+						    (uint64_t)i),
+				 0);
+	for (unsigned got = 0; got < 15;) {
+		struct audit_done d[16];
+		size_t n = audit_poll(a, d, 16);
+
+		for (size_t i = 0; i < n; i++)
+			assert_int_equal(d[i].rc, 0);
+		got += (unsigned)n;
+		if (n == 0)
+			usleep(1000);
+	}
+	assert_int_equal(audit_size(a), 25);
+	assert_int_equal(audit_checkpoint(a, NULL, NULL), 0);
+	tfill(a, 15, 3);
+	assert_int_equal(audit_close(a), 0);
+	return 0;
+}
+
+static int tmpl_teardown(void **state)
+{
+	tdir_free(tmpl_dir);
+	free(tmpl_path);
+	return 0;
+}
+
 static int fx_setup(void **state)
 {
 	struct fx *f = calloc(1, sizeof(*f));
-	struct audit *a;
 
 	f->dir = tdir_new();
 	f->path = tpath(f->dir, "audit.db");
 	tkey_init(&f->k, ORIGIN, 21);
 	tkey_init(&f->other, ORIGIN, 22);
-	a = topen(f->path, &f->k);
-	assert_int_equal(audit_checkpoint(a, NULL, NULL), 0);
-	tfill(a, 10, 3);
-	assert_int_equal(audit_checkpoint(a, NULL, NULL), 0);
-	for (int i = 0; i < 15; i++)
-		assert_int_equal(audit_append(a, json_pack("{s:s,s:s,s:i}", "event", i % 2 ? "token" : "admin",
-							   "outcome", "ok", "n", i),
-					      NULL),
-				 0);
-	assert_int_equal(audit_checkpoint(a, NULL, NULL), 0);
-	tfill(a, 15, 3);
-	assert_int_equal(audit_close(a), 0);
+	copy_file(tmpl_path, f->path);
 	*state = f;
 	return 0;
 }
@@ -348,16 +391,6 @@ static void test_verify_corrupt_file(void **state)
 	fclose(fp);
 	assert_int_equal(audit_verify_db(f->path, f->k.vkey, NULL, &err), -EIO);
 	assert_true(strlen(err.msg) > 0);
-}
-
-static void copy_file(const char *from, const char *to)
-{
-	char *buf = NULL;
-	size_t len = 0;
-
-	assert_int_equal(util_read_file(from, 1 << 28, &buf, &len), 0);
-	assert_int_equal(util_write_file(to, buf, len, 0600), 0);
-	free(buf);
 }
 
 static void test_verify_truncated_wal(void **state)
@@ -699,5 +732,5 @@ int audit_group_verify(void)
 		T(test_export_empty_doc),
 	};
 #undef T
-	return cmocka_run_group_tests_name("audit verify", tests, NULL, NULL);
+	return cmocka_run_group_tests_name("audit verify", tests, tmpl_setup, tmpl_teardown);
 }
