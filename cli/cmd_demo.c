@@ -68,6 +68,21 @@ struct demo {
 	int failed;
 };
 
+/* Interrupted (^C, SIGTERM): stop the servers at once, so the step running
+ * fails and the normal cleanup (stop by pid, remove the directory) runs. */
+static volatile pid_t sig_idp_pid, sig_broker_pid;
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+	if (sig_broker_pid > 0)
+		kill(sig_broker_pid, SIGTERM);
+	if (sig_idp_pid > 0)
+		kill(sig_idp_pid, SIGTERM);
+}
+
 /* ---- narration ------------------------------------------------------- */
 
 static void say(struct demo *d, const char *what, const char *cmd)
@@ -154,6 +169,7 @@ static int run_capture(struct demo *d, char *const argv[], char **out)
 		dup2(pfd[1], STDERR_FILENO);
 		if (chdir(d->dir) < 0)
 			_exit(127);
+		signal(SIGPIPE, SIG_DFL);
 		execv(argv[0], argv);
 		_exit(127);
 	}
@@ -207,6 +223,8 @@ static int custody(struct demo *d, const char *what, int want, char **out, ...)
 	va_end(ap);
 	argv[n] = NULL;
 	say(d, what, shown);
+	if (interrupted)
+		return fail(d, "interrupted");
 	st = run_capture(d, argv, &text);
 	if (text != NULL)
 		indent(text);
@@ -238,6 +256,7 @@ static pid_t spawn(struct demo *d, char *const argv[], const char *log, int *std
 		dup2(logfd, STDERR_FILENO);
 		dup2(stdout_pipe ? pfd[1] : logfd, STDOUT_FILENO);
 		setpgid(0, 0);   /* a terminal's ^C reaches us; we stop it by pid */
+		signal(SIGPIPE, SIG_DFL);
 		execvp(argv[0], argv);
 		_exit(127);
 	}
@@ -265,6 +284,10 @@ static void stop_pid(pid_t *pid, const char *what)
 	kill(*pid, SIGKILL);
 	waitpid(*pid, &status, 0);
 out:
+	if (*pid == sig_broker_pid)
+		sig_broker_pid = 0;
+	if (*pid == sig_idp_pid)
+		sig_idp_pid = 0;
 	*pid = 0;
 }
 
@@ -307,6 +330,7 @@ static int start_idp(struct demo *d)
 	}
 	rc = -1;
 	d->idp_pid = spawn(d, argv, path_in(d, "idp.log"), &fd);
+	sig_idp_pid = d->idp_pid;
 	if (d->idp_pid < 0) {
 		d->idp_pid = 0;
 		fail(d, "cannot start python3 %s", d->idp_py);
@@ -381,6 +405,7 @@ static int start_broker(struct demo *d)
 
 	snprintf(cfg, sizeof(cfg), "%s", path_in(d, "custody.json"));
 	d->broker_pid = spawn(d, argv, path_in(d, "custodyd.log"), NULL);
+	sig_broker_pid = d->broker_pid;
 	if (d->broker_pid < 0) {
 		d->broker_pid = 0;
 		return fail(d, "cannot start %s", d->custodyd);
@@ -749,6 +774,8 @@ int cmd_demo(struct cli_ctx *ctx, int argc, char **argv)
 	printf("custody demo in %s\n", d.dir);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGINT, on_interrupt);
+	signal(SIGTERM, on_interrupt);
 
 	rc = run_story(&d);
 
@@ -759,6 +786,10 @@ int cmd_demo(struct cli_ctx *ctx, int argc, char **argv)
 		printf("kept %s (custody.json, custodyd.log, idp.log, state/audit.db)\n", d.dir);
 	else
 		nftw(d.dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	if (interrupted) {
+		printf("demo interrupted at step %d; everything it started is stopped\n", d.step);
+		return EXIT_ERROR;
+	}
 	if (rc < 0 || d.failed) {
 		printf("demo FAILED at step %d\n", d.step);
 		return EXIT_ERROR;
