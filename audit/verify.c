@@ -5,6 +5,7 @@
 #include "audit_int.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -323,13 +324,180 @@ static const char rows_sql[] =
 	" FROM (SELECT *, json_valid(body) AND substr(body, 1, 1) = '{' AS ok FROM events)"
 	" ORDER BY seq";
 
+/* ---- the row pipeline: one thread reads rows out of SQLite (and its JSON
+ * functions), the caller's thread hashes and checks them in order. On two
+ * cores this nearly halves the time of a large verification. */
+
+#define VB_ROWS 2048
+
+struct vrow {
+	uint64_t seq;
+	size_t body, body_len;    /* offsets into the batch's arena */
+	size_t tenant, tp;        /* (size_t)-1: NULL */
+	uint8_t leafcol[MERKLE_HASH];
+	bool leaf_ok;             /* the leaf column holds 32 bytes */
+	bool ok, cols_ok;
+	bool bseq_int;
+	int64_t bseq;
+	int ts_type, tp_type;
+	int64_t ts;
+};
+
+struct vbatch {
+	struct vrow rows[VB_ROWS];
+	size_t n;
+	char *arena;
+	size_t alen, acap;
+	bool full, last;
+	int rc;
+	char msg[CERR_MAX];
+};
+
+struct vpipe {
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct vbatch b[2];
+	bool stop;
+};
+
+#define NOSTR ((size_t)-1)
+
+static size_t arena_put(struct vbatch *b, const void *p, size_t n)
+{
+	size_t off;
+
+	if (p == NULL)
+		return NOSTR;
+	if (b->alen + n + 1 > b->acap) {
+		size_t nc = (b->alen + n + 1) * 2;
+		char *na = realloc(b->arena, nc);
+
+		if (na == NULL)
+			return (size_t)-2;
+		b->arena = na;
+		b->acap = nc;
+	}
+	off = b->alen;
+	memcpy(b->arena + off, p, n);
+	b->arena[off + n] = '\0';
+	b->alen += n + 1;
+	return off;
+}
+
+static void *vpipe_reader(void *arg)
+{
+	struct vpipe *vp = arg;
+	int idx = 0;
+
+	for (;;) {
+		struct vbatch *b = &vp->b[idx];
+		sqlite3_stmt *st = vp->st;
+		int src = SQLITE_ROW;
+
+		pthread_mutex_lock(&vp->lock);
+		while (b->full && !vp->stop)
+			pthread_cond_wait(&vp->cond, &vp->lock);
+		pthread_mutex_unlock(&vp->lock);
+		if (vp->stop)
+			break;
+		b->n = 0;
+		b->alen = 0;
+		while (b->n < VB_ROWS && (src = sqlite3_step(st)) == SQLITE_ROW) {
+			struct vrow *r = &b->rows[b->n];
+			const void *body = sqlite3_column_blob(st, 1);
+
+			r->seq = (uint64_t)sqlite3_column_int64(st, 0);
+			r->body_len = (size_t)sqlite3_column_bytes(st, 1);
+			r->body = arena_put(b, body ? body : "", r->body_len);
+			r->leaf_ok = sqlite3_column_bytes(st, 2) == MERKLE_HASH;
+			if (r->leaf_ok)
+				memcpy(r->leafcol, sqlite3_column_blob(st, 2), MERKLE_HASH);
+			r->tenant = arena_put(b, sqlite3_column_text(st, 3),
+					      (size_t)sqlite3_column_bytes(st, 3));
+			r->ok = sqlite3_column_int(st, 4) != 0;
+			r->bseq_int = sqlite3_column_type(st, 5) == SQLITE_INTEGER;
+			r->bseq = sqlite3_column_int64(st, 5);
+			r->cols_ok = sqlite3_column_int(st, 6) != 0;
+			r->ts_type = sqlite3_column_type(st, 7);
+			r->ts = sqlite3_column_int64(st, 7);
+			r->tp_type = sqlite3_column_type(st, 8);
+			r->tp = r->tp_type == SQLITE_TEXT
+					? arena_put(b, sqlite3_column_text(st, 8),
+						    (size_t)sqlite3_column_bytes(st, 8))
+					: NOSTR;
+			if (r->body == (size_t)-2 || r->tenant == (size_t)-2 || r->tp == (size_t)-2) {
+				src = SQLITE_NOMEM;
+				break;
+			}
+			b->n++;
+		}
+		b->last = src != SQLITE_ROW;
+		b->rc = 0;
+		if (src == SQLITE_NOMEM) {
+			b->rc = -ENOMEM;
+			snprintf(b->msg, sizeof(b->msg), "out of memory");
+		} else if (b->last && src != SQLITE_DONE) {
+			b->rc = -EIO;
+			snprintf(b->msg, sizeof(b->msg), "%s", sqlite3_errmsg(vp->db));
+		}
+		pthread_mutex_lock(&vp->lock);
+		b->full = true;
+		pthread_cond_broadcast(&vp->cond);
+		pthread_mutex_unlock(&vp->lock);
+		if (b->last)
+			break;
+		idx ^= 1;
+	}
+	return NULL;
+}
+
+/* The in-order checks of one row. */
+static int verify_row(struct vstate *v, const struct vbatch *b, const struct vrow *r,
+		      uint64_t expect)
+{
+	const char *tenant = r->tenant == NOSTR ? NULL : b->arena + r->tenant;
+	struct chain_fields cf = {0};
+	uint8_t leaf[MERKLE_HASH];
+
+	if (r->seq != expect)
+		return cerr_set(v->err, -EBADMSG,
+				r->seq > expect ? "record %" PRIu64 " is missing (next is %" PRIu64 ")"
+						: "record %" PRIu64 " is out of order (found %" PRIu64 ")",
+				expect, r->seq);
+	merkle_leaf_hash(b->arena + r->body, r->body_len, leaf);
+	if (!r->leaf_ok || sodium_memcmp(leaf, r->leafcol, MERKLE_HASH) != 0)
+		return cerr_set(v->err, -EBADMSG,
+				"record %" PRIu64 ": body does not match its leaf hash", r->seq);
+	if (!r->ok)
+		return cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": body is not a JSON object",
+				r->seq);
+	if (!r->bseq_int || (uint64_t)r->bseq != r->seq)
+		return cerr_set(v->err, -EBADMSG,
+				"record %" PRIu64 ": body says seq %" PRIu64 " (rows moved?)", r->seq,
+				(uint64_t)r->bseq);
+	if (!r->cols_ok)
+		return cerr_set(v->err, -EBADMSG,
+				"record %" PRIu64 ": indexed columns differ from its body", r->seq);
+	/* JSON null and absent both read as SQL NULL; an object or array
+	 * reads as text and then fails the hex comparison */
+	cf.ts_present = r->ts_type != SQLITE_NULL;
+	cf.ts_ok = r->ts_type == SQLITE_INTEGER && r->ts >= 1;
+	cf.ts = cf.ts_ok ? (uint64_t)r->ts : 0;
+	cf.tp_null = r->tp_type == SQLITE_NULL;
+	cf.tp = r->tp == NOSTR ? NULL : b->arena + r->tp;
+	return chain_check(v, tenant, &cf, r->seq, leaf, false);
+}
+
 static int verify_rows(sqlite3 *db, struct vstate *v, struct stored_cp *cps, size_t ncps,
 		       uint64_t *records)
 {
-	sqlite3_stmt *st = NULL;
+	struct vpipe *vp;
+	pthread_t th;
 	size_t ci = 0;
 	uint64_t expect = 1;
-	int rc = 0, src;
+	int rc = 0, idx = 0;
 
 	/* a checkpoint of the empty tree */
 	while (ci < ncps && cps[ci].size == 0) {
@@ -337,84 +505,70 @@ static int verify_rows(sqlite3 *db, struct vstate *v, struct stored_cp *cps, siz
 		if (rc < 0)
 			return rc;
 	}
-	if (sqlite3_prepare_v2(db, rows_sql, -1, &st, NULL) != SQLITE_OK)
-		return cerr_set(v->err, -EIO, "cannot read records: %s", sqlite3_errmsg(db));
-	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
-		uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
-		const void *body = sqlite3_column_blob(st, 1);
-		size_t blen = (size_t)sqlite3_column_bytes(st, 1);
-		const char *tenant = (const char *)sqlite3_column_text(st, 3);
-		struct chain_fields cf = {0};
-		uint8_t leaf[MERKLE_HASH];
+	vp = calloc(1, sizeof(*vp));
+	if (vp == NULL)
+		return cerr_set(v->err, -ENOMEM, "out of memory");
+	vp->db = db;
+	if (sqlite3_prepare_v2(db, rows_sql, -1, &vp->st, NULL) != SQLITE_OK) {
+		rc = cerr_set(v->err, -EIO, "cannot read records: %s", sqlite3_errmsg(db));
+		free(vp);
+		return rc;
+	}
+	pthread_mutex_init(&vp->lock, NULL);
+	pthread_cond_init(&vp->cond, NULL);
+	rc = -pthread_create(&th, NULL, vpipe_reader, vp);
+	if (rc < 0) {
+		cerr_set(v->err, rc, "cannot start the reader: %s", strerror(-rc));
+		goto out_nothread;
+	}
+	for (;;) {
+		struct vbatch *b = &vp->b[idx];
+		bool last;
 
-		if (seq != expect) {
-			rc = cerr_set(v->err, -EBADMSG,
-				      seq > expect ? "record %" PRIu64 " is missing (next is %" PRIu64 ")"
-						   : "record %" PRIu64 " is out of order (found %" PRIu64 ")",
-				      expect, seq);
-			goto out;
-		}
-		if (body == NULL)
-			body = "";
-		merkle_leaf_hash(body, blen, leaf);
-		if (sqlite3_column_bytes(st, 2) != MERKLE_HASH ||
-		    sodium_memcmp(leaf, sqlite3_column_blob(st, 2), MERKLE_HASH) != 0) {
-			rc = cerr_set(v->err, -EBADMSG,
-				      "record %" PRIu64 ": body does not match its leaf hash", seq);
-			goto out;
-		}
-		if (!sqlite3_column_int(st, 4)) {
-			rc = cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": body is not a JSON object",
-				      seq);
-			goto out;
-		}
-		if (sqlite3_column_type(st, 5) != SQLITE_INTEGER ||
-		    (uint64_t)sqlite3_column_int64(st, 5) != seq) {
-			rc = cerr_set(v->err, -EBADMSG,
-				      "record %" PRIu64 ": body says seq %" PRIu64 " (rows moved?)", seq,
-				      (uint64_t)sqlite3_column_int64(st, 5));
-			goto out;
-		}
-		if (!sqlite3_column_int(st, 6)) {
-			rc = cerr_set(v->err, -EBADMSG,
-				      "record %" PRIu64 ": indexed columns differ from its body", seq);
-			goto out;
-		}
-		/* JSON null and absent both read as SQL NULL; an object or
-		 * array reads as text and then fails the hex comparison */
-		cf.ts_present = sqlite3_column_type(st, 7) != SQLITE_NULL;
-		cf.ts_ok = sqlite3_column_type(st, 7) == SQLITE_INTEGER &&
-			   sqlite3_column_int64(st, 7) >= 1;
-		cf.ts = cf.ts_ok ? (uint64_t)sqlite3_column_int64(st, 7) : 0;
-		cf.tp_null = sqlite3_column_type(st, 8) == SQLITE_NULL;
-		cf.tp = sqlite3_column_type(st, 8) == SQLITE_TEXT
-				? (const char *)sqlite3_column_text(st, 8)
-				: NULL;
-		rc = chain_check(v, tenant, &cf, seq, leaf, false);
-		if (rc < 0)
-			goto out;
-		merkle_range_append(&v->range, leaf);
-		while (ci < ncps && cps[ci].size == seq) {
-			rc = cp_check_root(v, &cps[ci++]);
+		pthread_mutex_lock(&vp->lock);
+		while (!b->full)
+			pthread_cond_wait(&vp->cond, &vp->lock);
+		pthread_mutex_unlock(&vp->lock);
+		for (size_t i = 0; i < b->n && rc == 0; i++) {
+			rc = verify_row(v, b, &b->rows[i], expect);
 			if (rc < 0)
-				goto out;
+				break;
+			merkle_range_append(&v->range, (const uint8_t *)b->rows[i].leafcol);
+			while (ci < ncps && cps[ci].size == expect) {
+				rc = cp_check_root(v, &cps[ci++]);
+				if (rc < 0)
+					break;
+			}
+			expect++;
 		}
-		expect++;
+		if (rc == 0 && b->rc < 0)
+			rc = cerr_set(v->err, b->rc, "cannot read record %" PRIu64 ": %s", expect,
+				      b->msg);
+		last = b->last;
+		pthread_mutex_lock(&vp->lock);
+		b->full = false;
+		if (rc < 0)
+			vp->stop = true;
+		pthread_cond_broadcast(&vp->cond);
+		pthread_mutex_unlock(&vp->lock);
+		if (rc < 0 || last)
+			break;
+		idx ^= 1;
 	}
-	if (src != SQLITE_DONE) {
-		rc = cerr_set(v->err, -EIO, "cannot read record %" PRIu64 ": %s", expect,
-			      sqlite3_errmsg(db));
-		goto out;
-	}
-	if (ci < ncps) {
+	pthread_join(th, NULL);
+	if (rc == 0 && ci < ncps)
 		rc = cerr_set(v->err, -EBADMSG,
 			      "checkpoint at size %" PRIu64 " covers records that are missing "
 			      "(the store ends at %" PRIu64 ")", cps[ci].size, expect - 1);
-		goto out;
-	}
-	*records = expect - 1;
-out:
-	sqlite3_finalize(st);
+	if (rc == 0)
+		*records = expect - 1;
+out_nothread:
+	sqlite3_finalize(vp->st);
+	pthread_cond_destroy(&vp->cond);
+	pthread_mutex_destroy(&vp->lock);
+	free(vp->b[0].arena);
+	free(vp->b[1].arena);
+	free(vp);
 	return rc;
 }
 
