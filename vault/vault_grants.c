@@ -82,6 +82,21 @@ int vault_grant_import(struct vault *v, const char *envelope, size_t len,
 	rc = grant_record_build(g, secret, strlen(secret), &rec, &reclen);
 	if (rc == 0)
 		rc = vault_put(v, v->db_grants, REC_GRANT, id, rec, reclen, MDB_NOOVERWRITE);
+	if (rc == -EEXIST) {
+		/* stored meanwhile by another thread: same bytes, same grant */
+		grant_free(dup);
+		dup = NULL;
+		rc = grant_load(v, id, &dup);
+		if (rc == 0 && already != NULL)
+			*already = true;
+		if (rc == 0 && out != NULL) {
+			*out = dup;
+			dup = NULL;
+		}
+		if (rc < 0)
+			cerr_set(err, rc, "cannot read grant %s: %s", id, strerror(-rc));
+		goto out;
+	}
 	if (rc < 0) {
 		cerr_set(err, rc, "cannot store grant %s: %s", id, strerror(-rc));
 		goto out;
@@ -233,32 +248,46 @@ int vault_grant_revoke(struct vault *v, const char *id, const char *actor, const
 		       int64_t now_s, struct cerr *err)
 {
 	struct grant *g = NULL;
-	uint8_t *rec = NULL;
-	size_t reclen = 0;
+	uint8_t *pt = NULL, *rec = NULL, *ct = NULL;
+	size_t ptlen = 0, reclen = 0, ctlen = 0, idlen = strlen(id);
+	MDB_txn *txn = NULL;
+	MDB_val key = {.mv_size = idlen, .mv_data = (void *)id}, val;
 	int rc;
 
 	actor = actor != NULL ? actor : "";
 	reason = reason != NULL ? reason : "";
-	rc = grant_load(v, id, &g);
-	if (rc == -ENOENT)
-		return cerr_set(err, rc, "no grant %s", id);
-	if (rc < 0)
-		return cerr_set(err, rc, "cannot read grant %s: %s", id,
-				rc == -EBADMSG ? "damaged or tampered with" : strerror(-rc));
+	if (strlen(actor) >= sizeof(g->revoked_by))
+		return cerr_set(err, -EINVAL, "actor: longer than %zu bytes", sizeof(g->revoked_by) - 1);
+	if (strlen(reason) >= sizeof(g->reason))
+		return cerr_set(err, -EINVAL, "reason: longer than %zu bytes", sizeof(g->reason) - 1);
+	if (!util_utf8_valid(actor, strlen(actor)) || !util_utf8_valid(reason, strlen(reason)))
+		return cerr_set(err, -EINVAL, "actor and reason must be valid UTF-8");
+	if (idlen == 0 || idlen >= GRANT_ID_LEN)
+		return cerr_set(err, -ENOENT, "no grant %s", idlen == 0 ? "(empty id)" : "with that id");
+	/* Read, check and rewrite in one write transaction: two revocations
+	 * cannot both succeed. */
+	rc = mdb_txn_begin(v->env, NULL, 0, &txn);
+	if (rc == 0)
+		rc = mdb_get(txn, v->db_grants, &key, &val);
+	if (rc != 0) {
+		rc = vault_mdb_errno(rc);
+		if (rc == -ENOENT)
+			cerr_set(err, rc, "no grant %s", id);
+		else
+			cerr_set(err, rc, "cannot read grant %s: %s", id, strerror(-rc));
+		goto out;
+	}
+	rc = vault_record_open(v->sec->rec, REC_GRANT, id, idlen, val.mv_data, val.mv_size, &pt,
+			       &ptlen);
+	if (rc == 0)
+		rc = grant_record_parse(pt, ptlen, id, &g, NULL, NULL);
+	if (rc < 0) {
+		cerr_set(err, rc, "cannot read grant %s: %s", id,
+			 rc == -EBADMSG ? "damaged or tampered with" : strerror(-rc));
+		goto out;
+	}
 	if (g->revoked) {
 		rc = cerr_set(err, -EALREADY, "grant %s was already revoked", id);
-		goto out;
-	}
-	if (strlen(actor) >= sizeof(g->revoked_by)) {
-		rc = cerr_set(err, -EINVAL, "actor: longer than %zu bytes", sizeof(g->revoked_by) - 1);
-		goto out;
-	}
-	if (strlen(reason) >= sizeof(g->reason)) {
-		rc = cerr_set(err, -EINVAL, "reason: longer than %zu bytes", sizeof(g->reason) - 1);
-		goto out;
-	}
-	if (!util_utf8_valid(actor, strlen(actor)) || !util_utf8_valid(reason, strlen(reason))) {
-		rc = cerr_set(err, -EINVAL, "actor and reason must be valid UTF-8");
 		goto out;
 	}
 	g->revoked = true;
@@ -269,11 +298,24 @@ int vault_grant_revoke(struct vault *v, const char *id, const char *actor, const
 	 * free pages, encrypted, until `custody vault rekey` compacts. */
 	rc = grant_record_build(g, NULL, 0, &rec, &reclen);
 	if (rc == 0)
-		rc = vault_put(v, v->db_grants, REC_GRANT, id, rec, reclen, 0);
+		rc = vault_record_seal(v->sec->rec, REC_GRANT, id, idlen, rec, reclen, &ct, &ctlen);
+	if (rc == 0) {
+		val.mv_data = ct;
+		val.mv_size = ctlen;
+		rc = vault_mdb_errno(mdb_put(txn, v->db_grants, &key, &val, 0));
+	}
+	if (rc == 0) {
+		rc = vault_mdb_errno(mdb_txn_commit(txn)); /* synchronous: durable */
+		txn = NULL;
+	}
 	if (rc < 0)
 		cerr_set(err, rc, "cannot store the revocation of grant %s: %s", id, strerror(-rc));
 out:
+	if (txn != NULL)
+		mdb_txn_abort(txn);
+	free(ct);
 	vault_plain_free(rec, reclen);
+	vault_plain_free(pt, ptlen);
 	grant_free(g);
 	return rc;
 }
