@@ -56,7 +56,11 @@ int audit_close(struct audit *a);
  * tenant_prev. "event" (string) is required; "tenant", "principal" and
  * "outcome" fill the indexed columns. Returns 0 once queued (the result
  * comes through audit_poll), -EIO/-ENOSPC while the store cannot write,
- * -EINVAL for a malformed fields object. */
+ * -EINVAL for a malformed fields object, -EAGAIN when 65536 completions
+ * are already outstanding (queued or not yet polled).
+ * The body is serialised on the caller's thread; the store's own members
+ * overwrite any the caller set. A record whose canonical body exceeds
+ * 64 KiB completes with -EINVAL. */
 int audit_append_async(struct audit *a, json_t *fields, uint64_t cookie);
 
 /* Readable (EPOLLIN) whenever completions are waiting. */
@@ -75,11 +79,18 @@ size_t audit_poll(struct audit *a, struct audit_done *out, size_t max);
  * own wait. */
 int audit_append(struct audit *a, json_t *fields, uint64_t *seq);
 
-/* Make and store a signed checkpoint of the current tree now, durably.
- * *note_out (may be NULL): malloc'd signed-note text. */
+/* Make and store a signed checkpoint of the current tree now, durably
+ * (the stored one when nothing was appended since). *note_out (may be
+ * NULL): malloc'd signed-note text. -ENOKEY without a signer, -EROFS on a
+ * read-only store, -EIO/-ENOSPC while the store cannot write, or the
+ * signer's error. */
 int audit_checkpoint(struct audit *a, char **note_out, uint64_t *size_out);
 
-/* Records committed so far (the tree size) and the writer's health. */
+/* Records committed so far (the tree size) and the writer's health.
+ * After a write error the writer retries by itself (backoff up to 1 s) and
+ * audit_writable turns true again once a probe write commits; a database
+ * or WAL file removed or replaced while open is never written again
+ * (those records would be lost): restart once the file is back. */
 uint64_t audit_size(struct audit *a);
 bool audit_writable(struct audit *a);
 
@@ -100,7 +111,7 @@ struct audit_filter {
 int audit_query(struct audit *a, const struct audit_filter *f,
 		int (*cb)(void *ctx, uint64_t seq, const char *body, size_t len), void *ctx);
 
-/* Tenant export (format documented in the README): the tenant's records
+/* Tenant export (format: audit/EXPORT.md): the tenant's records
  * in [since, until], each with an inclusion proof against the newest
  * signed checkpoint, that checkpoint, and a consistency proof from
  * from_checkpoint (a signed note the customer kept; NULL: none). Written

@@ -190,11 +190,6 @@ static int step_done(sqlite3 *db, sqlite3_stmt *st)
 	return rc;
 }
 
-struct batch_rec {
-	int rc;
-	uint64_t seq;
-};
-
 /* Add one record to the open transaction. -EINVAL: this record alone is
  * refused (too large); other errors fail the batch. */
 static int record_add(struct audit *a, struct audit_item *it, uint64_t seq, const char *time,
