@@ -314,6 +314,12 @@ def main():
         check(len(offl) >= len(recs), "audit list works with the broker stopped")
         p = cli(env, "audit", "verify", "--db", env.audit_db, "--key", vkey)
         check(p.stdout.startswith("ok"), "db verifies", p.stdout)
+        exp2 = os.path.join(env.base, "contoso-export-offline.json")
+        cli(env, "audit", "export", "--tenant", "contoso", "--output", exp2)
+        p = cli(env, "audit", "verify", "--export", exp2, "--key", vkey)
+        check(p.stdout.startswith("ok"), "an export made offline verifies", p.stdout)
+        p = cli(env, "audit", "tail", "--format", "json")
+        check(len(p.stdout.splitlines()) == 10, "audit tail: the last ten records", p.stdout)
         bad = os.path.join(env.base, "tampered.db")
         shutil.copy(env.audit_db, bad)
         with open(bad, "r+b") as fh:
