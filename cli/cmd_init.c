@@ -138,7 +138,7 @@ int cmd_init(struct cli_ctx *ctx, int argc, char **argv)
 	printf("created vault %s with new broker keys\n", ctx->cfg->vault_dir);
 
 	if (vault_read_public(ctx->cfg->vault_dir, &pub, &err) == 0)
-		printf("seal key id: %s (customers seal grants to 'custody keys' output)\n",
+		printf("seal key id: %s (send customers the output of 'custody keys')\n",
 		       pub.seal_key_id);
 	return EXIT_OK;
 }
