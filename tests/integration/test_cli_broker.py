@@ -9,6 +9,7 @@ tampered copy), vault rekey refused while the broker runs and done after.
 No secret and no token may appear anywhere but where asked (token stdout).
 """
 
+import base64
 import json
 import os
 import re
@@ -97,6 +98,25 @@ def main():
         check("probe: ok" in p.stdout, "probe result shown", p.stdout)
         p = cli(env, "grant", "import", path1)
         check(p.stdout.splitlines()[0] == gid1, "import is idempotent", p.stdout)
+
+        # a tampered file and a grant sealed to another broker: exit 1, said plainly
+        with open(path1) as fh:
+            envelope = json.loads(fh.read())
+        sealed = envelope["sealed"]
+        envelope["sealed"] = sealed[:40] + ("A" if sealed[40] != "A" else "B") + sealed[41:]
+        bad = os.path.join(env.base, "tampered.grant")
+        with open(bad, "w") as fh:
+            fh.write(json.dumps(envelope) + "\n")
+        p = cli(env, "grant", "import", bad, want=1)
+        other = os.path.join(env.base, "other.pub")
+        with open(other, "w") as fh:
+            fh.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+        with open(os.path.join(env.base, "contoso.secret")) as fh:
+            p = cli(env, "grant", "seal", "--broker-key", other, "--tenant-id", tid1,
+                    "--client-id", g1["client_id"], "--client-secret-file", "-",
+                    "--output", os.path.join(env.base, "other.grant"), input=fh.read())
+        p = cli(env, "grant", "import", os.path.join(env.base, "other.grant"), want=1)
+        check("different broker" in p.stderr, "sealed for another broker: said so", p.stderr)
 
         grants = json.loads(cli(env, "grant", "list", "--json").stdout)
         check(isinstance(grants, list) and len(grants) == 1, "one grant listed", grants)
