@@ -25,7 +25,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import CUSTODY, Client, Env, Fail, check  # noqa: E402
+from harness import CUSTODY, Client, Env, Fail, check, wait_for  # noqa: E402
 
 THREADS = 16
 KILLS = 6
@@ -110,7 +110,10 @@ def main():
                        for _ in range(THREADS)]
             for t in threads:
                 t.start()
-            time.sleep(rng.uniform(0.3, 1.5))
+            # the kill lands at a random moment once the load is flowing
+            # (on a loaded CI machine the threads may take a while to start)
+            wait_for(lambda: len(given) >= THREADS or errors, 30, what="tokens flowing")
+            time.sleep(rng.uniform(0.05, 1.2))
             pid = env.pid()
             env.broker.kill()           # SIGKILL: no chance to flush anything
             env.broker.wait(10)
