@@ -189,6 +189,12 @@ static const char *advice_for(const char *code)
 		return "the identity provider could not be reached; retry later";
 	if (strcmp(code, "audit_unavailable") == 0)
 		return "the audit store cannot write; check the broker's disk and log";
+	if (strcmp(code, "bad_request") == 0)
+		return "check the arguments";
+	if (strcmp(code, "unknown_op") == 0 || strcmp(code, "unsupported_version") == 0)
+		return "custody and custodyd are different versions; update one";
+	if (strcmp(code, "too_large") == 0)
+		return "the request is too large for the broker";
 	return "see the broker's log";
 }
 
