@@ -290,11 +290,18 @@ static int grant_seal_main(struct cli_ctx *ctx, int argc, char **argv)
 		case O_TNAME: tname = optarg; continue;
 		case O_CID: cid = optarg; continue;
 		case O_SECRET: secret_path = optarg; continue;
-		case O_SCOPE: json_array_append_new(scopes, json_string(optarg)); continue;
+		case O_SCOPE:
+		case O_PR:
+			if (json_array_append_new(c == O_SCOPE ? scopes : principals,
+						  json_string(optarg)) < 0) {
+				rc = cli_usage_error("grant seal", "--%s is not valid UTF-8",
+						     c == O_SCOPE ? "scope" : "principal");
+				goto out;
+			}
+			continue;
 		case O_NB: nb = optarg; continue;
 		case O_NA: na = optarg; continue;
 		case O_EP: ep = optarg; continue;
-		case O_PR: json_array_append_new(principals, json_string(optarg)); continue;
 		case O_OUT: output = optarg; continue;
 		default: break;
 		}
