@@ -458,7 +458,9 @@ void token_recheck_and_send(struct pending *p, uint64_t seq)
 		code = "locked_down";
 		snprintf(msg, sizeof(msg), "custodyd was locked down (%s): no tokens until an officer runs `custody unlock`",
 			 b->lockdown_reason);
-	} else if (pc == NULL) {
+	} else if (pc == NULL || (g != NULL && (!principal_allows_tenant(pc, g) ||
+						   !principal_allows_scope(pc, p->scope)))) {
+		/* a reload took the principal, the tenant or the scope away */
 		code = "denied";
 		snprintf(msg, sizeof(msg), "the policy changed while the token was fetched: ask again");
 	} else if (s != NULL) {
@@ -487,6 +489,7 @@ void token_recheck_and_send(struct pending *p, uint64_t seq)
 		int rc = send_token(p);
 
 		if (rc == 0) {
+			broker_count_outcome(b, "ok");
 			broker_log("%s seq=%llu", p->log, (unsigned long long)seq);
 			pending_free(p);
 			return;

@@ -233,6 +233,7 @@ class Ops(unittest.TestCase):
         self.assertTrue(r["audit_verifier_key"].startswith("custody.test/audit+"))
 
     def test_token_ok(self):
+        before = env.admin_request("status")["status"]["requests"].get("ok", 0)
         r = env.token("contoso", purpose="SIEM pull", min_ttl=60)
         self.assertTrue(r["ok"], r)
         self.assertEqual(r["token_type"], "Bearer")
@@ -250,6 +251,9 @@ class Ops(unittest.TestCase):
         self.assertEqual(rec["peer"]["pid"], os.getpid())
         self.assertEqual(len(rec["token_sha256"]), 64)
         self.assertNotIn(r["access_token"], json.dumps(recs), "the token never enters the audit")
+        st = env.admin_request("status")["status"]
+        self.assertGreaterEqual(st["requests"]["ok"], before + 2, "token and status counted")
+        self.assertGreaterEqual(st["cache"]["misses"] + st["cache"]["hits"], 1)
         r2 = env.token(T["contoso"].upper(), scope=GRAPH_SCOPE)
         self.assertTrue(r2["ok"], r2)
         self.assertEqual(r2["scope"], GRAPH_SCOPE)
