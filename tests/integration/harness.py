@@ -147,8 +147,9 @@ def uds_request(path, obj, timeout=10.0):
         return c.request(obj)
 
 
-def as_nobody_request(path, obj, uid=65534, timeout=10):
-    """Send one request from another uid (setpriv) and return the reply."""
+def as_nobody_request(path, obj, uid=65534, timeout=10, gid=None, groups=None):
+    """Send one request from another uid (setpriv; gid defaults to uid,
+    groups: supplementary gids, default none) and return the reply."""
     code = ("import json,socket,sys\n"
             "s=socket.socket(socket.AF_UNIX);s.settimeout(%d);s.connect(sys.argv[1])\n"
             "s.sendall(sys.argv[2].encode()+b'\\n')\n"
@@ -161,7 +162,9 @@ def as_nobody_request(path, obj, uid=65534, timeout=10):
     o = dict(obj)
     o.setdefault("v", 1)
     o.setdefault("id", 1)
-    p = subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups",
+    grp = ["--groups=" + ",".join(str(g) for g in groups)] if groups else ["--clear-groups"]
+    p = subprocess.run(["setpriv", "--reuid=%d" % uid,
+                        "--regid=%d" % (uid if gid is None else gid)] + grp + [
                         sys.executable, "-c", code, path, json.dumps(o)],
                        capture_output=True, text=True, timeout=timeout + 5)
     if p.returncode != 0:

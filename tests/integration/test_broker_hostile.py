@@ -174,6 +174,35 @@ class Hostile(unittest.TestCase):
         self.assertLessEqual(st["status"]["connections"]["tool"], 400)
         wait_for(served, 10, what="custodyd to serve again")
 
+    def test_per_uid_limit(self):
+        e2 = Env("custody-peruid")
+        socks = []
+        try:
+            e2.init_vault()
+            e2.config["limits"]["max_connections_per_uid"] = 3
+            e2.start_broker()
+            for _ in range(3):
+                c = Client(e2.tool_path, 5)
+                self.assertTrue(c.request({"op": "ping"})["ok"])
+                socks.append(c)
+            c = Client(e2.tool_path, 5)
+            socks.append(c)
+            r = c.recv()
+            expect_error(r, "rate_limited")
+            self.assertIn("too many connections from this user", r["message"])
+            self.assertTrue(c.is_closed())
+            # the admin socket has its own allowance
+            self.assertTrue(e2.admin_request("status")["ok"])
+            socks.pop().close()
+            socks.pop().close()
+            self.assertTrue(uds_ok(e2.tool_path))
+            rc, _ = e2.stop_broker()
+            self.assertEqual(rc, 0)
+        finally:
+            for s in socks:
+                s.close()
+            e2.close()
+
     def test_emfile_pauses_accept(self):
         # a second broker with a tiny fd limit: accept must pause, not spin
         e2 = Env("custody-emfile")

@@ -49,6 +49,7 @@ def setUpModule():
              "rate": {"per_second": 1000, "burst": 1000}},
             {"name": "hashed", "match": {"uid": 65532, "exe_sha256": EXE_SHA}, "tenants": ["*"]},
             {"name": "wrong-hash", "match": {"uid": 65531, "exe_sha256": "0" * 64}},
+            {"name": "users-group", "match": {"group": "users", "uid": 65530}, "tenants": ["*"]},
             {"name": "nobody-tool", "match": {"uid": 65534}, "tenants": ["contoso"],
              "rate": {"per_second": 0.2, "burst": 2}},
         ]
@@ -274,6 +275,15 @@ class Ops(unittest.TestCase):
         self.assertTrue(r["ok"], r)
         self.assertEqual(r["principal"], "hashed")
         r = as_nobody_request(env.tool_path, {"op": "whoami"}, uid=65531)
+        expect_error(r, "unauthenticated")
+
+    def test_supplementary_group(self):
+        r = as_nobody_request(env.tool_path, {"op": "whoami"}, uid=65530, groups=[100])
+        self.assertTrue(r["ok"], r)
+        self.assertEqual(r["principal"], "users-group")
+        r = as_nobody_request(env.tool_path, {"op": "whoami"}, uid=65530, gid=100)
+        self.assertEqual(r.get("principal"), "users-group", "primary group counts too")
+        r = as_nobody_request(env.tool_path, {"op": "whoami"}, uid=65530)
         expect_error(r, "unauthenticated")
 
     def test_denied(self):
