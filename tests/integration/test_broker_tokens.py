@@ -191,6 +191,47 @@ class Tokens(unittest.TestCase):
         ok = [x for x in env.audit_records(tenant=tid) if x["event"] == "token"]
         self.assertEqual(ok[0]["seq"], recs[0]["token_seq"])
 
+    def test_process_gone_is_withheld(self):
+        # A child connects (the kernel records its pid), hands the socket to
+        # us and exits; a token asked for on that socket must not leave.
+        g, tid = env.new_tenant("pid-co")
+        env.import_grant(g)
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                c.connect(env.tool_path)
+                socket.send_fds(b, [b"x"], [c.fileno()])
+            finally:
+                os._exit(0)
+        try:
+            _, fds, _, _ = socket.recv_fds(a, 1, 1)
+            os.waitpid(pid, 0)
+        finally:
+            a.close()
+            b.close()
+        s = socket.socket(fileno=fds[0])
+        s.settimeout(20)
+        try:
+            s.sendall(json.dumps({"v": 1, "id": 1, "op": "token", "tenant": "pid-co"}).encode()
+                      + b"\n")
+            buf = b""
+            while not buf.endswith(b"\n"):
+                d = s.recv(65536)
+                if not d:
+                    break
+                buf += d
+        finally:
+            s.close()
+        r = json.loads(buf)
+        expect_error(r, "unauthenticated")
+        self.assertIn("pid reused", r["message"])
+        self.assertNotIn("access_token", r)
+        recs = [x for x in env.audit_records(tenant=tid) if x["event"] == "token.withheld"]
+        self.assertEqual(recs[0]["outcome"], "unauthenticated")
+        self.assertEqual(recs[0]["peer"]["pid"], pid)
+
     def test_probe_on_import(self):
         g, tid = env.new_tenant("probe-co")
         r = env.import_grant(g, probe=True)
