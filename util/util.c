@@ -163,7 +163,7 @@ int util_read_file(const char *path, size_t max, char **out, size_t *len)
 {
 	struct stat st;
 	char *buf = NULL;
-	size_t got = 0;
+	size_t got = 0, cap = 0;
 	int fd, rc;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
@@ -177,13 +177,40 @@ int util_read_file(const char *path, size_t max, char **out, size_t *len)
 		rc = -EISDIR;
 		goto out;
 	}
-	buf = malloc(max + 1);
+	/* Size the buffer from the file, not from max: callers pass generous
+	 * bounds (exports), and the file may still grow while we read. */
+	cap = S_ISREG(st.st_mode) && (uint64_t)st.st_size < max ? (size_t)st.st_size + 1 : max + 1;
+	if (cap < 4096 && cap < max + 1)
+		cap = max + 1 < 4096 ? max + 1 : 4096;
+	buf = malloc(cap);
 	if (buf == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}
 	for (;;) {
-		ssize_t r = read(fd, buf + got, max + 1 - got);
+		ssize_t r;
+
+		if (got == cap) {
+			size_t ncap = cap * 2 > max + 1 || cap * 2 < cap ? max + 1 : cap * 2;
+			char *nb;
+
+			if (ncap == cap) {
+				rc = -EFBIG;
+				goto out;
+			}
+			nb = malloc(ncap);
+			if (nb == NULL) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			/* copy, then wipe the old buffer: it may hold a secret */
+			memcpy(nb, buf, got);
+			sodium_memzero(buf, cap);
+			free(buf);
+			buf = nb;
+			cap = ncap;
+		}
+		r = read(fd, buf + got, cap - got);
 
 		if (r < 0 && errno == EINTR)
 			continue;
@@ -199,6 +226,20 @@ int util_read_file(const char *path, size_t max, char **out, size_t *len)
 			goto out;
 		}
 	}
+	if (got == cap) {
+		/* exactly filled: room for the NUL */
+		char *nb = malloc(got + 1);
+
+		if (nb == NULL) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		memcpy(nb, buf, got);
+		sodium_memzero(buf, cap);
+		free(buf);
+		buf = nb;
+		cap = got + 1;
+	}
 	buf[got] = '\0';
 	*out = buf;
 	*len = got;
@@ -206,7 +247,7 @@ int util_read_file(const char *path, size_t max, char **out, size_t *len)
 	rc = 0;
 out:
 	if (buf != NULL) {
-		sodium_memzero(buf, max + 1);
+		sodium_memzero(buf, cap);
 		free(buf);
 	}
 	close(fd);

@@ -83,6 +83,35 @@ static void test_files(void **state)
 	rmdir(dir);
 }
 
+static void test_read_sizes(void **state)
+{
+	char dir[] = "/tmp/custody-util-XXXXXX", path[64], *buf = NULL, *big;
+	size_t len;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/big", dir);
+	big = malloc(10000);
+	assert_non_null(big);
+	memset(big, 'x', 10000);
+	assert_int_equal(util_write_file(path, big, 10000, 0600), 0);
+	/* a generous bound must not cost an allocation of that bound */
+	assert_int_equal(util_read_file(path, (size_t)1 << 40, &buf, &len), 0);
+	assert_int_equal(len, 10000);
+	assert_memory_equal(buf, big, 10000);
+	free(buf);
+	assert_int_equal(util_read_file(path, 9999, &buf, &len), -EFBIG);
+	assert_int_equal(util_read_file(path, 10000, &buf, &len), 0);
+	free(buf);
+	/* files whose size stat cannot tell (procfs) still read whole */
+	assert_int_equal(util_read_file("/proc/self/status", 1 << 20, &buf, &len), 0);
+	assert_non_null(strstr(buf, "VmRSS"));
+	free(buf);
+	free(big);
+	unlink(path);
+	rmdir(dir);
+}
+
 static void test_uuid(void **state)
 {
 	char a[37], b[37];
@@ -102,6 +131,7 @@ int main(void)
 		cmocka_unit_test(test_time_rejects),
 		cmocka_unit_test(test_utf8),
 		cmocka_unit_test(test_files),
+		cmocka_unit_test(test_read_sizes),
 		cmocka_unit_test(test_uuid),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
