@@ -14,6 +14,19 @@
  * with associated data version || kind || LMDB key, kind being the
  * database ('K', 'G', 'S'), so a record moved to another key or database
  * fails to authenticate.
+ *
+ * What this does not protect against, knowingly:
+ *  - Rollback: an attacker who can write data.mdb can put back an older
+ *    record for the same key (say, a grant from before its revocation) or
+ *    an older copy of the whole file; nothing outside the file remembers
+ *    what was current. The audit store records every revocation.
+ *  - LMDB's own structure: LMDB keeps no checksums and trusts its pages.
+ *    The meta pages are checked before mdb_env_open (a damaged page size
+ *    crashed it), but a damaged B-tree page header elsewhere can still
+ *    make LMDB fault (SIGBUS) instead of returning an error. Record
+ *    contents are always authenticated: damage never yields wrong data.
+ *  - jansson's scratch copies of a grant's text while it is validated
+ *    (see grant.c).
  */
 #ifndef CUSTODY_VAULT_PRIVATE_H
 #define CUSTODY_VAULT_PRIVATE_H
