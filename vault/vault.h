@@ -140,7 +140,9 @@ int vault_grant_get(struct vault *v, const char *id, struct grant **out)
 
 /* Call cb for every grant (revoked ones included), in id order. A non-zero
  * return from cb stops the walk and is returned. g is valid only during
- * the call (grant_dup to keep it). */
+ * the call (grant_dup to keep it). All records are read and authenticated
+ * before the first call: -EBADMSG (no call made) when any is damaged; cb
+ * may use the vault (revoke, secret). */
 int vault_grant_foreach(struct vault *v, int (*cb)(void *ctx, const struct grant *g),
 			void *ctx);
 
@@ -157,6 +159,10 @@ int vault_grant_revoke(struct vault *v, const char *id, const char *actor,
 	__attribute__((warn_unused_result));
 
 /* ---- officer state (persistent, durable before return) --------------- */
+/* Names are 1-255 bytes of UTF-8 without control characters; actor at most
+ * 127 and reason at most 511 bytes (NULL means ""); -EINVAL otherwise.
+ * Suspending a suspended principal replaces its actor, reason and time.
+ * Readers return -EBADMSG for a damaged record. */
 
 int vault_principal_suspend(struct vault *v, const char *name, const char *actor,
 			    const char *reason, int64_t now_s);
