@@ -827,6 +827,8 @@ static void test_revoke(void **state)
 	assert_int_equal(vault_grant_revoke(v, g->id, "bob", "again", NOW + 6, &err), -EALREADY);
 	assert_non_null(strstr(err.msg, g->id));
 	assert_int_equal(vault_grant_revoke(v, "g_0000", "bob", "x", NOW, &err), -ENOENT);
+	/* outputs are optional */
+	assert_int_equal(vault_grant_import(v, env, strlen(env), hosts, NOW, NULL, NULL, &err), 0);
 	vault_close(v);
 
 	v = open_ok(f);
@@ -916,6 +918,16 @@ static void test_officer_state(void **state)
 	assert_int_equal(vault_principal_resume(v, "zz"), -ENOENT);
 	assert_int_equal(vault_principal_resume(v, "never"), -ENOENT);
 	assert_int_equal(vault_principal_suspend(v, "", "officer", "x", NOW), -EINVAL);
+	assert_int_equal(vault_principal_suspend(v, "a\nb", "officer", "x", NOW), -EINVAL);
+	{
+		char longr[600];
+
+		memset(longr, 'r', sizeof(longr) - 1);
+		longr[sizeof(longr) - 1] = '\0';
+		assert_int_equal(vault_principal_suspend(v, "p", "officer", longr, NOW), -EINVAL);
+		assert_int_equal(vault_lockdown_set(v, true, "officer", longr, NOW), -EINVAL);
+		assert_int_equal(vault_principal_resume(v, "p"), -ENOENT);
+	}
 	assert_int_equal(vault_lockdown_set(v, true, "alice", "incident 42", NOW + 3), 0);
 	vault_close(v);
 
