@@ -23,10 +23,12 @@
 #define BACKOFF_FIRST_MS 200
 #define CONNECT_TIMEOUT_MAX_MS 5000
 #define MIN_ATTEMPT_MS 100
+#define UPSTREAM_MAX_CONNS 256
 
 struct upstream {
 	struct loop *loop;
 	CURLM *multi;
+	CURLSH *share;           /* TLS sessions, so a new connection resumes */
 	struct loop_timer *timer;
 	char *ca_file;
 	long timeout_ms;
@@ -340,6 +342,7 @@ static int attempt_setup(struct upstream_call *c, struct cerr *err)
 	SET(CURLOPT_HEADERDATA, c);
 	SET(CURLOPT_ERRORBUFFER, c->errbuf);
 	SET(CURLOPT_PRIVATE, c);
+	SET(CURLOPT_SHARE, u->share);
 #undef SET
 	if (cc != CURLE_OK) {
 		curl_easy_cleanup(e);
@@ -622,7 +625,14 @@ int upstream_new(struct loop *l, const struct upstream_config *cfg, struct upstr
 		goto fail_global;
 	u->loop = l;
 	u->multi = curl_multi_init();
-	if (u->multi == NULL || loop_timer_new(l, on_timer, u, &u->timer) < 0)
+	u->share = curl_share_init();
+	if (u->multi == NULL || u->share == NULL ||
+	    loop_timer_new(l, on_timer, u, &u->timer) < 0)
+		goto fail;
+	/* Each fetch is a new easy handle, and libcurl keeps TLS sessions per
+	 * easy handle unless shared: without this every new connection paid a
+	 * full handshake. One thread uses the share, so it needs no locks. */
+	if (curl_share_setopt(u->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK)
 		goto fail;
 	rc = upstream_configure(u, cfg);
 	if (rc < 0)
@@ -631,13 +641,19 @@ int upstream_new(struct loop *l, const struct upstream_config *cfg, struct upstr
 	curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
 	curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
-	/* Enough idle connections for a few identity-provider hosts. */
-	curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, 16L);
+	/* The cache limit counts connections in use too: past it libcurl
+	 * closes each connection as its transfer ends, so with more fetches in
+	 * flight than the limit (a cold start of many tenants) nearly every
+	 * fetch paid a new TCP connection and TLS handshake. Room for the
+	 * fetches one busy broker has in flight at once. */
+	curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)UPSTREAM_MAX_CONNS);
 	*out = u;
 	return 0;
 fail:
 	if (u->multi != NULL)
 		curl_multi_cleanup(u->multi);
+	if (u->share != NULL)
+		curl_share_cleanup(u->share);
 	loop_timer_free(u->timer);
 	free(u);
 fail_global:
@@ -652,6 +668,7 @@ void upstream_free(struct upstream *u)
 	while (u->calls != NULL)
 		call_free(u->calls);
 	curl_multi_cleanup(u->multi);
+	curl_share_cleanup(u->share);
 	loop_timer_free(u->timer);
 	free(u->ca_file);
 	free_strv(u->allowed_hosts);
