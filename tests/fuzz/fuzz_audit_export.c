@@ -17,20 +17,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 
-/* util_read_file allocates its `max` up front, and the export reader's max
- * is 2 GiB: under ASan that is a 2 GiB mapping per input (8 inputs in 10 s).
- * The target is linked with -Wl,--wrap=util_read_file so the library's
- * call comes here and reads with a 64 KiB cap, the same as the fuzzer's -max_len,
- * so nothing the verifier could see changes. */
-int __real_util_read_file(const char *path, size_t max, char **out, size_t *len);
-int __wrap_util_read_file(const char *path, size_t max, char **out, size_t *len);
-
-int __wrap_util_read_file(const char *path, size_t max, char **out, size_t *len)
-{
-	return __real_util_read_file(path, max < (1u << 16) ? max : (1u << 16), out, len);
-}
-
-/* The seed corpus was made with this key (tests/fuzz/corpus/audit_export/README). */
+/* The seed corpus was made with the key in corpus/audit_export/export.vkey
+ * (make_audit_seeds.py); meson passes it as $CUSTODY_FUZZ_VKEY_FILE. */
 static const char *vkey_env;
 static char vkey[256];
 /* /dev/shm when there is one: truncating and rewriting a file on a disk
