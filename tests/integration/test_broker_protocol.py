@@ -60,6 +60,7 @@ def setUpModule():
         now = time.time()
         g, T["contoso"] = env.new_tenant("contoso", scopes=[DEFENDER_SCOPE, GRAPH_SCOPE])
         env.import_grant(g)
+        env.import_grant(g)   # sealed again: a second grant of the same tenant
         SECRETS.append(g["client_secret"])
         g, T["pending"] = env.new_tenant("pending-co", not_before=rfc3339(now + 86400))
         env.import_grant(g)
@@ -219,6 +220,9 @@ class Ops(unittest.TestCase):
         with env.tool() as c:
             r = c.request({"op": "tenants"})
         self.assertTrue(r["ok"], r)
+        self.assertEqual(len(env.admin_request("grant.list", tenant="contoso")["grants"]), 2)
+        ids = [t["tenant_id"] for t in r["tenants"]]
+        self.assertEqual(len(ids), len(set(ids)), "one entry per tenant")
         by = {t["tenant_name"]: t for t in r["tenants"]}
         self.assertEqual(by["contoso"]["tenant_id"], T["contoso"])
         self.assertEqual(by["contoso"]["scopes"], [DEFENDER_SCOPE, GRAPH_SCOPE])
