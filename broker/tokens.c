@@ -388,8 +388,11 @@ static void entry_fetched(void *ctx, struct upstream_token *res)
 		e->refresh_failures = 0;
 		e->hold_until_ms = 0;
 		loop_timer_arm(e->timer, refresh_delay_ms(res, now));
-		/* Waiters get a private copy: a callback may forget this entry. */
-		copy = sodium_malloc(e->token_len + 1);
+		/* Waiters get a private copy: a callback may forget this entry.
+		 * It lives only until complete_all returns, so it is a wiped
+		 * malloc buffer like the connections' copies: a sodium_malloc
+		 * per fetch cost mmap/mprotect/munmap with TLB shootdowns. */
+		copy = malloc(e->token_len + 1);
 		if (copy == NULL) {
 			reply_init(&r, TOKEN_INTERNAL, "out of memory");
 		} else {
@@ -408,7 +411,7 @@ static void entry_fetched(void *ctx, struct upstream_token *res)
 	complete_all(&waiters, &r);
 	if (copy != NULL) {
 		sodium_memzero(copy, r.token_len);
-		sodium_free(copy);
+		free(copy);
 	}
 }
 

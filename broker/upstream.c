@@ -24,6 +24,19 @@
 #define CONNECT_TIMEOUT_MAX_MS 5000
 #define MIN_ATTEMPT_MS 100
 #define UPSTREAM_MAX_CONNS 256
+#define POOL_MAX 64             /* spare secret buffers kept per size */
+#define BODY_BUF 4096           /* pooled request bodies; longer ones are not pooled */
+
+/* Secret buffers (request bodies with the client secret, answers with the
+ * access token) are sodium_malloc memory. Allocating and freeing them per
+ * fetch cost an mmap, mprotects, mlock and munmap each, and the munmap and
+ * mprotect of touched pages shoot down TLBs on every CPU the broker's
+ * threads ran on: most of custodyd's CPU on a cold start. Wiped buffers are
+ * kept here for the next fetch instead, still guarded and locked. */
+struct pool {
+	void *buf[POOL_MAX];
+	size_t n;
+};
 
 struct upstream {
 	struct loop *loop;
@@ -36,6 +49,8 @@ struct upstream {
 	char **allowed_hosts;
 	struct upstream_stats stats;
 	struct upstream_call *calls;
+	struct pool bodies;      /* BODY_BUF bytes each */
+	struct pool answers;     /* UPSTREAM_MAX_BODY bytes each */
 };
 
 struct upstream_call {
@@ -46,6 +61,7 @@ struct upstream_call {
 	char *url;
 	char *body;              /* sodium_malloc: holds the client secret */
 	size_t body_len;
+	size_t body_cap;
 	char *resp;              /* sodium_malloc: holds the access token */
 	size_t resp_len;
 	bool too_large;
@@ -216,6 +232,34 @@ static void on_timer(struct loop *l, struct loop_timer *t, void *ctx)
 	check_done(u);
 }
 
+/* ---- secret buffers ------------------------------------------------- */
+
+static void *pool_get(struct pool *p, size_t size)
+{
+	if (p->n > 0)
+		return p->buf[--p->n];
+	return sodium_malloc(size);
+}
+
+/* Wipes the `used` bytes (the rest is still wiped from before) and keeps
+ * the buffer for reuse, or frees it when the pool is full. */
+static void pool_put(struct pool *p, void *buf, size_t used)
+{
+	if (buf == NULL)
+		return;
+	sodium_memzero(buf, used);
+	if (p->n < POOL_MAX)
+		p->buf[p->n++] = buf;
+	else
+		sodium_free(buf);
+}
+
+static void pool_drain(struct pool *p)
+{
+	while (p->n > 0)
+		sodium_free(p->buf[--p->n]);
+}
+
 /* ---- one call --------------------------------------------------------- */
 
 static size_t write_cb(char *data, size_t size, size_t nmemb, void *ctx)
@@ -261,14 +305,14 @@ static void call_free(struct upstream_call *c)
 		curl_easy_cleanup(c->easy);
 	}
 	curl_slist_free_all(c->headers);
-	if (c->body != NULL) {
+	if (c->body != NULL && c->body_cap == BODY_BUF) {
+		pool_put(&u->bodies, c->body, c->body_len);
+	} else if (c->body != NULL) {
 		sodium_memzero(c->body, c->body_len);
 		sodium_free(c->body);
 	}
-	if (c->resp != NULL) {
-		sodium_memzero(c->resp, UPSTREAM_MAX_BODY);
-		sodium_free(c->resp);
-	}
+	/* each attempt wipes what it received: only the current one is left */
+	pool_put(&u->answers, c->resp, c->resp_len);
 	loop_timer_free(c->backoff);
 	free(c->url);
 	if (c->prev != NULL)
@@ -497,7 +541,8 @@ static void check_done(struct upstream *u)
 
 /* grant_type=client_credentials&client_id=…&scope=…&client_secret=… (v2) or
  * …&resource=… (v1), URL-encoded, into sodium_malloc memory. */
-static int build_body(const struct upstream_request *req, bool v1, char **out, size_t *outlen)
+static int build_body(struct upstream *u, const struct upstream_request *req, bool v1,
+		      char **out, size_t *outlen, size_t *outcap)
 {
 	char *cid = NULL, *sec = NULL, *sc = NULL, *body = NULL;
 	char *scope = NULL;
@@ -517,12 +562,13 @@ static int build_body(const struct upstream_request *req, bool v1, char **out, s
 		goto out;
 	n = strlen("grant_type=client_credentials&client_id=") + strlen(cid) +
 	    strlen("&resource=") + strlen(sc) + strlen("&client_secret=") + strlen(sec) + 1;
-	body = sodium_malloc(n);
+	body = n <= BODY_BUF ? pool_get(&u->bodies, BODY_BUF) : sodium_malloc(n);
 	if (body == NULL)
 		goto out;
 	snprintf(body, n, "grant_type=client_credentials&client_id=%s&%s=%s&client_secret=%s", cid,
 		 v1 ? "resource" : "scope", sc, sec);
 	*outlen = strlen(body);
+	*outcap = n <= BODY_BUF ? BODY_BUF : n;
 	*out = body;
 	rc = 0;
 out:
@@ -563,13 +609,14 @@ int upstream_fetch(struct upstream *u, const struct upstream_request *req, upstr
 	u->calls = c;
 	rc = -ENOMEM;
 	c->url = strdup(req->token_endpoint);
-	c->resp = sodium_malloc(UPSTREAM_MAX_BODY);
+	c->resp = pool_get(&u->answers, UPSTREAM_MAX_BODY);
 	if (c->url == NULL || c->resp == NULL ||
 	    loop_timer_new(u->loop, on_backoff, c, &c->backoff) < 0) {
 		cerr_set(err, rc, "out of memory");
 		goto fail;
 	}
-	rc = build_body(req, upstream_endpoint_is_v1(req->token_endpoint), &c->body, &c->body_len);
+	rc = build_body(u, req, upstream_endpoint_is_v1(req->token_endpoint), &c->body,
+			&c->body_len, &c->body_cap);
 	if (rc < 0) {
 		cerr_set(err, rc, "out of memory");
 		goto fail;
@@ -669,6 +716,8 @@ void upstream_free(struct upstream *u)
 		call_free(u->calls);
 	curl_multi_cleanup(u->multi);
 	curl_share_cleanup(u->share);
+	pool_drain(&u->bodies);
+	pool_drain(&u->answers);
 	loop_timer_free(u->timer);
 	free(u->ca_file);
 	free_strv(u->allowed_hosts);
