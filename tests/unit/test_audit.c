@@ -821,6 +821,9 @@ int main(void)
 
 	if (sodium_init() < 0)
 		return 1;
+	/* AUDIT_TEST_FILTER=test_name (cmocka pattern) runs only those */
+	if (getenv("AUDIT_TEST_FILTER") != NULL)
+		cmocka_set_test_filter(getenv("AUDIT_TEST_FILTER"));
 	rc |= audit_group_store();
 	rc |= audit_group_verify();
 	rc |= audit_group_fault();
