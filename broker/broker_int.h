@@ -259,6 +259,7 @@ struct broker {
 	struct grant **grants;
 	size_t n_grants, cap_grants;
 	bool *expired_noted;      /* parallel to grants */
+	json_t *tenant_index;     /* lowercase tenant id/name -> [slots in grants] */
 	struct suspension *susp;
 	size_t n_susp;
 	bool lockdown;

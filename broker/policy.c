@@ -7,13 +7,15 @@
  * about tenants it may not see:
  *
  *   locked_down, suspended, denied (tenant not in the principal's list;
- *   also for an unknown tenant outside that list), unknown_tenant,
+ *   also for an unknown tenant outside that list), unknown_tenant (also
+ *   for a name two tenants share),
  *   denied (purpose required), revoked (only revoked grants remain),
  *   grant_pending, grant_expired, scope_not_granted, denied (the grant or
  *   the principal's policy excludes it), rate_limited.
  */
 #include "broker_int.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -22,6 +24,48 @@
 #include <string.h>
 #include <strings.h>
 
+/* The tenant index: lowercase tenant id and lowercase tenant name ->
+ * JSON array of slots in b->grants, so a token request looks only at its
+ * tenant's grants however many the broker holds. */
+static void index_key(const char *s, char out[static 128])
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0' && i < 127; i++)
+		out[i] = (char)tolower((unsigned char)s[i]);
+	out[i] = '\0';
+}
+
+static int index_put(struct broker *b, const char *key, size_t slot)
+{
+	json_t *arr;
+
+	if (b->tenant_index == NULL && (b->tenant_index = json_object()) == NULL)
+		return -ENOMEM;
+	arr = json_object_get(b->tenant_index, key);
+	if (arr == NULL) {
+		arr = json_array();
+		if (arr == NULL || json_object_set_new(b->tenant_index, key, arr) < 0)
+			return -ENOMEM;
+	}
+	return json_array_append_new(arr, json_integer((json_int_t)slot)) < 0 ? -ENOMEM : 0;
+}
+
+static int index_add(struct broker *b, size_t slot)
+{
+	const struct grant *g = b->grants[slot];
+	char id[128], name[128];
+	int rc;
+
+	index_key(g->tenant_id, id);
+	rc = index_put(b, id, slot);
+	if (rc < 0 || g->tenant_name[0] == '\0')
+		return rc;
+	index_key(g->tenant_name, name);
+	return strcmp(id, name) == 0 ? 0 : index_put(b, name, slot);
+}
+
+/* Takes ownership of g in every case. */
 static int grants_append(struct broker *b, struct grant *g)
 {
 	if (b->n_grants == b->cap_grants) {
@@ -29,18 +73,22 @@ static int grants_append(struct broker *b, struct grant *g)
 		struct grant **ng = realloc(b->grants, n * sizeof(*ng));
 		bool *ne;
 
-		if (ng == NULL)
+		if (ng == NULL) {
+			grant_free(g);
 			return -ENOMEM;
+		}
 		b->grants = ng;
 		ne = realloc(b->expired_noted, n * sizeof(*ne));
-		if (ne == NULL)
+		if (ne == NULL) {
+			grant_free(g);
 			return -ENOMEM;
+		}
 		b->expired_noted = ne;
 		b->cap_grants = n;
 	}
 	b->expired_noted[b->n_grants] = false;
 	b->grants[b->n_grants++] = g;
-	return 0;
+	return index_add(b, b->n_grants - 1);
 }
 
 /* The vault yields each grant once: append without looking for it. */
@@ -48,14 +96,10 @@ static int collect_grant(void *ctx, const struct grant *g)
 {
 	struct broker *b = ctx;
 	struct grant *copy = grant_dup(g);
-	int rc;
 
 	if (copy == NULL)
 		return -ENOMEM;
-	rc = grants_append(b, copy);
-	if (rc < 0)
-		grant_free(copy);
-	return rc;
+	return grants_append(b, copy);
 }
 
 int grants_load(struct broker *b)
@@ -72,6 +116,8 @@ void grants_free(struct broker *b)
 	b->grants = NULL;
 	b->expired_noted = NULL;
 	b->n_grants = b->cap_grants = 0;
+	json_decref(b->tenant_index);
+	b->tenant_index = NULL;
 }
 
 struct grant *grants_find(struct broker *b, const char *id)
@@ -90,11 +136,9 @@ void grants_put(struct broker *b, struct grant *g)
 			b->grants[i] = g;
 			return;
 		}
-	if (grants_append(b, g) < 0) {
-		broker_log("out of memory: grant %s is in the vault but not in force until a restart",
+	if (grants_append(b, g) < 0)
+		broker_log("out of memory: grant %s is in the vault but may not be in force until a restart",
 			   g->id);
-		grant_free(g);
-	}
 }
 
 bool grant_names_tenant(const struct grant *g, const char *s)
@@ -251,21 +295,58 @@ static bool newer(const struct grant *a, const struct grant *b)
 	return a->not_before > b->not_before;
 }
 
+/* The grants a tenant string names, as slots in b->grants (NULL: none):
+ * by id when it is some grant's tenant id (*by_id), else by name.
+ * *first: one of them. *ambiguous when a name belongs to grants of more
+ * than one tenant id (two customers may pick the same name: never guess
+ * between them). */
+static json_t *tenant_slots(struct broker *b, const char *tenant, bool *by_id,
+			    const struct grant **first, bool *ambiguous)
+{
+	char key[128];
+	json_t *slots, *v;
+	size_t i;
+
+	*by_id = *ambiguous = false;
+	*first = NULL;
+	if (b->tenant_index == NULL)
+		return NULL;
+	index_key(tenant, key);
+	slots = json_object_get(b->tenant_index, key);
+	json_array_foreach(slots, i, v) {
+		if (strcasecmp(b->grants[json_integer_value(v)]->tenant_id, tenant) == 0)
+			*by_id = true;
+	}
+	json_array_foreach(slots, i, v) {
+		const struct grant *g = b->grants[json_integer_value(v)];
+
+		if (*by_id ? strcasecmp(g->tenant_id, tenant) != 0 : !grant_names_tenant(g, tenant))
+			continue;
+		if (*first == NULL)
+			*first = g;
+		else if (strcasecmp((*first)->tenant_id, g->tenant_id) != 0)
+			*ambiguous = true;
+	}
+	return *first != NULL ? slots : NULL;
+}
+
 void policy_decide(struct broker *b, const struct principal_config *p, const char *tenant,
 		   const char *scope, const char *purpose, struct decision *d)
 {
 	int64_t now = util_now_us() / 1000000;
-	const struct grant *best = NULL, *any = NULL, *revoked = NULL;
+	const struct grant *first, *best = NULL, *revoked = NULL;
 	const char *best_scope = NULL;
-	size_t n_tenant = 0, n_active = 0, n_pending = 0, n_expired = 0, n_scope = 0;
+	size_t i, n_active = 0, n_pending = 0, n_expired = 0, n_scope = 0;
 	const struct suspension *s;
+	json_t *slots, *v;
+	bool by_id, ambiguous;
 	int wait;
 
 	*d = (struct decision){0};
+	slots = tenant_slots(b, tenant, &by_id, &first, &ambiguous);
 	/* the tenant id goes into the audit record whatever the answer */
-	for (size_t i = 0; i < b->n_grants && d->tenant_id == NULL; i++)
-		if (grant_names_tenant(b->grants[i], tenant))
-			d->tenant_id = b->grants[i]->tenant_id;
+	if (first != NULL && !ambiguous)
+		d->tenant_id = first->tenant_id;
 	if (b->lockdown) {
 		refuse(d, "locked_down", "custodyd is locked down (%s): no tokens until an officer runs `custody unlock`",
 		       b->lockdown_reason);
@@ -276,16 +357,7 @@ void policy_decide(struct broker *b, const struct principal_config *p, const cha
 		       s->reason);
 		return;
 	}
-	for (size_t i = 0; i < b->n_grants; i++) {
-		const struct grant *g = b->grants[i];
-
-		if (!grant_names_tenant(g, tenant))
-			continue;
-		n_tenant++;
-		if (any == NULL)
-			any = g;
-	}
-	if (n_tenant == 0) {
+	if (slots == NULL) {
 		if (!principal_lists_name(p, tenant))
 			refuse(d, "denied", "principal %s may not ask for tenant %s", p->name, tenant);
 		else
@@ -294,8 +366,13 @@ void policy_decide(struct broker *b, const struct principal_config *p, const cha
 			       tenant);
 		return;
 	}
-	d->tenant_id = any->tenant_id;
-	if (!principal_allows_tenant(p, any)) {
+	if (ambiguous) {
+		refuse(d, "unknown_tenant",
+		       "tenant name %s belongs to more than one tenant: ask by tenant id (`custody grant list`)",
+		       tenant);
+		return;
+	}
+	if (!principal_allows_tenant(p, first)) {
 		refuse(d, "denied", "principal %s may not ask for tenant %s", p->name, tenant);
 		return;
 	}
@@ -308,11 +385,11 @@ void policy_decide(struct broker *b, const struct principal_config *p, const cha
 		refuse(d, "denied", "principal %s may not ask for scope %s", p->name, scope);
 		return;
 	}
-	for (size_t i = 0; i < b->n_grants; i++) {
-		const struct grant *g = b->grants[i];
+	json_array_foreach(slots, i, v) {
+		const struct grant *g = b->grants[json_integer_value(v)];
 		const char *gs;
 
-		if (!grant_names_tenant(g, tenant))
+		if (by_id ? strcasecmp(g->tenant_id, tenant) != 0 : !grant_names_tenant(g, tenant))
 			continue;
 		switch (grant_state(g, now)) {
 		case GRANT_REVOKED:
@@ -347,11 +424,9 @@ void policy_decide(struct broker *b, const struct principal_config *p, const cha
 		else if (n_expired > 0)
 			refuse(d, "grant_expired", "the grant for tenant %s has expired: the customer must issue a new one",
 			       tenant);
-		else if (revoked != NULL)
+		else
 			refuse(d, "revoked", "grant %s for tenant %s was revoked by officer %s: %s",
 			       revoked->id, tenant, revoked->revoked_by, revoked->reason);
-		else
-			refuse(d, "internal", "no usable grant for tenant %s", tenant); /* not reached */
 		return;
 	}
 	if (n_scope == 0) {

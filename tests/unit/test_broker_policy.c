@@ -164,6 +164,25 @@ static void test_refusal_order(void **state)
 	assert_string_equal(decide(f, "careful", "contoso", NULL, "x", &d), "grant_pending");
 }
 
+static void test_ambiguous_name(void **state)
+{
+	struct fixture *f = *state;
+	struct decision d;
+
+	grants_put(&f->b, make_grant("g_a", TID, "contoso", "", 100));
+	grants_put(&f->b, make_grant("g_b", "22222222-86f1-41af-91ab-2d7cd011db47", "Contoso", "",
+				     200));
+	/* two customers named themselves alike: never guess between them */
+	assert_string_equal(decide(f, "siem", "contoso", NULL, NULL, &d), "unknown_tenant");
+	assert_non_null(strstr(d.message, "more than one tenant"));
+	assert_null(d.tenant_id);
+	assert_string_equal(decide(f, "siem", TID, NULL, NULL, &d), "ok");
+	assert_string_equal(d.grant->id, "g_a");
+	assert_string_equal(decide(f, "siem", "22222222-86F1-41AF-91AB-2D7CD011DB47", NULL, NULL,
+				   &d), "ok");
+	assert_string_equal(d.grant->id, "g_b");
+}
+
 static void test_rate_bucket(void **state)
 {
 	struct fixture *f = *state;
@@ -186,6 +205,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_newest_active_grant, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusal_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_ambiguous_name, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rate_bucket, setup, teardown),
 	};
 
