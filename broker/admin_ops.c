@@ -483,23 +483,28 @@ static void op_revoke(struct pending *p, json_t *id, json_t *req)
 		found = 1;
 		rc = revoke_one(p, g, reason, list, &err);
 	} else {
+		const char *resolved;
+
+		rc = tenant_resolve(b, tenant, &resolved);
+		if (rc < 0) {
+			json_decref(list);
+			admin_fail(p, id, "unknown_tenant", json_pack("{s:s}", "requested_tenant", tenant),
+				   rc == -EEXIST ? "tenant name %s belongs to more than one tenant: revoke by tenant id"
+						 : "no grant for tenant %s: see `custody grant list`",
+				   tenant);
+			return;
+		}
+		snprintf(tid, sizeof(tid), "%s", resolved);
 		/* every grant of the tenant that is not revoked yet */
 		for (size_t i = 0; i < b->n_grants && rc == 0; i++) {
 			struct grant *g = b->grants[i];
 
-			if (!grant_names_tenant(g, tenant))
+			if (strcasecmp(g->tenant_id, tid) != 0)
 				continue;
 			found++;
-			snprintf(tid, sizeof(tid), "%s", g->tenant_id);
 			if (g->revoked)
 				continue;
 			rc = revoke_one(p, g, reason, list, &err);
-		}
-		if (found == 0) {
-			json_decref(list);
-			admin_fail(p, id, "unknown_tenant", json_pack("{s:s}", "requested_tenant", tenant),
-				   "no grant for tenant %s: see `custody grant list`", tenant);
-			return;
 		}
 	}
 	if (rc < 0) {
@@ -823,12 +828,21 @@ static void op_export(struct pending *p, json_t *id, json_t *req)
 		admin_fail(p, id, "bad_request", NULL, "since/until: expected RFC 3339 times");
 		return;
 	}
-	/* A tenant name is exported under its id: the chain is keyed by id. */
-	for (size_t i = 0; i < b->n_grants; i++)
-		if (grant_names_tenant(b->grants[i], tenant)) {
-			tenant = b->grants[i]->tenant_id;
-			break;
+	/* A tenant name is exported under its id: the chain is keyed by id.
+	 * An unknown one is exported as given (its records, if any). */
+	{
+		const char *resolved;
+
+		rc = tenant_resolve(b, tenant, &resolved);
+		if (rc == -EEXIST) {
+			admin_fail(p, id, "bad_request", json_pack("{s:s}", "requested_tenant", tenant),
+				   "tenant name %s belongs to more than one tenant: export by tenant id",
+				   tenant);
+			return;
 		}
+		if (rc == 0)
+			tenant = resolved;
+	}
 	f = open_memstream(&buf, &len);
 	if (f == NULL) {
 		admin_fail(p, id, "internal", NULL, "out of memory");

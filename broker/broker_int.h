@@ -117,6 +117,10 @@ struct grant *grants_find(struct broker *b, const char *id);
 /* Does s name the tenant of g (id case-insensitively, or its name)? */
 bool grant_names_tenant(const struct grant *g, const char *s);
 bool principal_allows_tenant(const struct principal_config *p, const struct grant *g);
+/* The tenant id a tenant id or name stands for (pointer into the grant
+ * table, valid until it changes). -ENOENT no grant names it, -EEXIST a
+ * name two tenants share. */
+int tenant_resolve(struct broker *b, const char *tenant, const char **tenant_id);
 bool principal_allows_scope(const struct principal_config *p, const char *scope);
 const struct suspension *suspension_find(const struct broker *b, const char *name);
 int suspensions_load(struct broker *b);

@@ -330,6 +330,19 @@ static json_t *tenant_slots(struct broker *b, const char *tenant, bool *by_id,
 	return *first != NULL ? slots : NULL;
 }
 
+int tenant_resolve(struct broker *b, const char *tenant, const char **tenant_id)
+{
+	const struct grant *first;
+	bool by_id, ambiguous;
+
+	if (tenant_slots(b, tenant, &by_id, &first, &ambiguous) == NULL)
+		return -ENOENT;
+	if (ambiguous)
+		return -EEXIST;
+	*tenant_id = first->tenant_id;
+	return 0;
+}
+
 void policy_decide(struct broker *b, const struct principal_config *p, const char *tenant,
 		   const char *scope, const char *purpose, struct decision *d)
 {
