@@ -89,6 +89,20 @@ class Admin(unittest.TestCase):
         expect_error(env.admin_request("grant.show", grant="g_nope"), "bad_request")
         expect_error(env.admin_request("grant.revoke", grant=self.gid), "bad_request")
 
+    def test_02b_shared_tenant_name(self):
+        env = self.env
+        g1, t1 = env.new_tenant("twin")
+        g2, t2 = env.new_tenant("TWIN")
+        env.import_grant(g1)
+        env.import_grant(g2)
+        r = expect_error(env.token("twin"), "unknown_tenant")
+        self.assertIn("tenant id", r["message"])
+        self.assertTrue(env.token(t1)["ok"])
+        r = env.admin_request("grant.revoke", tenant="twin", reason="x")
+        expect_error(r, "unknown_tenant")
+        self.assertTrue(env.token(t2)["ok"], "nothing was revoked")
+        expect_error(env.admin_request("audit.export", tenant="twin"), "bad_request")
+
     def test_03_audit_ops(self):
         env = self.env
         r = env.admin_request("audit.query", limit=5, order="desc")
