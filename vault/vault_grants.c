@@ -185,8 +185,13 @@ int vault_grant_foreach(struct vault *v, int (*cb)(void *ctx, const struct grant
 	mdb_txn_abort(txn);
 	txn = NULL;
 	rc = 0;
-	for (size_t i = 0; i < n && rc == 0; i++)
+	/* free each grant once the callback has it: a caller that keeps
+	 * copies (custodyd, at start-up) then never holds two full sets */
+	for (size_t i = 0; i < n && rc == 0; i++) {
 		rc = cb(ctx, all[i]);
+		grant_free(all[i]);
+		all[i] = NULL;
+	}
 out:
 	if (cur != NULL)
 		mdb_cursor_close(cur);
