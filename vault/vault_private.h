@@ -21,10 +21,11 @@
  *    an older copy of the whole file; nothing outside the file remembers
  *    what was current. The audit store records every revocation.
  *  - LMDB's own structure: LMDB keeps no checksums and trusts its pages.
- *    The meta pages are checked before mdb_env_open (a damaged page size
- *    crashed it), but a damaged B-tree page header elsewhere can still
- *    make LMDB fault (SIGBUS) instead of returning an error. Record
- *    contents are always authenticated: damage never yields wrong data.
+ *    vault_open walks the tree first (lmdb_check.c) so that damage found
+ *    there is an error, not a fault; that walk checks bounds, not every
+ *    invariant LMDB relies on, and vault_read_public (no lock) checks
+ *    only the meta pages. Record contents are always authenticated:
+ *    damage never yields wrong data.
  *  - jansson's scratch copies of a grant's text while it is validated
  *    (see grant.c).
  */
@@ -132,6 +133,10 @@ int vault_put(struct vault *v, MDB_dbi dbi, char kind, const char *k, const uint
 /* Get and decrypt; -ENOENT when absent. */
 int vault_get(struct vault *v, MDB_dbi dbi, char kind, const char *k, uint8_t **pt,
 	      size_t *ptlen);
+
+/* lmdb_check.c: walk data.mdb's structure before LMDB maps it (call with
+ * the vault lock held). 0, -EBADMSG, or an errno from reading. */
+int vault_lmdb_check(const char *dir);
 
 /* vault_lock.c */
 int vault_lock_take(const char *dir, int *fd, struct cerr *err);

@@ -192,7 +192,9 @@ int vault_env_open(const char *dir, bool rdonly, MDB_env **envp, MDB_dbi *meta,
 	unsigned dflags = rdonly ? 0 : MDB_CREATE;
 	int rc;
 
-	rc = lmdb_meta_check(dir);
+	/* Read-only opens (vault_read_public) run beside a possible writer, so
+	 * they check only the meta pages; the owner of the lock walks it all. */
+	rc = rdonly ? lmdb_meta_check(dir) : vault_lmdb_check(dir);
 	if (rc < 0)
 		return rc;
 	rc = mdb_env_create(&env);

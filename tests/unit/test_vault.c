@@ -517,6 +517,46 @@ static void test_import_roundtrip(void **state)
 	free(env);
 }
 
+/* A grant bigger than an LMDB page lives on overflow pages: still opens. */
+static void test_large_grant(void **state)
+{
+	struct fx *f = *state;
+	struct vault *v = open_ok(f);
+	char *extra = malloc(64 * 220 + 32), *p = extra, *env, *secret = NULL;
+	struct grant *g, *g2 = NULL;
+	size_t slen;
+
+	p += sprintf(p, "\"scopes\":[");
+	for (int i = 0; i < 64; i++) {
+		p += sprintf(p, "%s\"https://api-%02d.example/", i ? "," : "", i);
+		memset(p, 'x', 180);
+		p += 180;
+		p += sprintf(p, "/.default\"");
+	}
+	sprintf(p, "]");
+	env = seal(vault_public_keys(v), extra);
+	g = import_ok(v, env, false);
+	assert_int_equal(g->n_scopes, 64);
+	for (int i = 0; i < 50; i++) {
+		char *e2 = seal(vault_public_keys(v), "");
+
+		grant_free(import_ok(v, e2, false));
+		free(e2);
+	}
+	vault_close(v);
+	v = open_ok(f);
+	assert_int_equal(vault_grant_get(v, g->id, &g2), 0);
+	assert_int_equal(g2->n_scopes, 64);
+	assert_int_equal(vault_grant_secret(v, g->id, &secret, &slen), 0);
+	assert_string_equal(secret, SECRET);
+	vault_secret_free(secret);
+	vault_close(v);
+	grant_free(g);
+	grant_free(g2);
+	free(env);
+	free(extra);
+}
+
 static int stop_cb(void *ctx, const struct grant *g)
 {
 	(void)g;
@@ -1436,6 +1476,7 @@ int main(void)
 		cmocka_unit_test(test_vkey),
 		cmocka_unit_test_setup_teardown(test_import_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_foreach_stops, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_large_grant, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sealed_for_other_broker, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_envelope_tamper, setup, teardown),
 		cmocka_unit_test(test_schema_errors),
