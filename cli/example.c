@@ -1,4 +1,4 @@
-/* example.c — the smallest libcustody tool (docs/CLI.md shows it):
+/* example.c — the smallest libcustody tool (the README shows it):
  *
  *     cc example.c $(pkg-config --cflags --libs libcustody) -o example
  *     ./example contoso
