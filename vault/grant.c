@@ -3,7 +3,7 @@
  *
  * About the client secret and jansson: the secret passes through jansson
  * once, when a grant is validated. Its value string is wiped in place before
- * json_decref, and the copy handed out lives in sodium_malloc memory, but
+ * json_decref, and the copy handed out is wiped by vault_secret_free, but
  * jansson's lexer keeps its own scratch copy of the raw text that it frees
  * without wiping, and custody cannot reach it (json_set_alloc_funcs is
  * process-wide, so swapping in a wiping allocator here would change every
@@ -556,7 +556,8 @@ int grant_validate(const char *json, size_t len, const char *const *allowed_host
 	if (rc < 0)
 		goto out;
 	if (secret_out != NULL) {
-		secret = sodium_malloc(slen + 1);
+		/* plain malloc, wiped by vault_secret_free: see there */
+		secret = malloc(slen + 1);
 		if (secret == NULL) {
 			rc = cerr_set(err, -ENOMEM, "out of memory");
 			goto out;

@@ -109,7 +109,7 @@ bool grant_allows_principal(const struct grant *g, const char *principal);
 /* Validate a grant JSON document (DESIGN §4). allowed_hosts, when not NULL,
  * is a NULL-terminated list the token_endpoint host must be on. On success
  * *out holds the metadata (id left empty) and, when secret_out is not NULL,
- * *secret_out a sodium_malloc'd NUL-terminated copy of client_secret
+ * *secret_out a NUL-terminated copy of client_secret
  * (free with vault_secret_free). Errors name the field:
  * "not_after: not an RFC 3339 time". */
 int grant_validate(const char *json, size_t len, const char *const *allowed_hosts,
@@ -146,7 +146,7 @@ int vault_grant_get(struct vault *v, const char *id, struct grant **out)
 int vault_grant_foreach(struct vault *v, int (*cb)(void *ctx, const struct grant *g),
 			void *ctx);
 
-/* Decrypt a grant's client secret into sodium_malloc'd memory, NUL-ended.
+/* Decrypt a grant's client secret, NUL-ended; vault_secret_free wipes it.
  * -ENOENT no grant, -EKEYREVOKED revoked (its secret is gone), -EBADMSG. */
 int vault_grant_secret(struct vault *v, const char *id, char **secret_out, size_t *len)
 	__attribute__((warn_unused_result));

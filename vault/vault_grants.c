@@ -2,6 +2,7 @@
 #include "vault_private.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -226,7 +227,7 @@ int vault_grant_secret(struct vault *v, const char *id, char **secret_out, size_
 		rc = -EBADMSG; /* a live grant always has its secret */
 		goto out;
 	}
-	out = sodium_malloc(slen + 1);
+	out = malloc(slen + 1);   /* wiped by vault_secret_free: see there */
 	if (out == NULL) {
 		rc = -ENOMEM;
 		goto out;
@@ -243,10 +244,17 @@ out:
 	return rc;
 }
 
+/* Secrets handed out live for microseconds (a fetch copies the secret
+ * into its request body at once), like the decrypted record they come
+ * from (vault_record_open): plain malloc, wiped here before it is freed.
+ * sodium_malloc's guard pages cost an mmap, mprotects, mlock and munmap
+ * per fetch, with TLB shootdowns across the broker's threads. */
 void vault_secret_free(char *secret)
 {
-	if (secret != NULL)
-		sodium_free(secret); /* wipes */
+	if (secret != NULL) {
+		sodium_memzero(secret, malloc_usable_size(secret));
+		free(secret);
+	}
 }
 
 int vault_grant_revoke(struct vault *v, const char *id, const char *actor, const char *reason,
