@@ -599,8 +599,6 @@ int audit_verify_db(const char *path, const char *vkey, struct audit_verify_stat
 	rc = audit_db_open(path, true, false, &db, err);
 	if (rc < 0)
 		return rc == -ENOENT ? rc : -EIO;
-	/* one sequential pass: map the file instead of copying every page */
-	(void)audit_exec(db, "PRAGMA mmap_size = 4294967296");
 	if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = 'schema'", -1, &q, NULL) !=
 		    SQLITE_OK ||
 	    sqlite3_step(q) != SQLITE_ROW) {

@@ -460,7 +460,8 @@ static void test_store_append_query(void **state)
 	assert_non_null(json_string_value(json_object_get(c.last, "time")));
 
 	/* descending, limit */
-	memset(&c, 0, sizeof(c)) ;
+	json_decref(c.last);
+	memset(&c, 0, sizeof(c));
 	f = (struct audit_filter){.descending = true, .limit = 2};
 	assert_int_equal(audit_query(a, &f, collect_cb, &c), 0);
 	assert_int_equal(c.n, 2);
