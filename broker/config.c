@@ -60,6 +60,16 @@ static int check_keys(struct cfgctx *x, json_t *obj, const char *path,
 	return 0;
 }
 
+/* An object whose keys are all in allowed: the first check of every
+ * section, so a section of the wrong type or with a typo is an error. */
+static int check_object(struct cfgctx *x, json_t *obj, const char *path,
+			const char *const *allowed)
+{
+	if (!json_is_object(obj))
+		return bad(x, path, "expected an object");
+	return check_keys(x, obj, path, allowed);
+}
+
 static char *subpath(const char *path, const char *key)
 {
 	char *s;
@@ -198,9 +208,7 @@ static int parse_socket(struct cfgctx *x, json_t *o, const char *path, const cha
 	json_t *v;
 	int rc;
 
-	if (!json_is_object(o))
-		return bad(x, path, "expected an object");
-	rc = check_keys(x, o, path, keys);
+	rc = check_object(x, o, path, keys);
 	if (rc < 0)
 		return rc;
 	if ((v = json_object_get(o, "path")) != NULL) {
@@ -275,9 +283,7 @@ static int parse_role(struct cfgctx *x, json_t *o, const char *path, struct brok
 	size_t i;
 	int rc;
 
-	if (!json_is_object(o))
-		return bad(x, path, "expected an object");
-	rc = check_keys(x, o, path, keys);
+	rc = check_object(x, o, path, keys);
 	if (rc < 0)
 		return rc;
 	if ((v = json_object_get(o, "uids")) != NULL) {
@@ -326,9 +332,7 @@ static int parse_roles(struct cfgctx *x, json_t *o, struct broker_config *c)
 	static const char *const keys[] = {"admin", "officer", "auditor", NULL};
 	int rc;
 
-	if (!json_is_object(o))
-		return bad(x, "roles", "expected an object");
-	rc = check_keys(x, o, "roles", keys);
+	rc = check_object(x, o, "roles", keys);
 	if (rc < 0)
 		return rc;
 	for (int r = 0; r < ROLE_COUNT; r++) {
@@ -368,9 +372,7 @@ static int parse_match(struct cfgctx *x, json_t *o, const char *path, struct pri
 	json_int_t n;
 	int rc;
 
-	if (!json_is_object(o))
-		return bad(x, path, "expected an object");
-	rc = check_keys(x, o, path, keys);
+	rc = check_object(x, o, path, keys);
 	if (rc < 0)
 		return rc;
 	if (json_object_size(o) == 0)
@@ -447,9 +449,7 @@ static int parse_principal(struct cfgctx *x, json_t *o, const char *path,
 	json_t *v;
 	int rc;
 
-	if (!json_is_object(o))
-		return bad(x, path, "expected an object");
-	rc = check_keys(x, o, path, keys);
+	rc = check_object(x, o, path, keys);
 	if (rc < 0)
 		return rc;
 	snprintf(ep, sizeof(ep), "%.200s.name", path);
@@ -487,9 +487,7 @@ static int parse_principal(struct cfgctx *x, json_t *o, const char *path,
 		json_t *r;
 
 		snprintf(ep, sizeof(ep), "%.200s.rate", path);
-		if (!json_is_object(v))
-			return bad(x, ep, "expected an object");
-		rc = check_keys(x, v, ep, rate_keys);
+		rc = check_object(x, v, ep, rate_keys);
 		if (rc < 0)
 			return rc;
 		snprintf(ep, sizeof(ep), "%.200s.rate.per_second", path);
@@ -555,9 +553,7 @@ static int parse_upstream(struct cfgctx *x, json_t *o, struct upstream_config *u
 	size_t cnt = 0;
 	int rc;
 
-	if (!json_is_object(o))
-		return bad(x, "upstream", "expected an object");
-	rc = check_keys(x, o, "upstream", keys);
+	rc = check_object(x, o, "upstream", keys);
 	if (rc < 0)
 		return rc;
 	if ((v = json_object_get(o, "ca_file")) != NULL && !json_is_null(v)) {
@@ -605,9 +601,7 @@ static int parse_audit(struct cfgctx *x, json_t *o, struct broker_config *c)
 	json_int_t n;
 	int rc;
 
-	if (!json_is_object(o))
-		return bad(x, "audit", "expected an object");
-	rc = check_keys(x, o, "audit", keys);
+	rc = check_object(x, o, "audit", keys);
 	if (rc < 0)
 		return rc;
 	if ((v = json_object_get(o, "origin")) != NULL) {
@@ -643,9 +637,7 @@ static int parse_limits(struct cfgctx *x, json_t *o, struct broker_limits *l)
 	json_int_t n;
 	int rc;
 
-	if (!json_is_object(o))
-		return bad(x, "limits", "expected an object");
-	rc = check_keys(x, o, "limits", keys);
+	rc = check_object(x, o, "limits", keys);
 	if (rc < 0)
 		return rc;
 	if ((v = json_object_get(o, "max_connections")) != NULL) {
