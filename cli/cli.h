@@ -59,6 +59,10 @@ enum { OPT_CONFIG = 0x1000, OPT_SOCKET, OPT_ADMIN_SOCKET, OPT_HELP = 'h' };
  * stdout and sets *exit_now = EXIT_OK), 0 when c is not a common option,
  * or -1 for '?' (usage already reported by getopt: *exit_now = EXIT_USAGE). */
 int cli_common_option(struct cli_ctx *ctx, int c, const char *usage, int *exit_now);
+/* The last step of a command's option loop: cli_common_option, then true
+ * when the command must return *status now (help printed: EXIT_OK, or a
+ * usage error reported: EXIT_USAGE); false to go on parsing. */
+bool cli_common_stop(struct cli_ctx *ctx, int c, const char *usage, int *status);
 
 /* Refuse long options that are not spelled out in full: getopt_long takes
  * unambiguous prefixes, so "--client-secret X" would otherwise become

@@ -71,16 +71,6 @@ static const char tail_usage[] =
 	"  -f, --follow          keep following\n"
 	"  --format F            table (default), json, csv\n" CLI_COMMON_HELP;
 
-#define PARSE_COMMON(usage_text)                                                        \
-	do {                                                                            \
-		int st_ = EXIT_OK;                                                      \
-		if (cli_common_option(ctx, c, usage_text, &st_) != 0) {                \
-			if (c == OPT_HELP || c == '?' || c == ':')                     \
-				return st_;                                             \
-			continue;                                                       \
-		}                                                                       \
-	} while (0)
-
 enum fmt { FMT_TABLE, FMT_JSON, FMT_CSV };
 
 struct aq {
@@ -318,7 +308,7 @@ static int audit_list_main(struct cli_ctx *ctx, int argc, char **argv)
 	int64_t us;
 	size_t i, n;
 	char *end;
-	int c, rc;
+	int c, rc, status = EXIT_OK;
 
 	cli_getopt_reset();
 	if (cli_exact_options("audit list", argc, argv, opts) != 0)
@@ -351,7 +341,8 @@ static int audit_list_main(struct cli_ctx *ctx, int argc, char **argv)
 		default:
 			break;
 		}
-		PARSE_COMMON(list_usage);
+		if (cli_common_stop(ctx, c, list_usage, &status))
+			return status;
 	}
 	if (optind != argc)
 		return cli_usage_error("audit list", "unexpected argument '%s'", argv[optind]);
@@ -410,7 +401,7 @@ static int audit_export_main(struct cli_ctx *ctx, int argc, char **argv)
 	char *note = NULL, *text = NULL;
 	size_t note_len = 0, n = 0;
 	FILE *fp = NULL;
-	int c, rc;
+	int c, rc, status = EXIT_OK;
 
 	cli_getopt_reset();
 	if (cli_exact_options("audit export", argc, argv, opts) != 0)
@@ -432,7 +423,8 @@ static int audit_export_main(struct cli_ctx *ctx, int argc, char **argv)
 		case 'o': output = optarg; continue;
 		default: break;
 		}
-		PARSE_COMMON(export_usage);
+		if (cli_common_stop(ctx, c, export_usage, &status))
+			return status;
 	}
 	if (optind != argc)
 		return cli_usage_error("audit export", "unexpected argument '%s'", argv[optind]);
@@ -537,7 +529,7 @@ static int audit_verify_main(struct cli_ctx *ctx, int argc, char **argv)
 	struct cerr err = { "" };
 	json_t *keys = NULL;
 	char *vkey = NULL;
-	int c, rc;
+	int c, rc, status = EXIT_OK;
 
 	cli_getopt_reset();
 	if (cli_exact_options("audit verify", argc, argv, opts) != 0)
@@ -549,7 +541,8 @@ static int audit_verify_main(struct cli_ctx *ctx, int argc, char **argv)
 		case 'k': key_arg = optarg; continue;
 		default: break;
 		}
-		PARSE_COMMON(verify_usage);
+		if (cli_common_stop(ctx, c, verify_usage, &status))
+			return status;
 	}
 	if (optind != argc)
 		return cli_usage_error("audit verify", "unexpected argument '%s'", argv[optind]);
@@ -618,7 +611,7 @@ static int audit_tail_main(struct cli_ctx *ctx, int argc, char **argv)
 	json_t *recs = NULL, *r;
 	bool follow = false;
 	size_t i, n;
-	int c, rc;
+	int c, rc, status = EXIT_OK;
 
 	cli_getopt_reset();
 	if (cli_exact_options("audit tail", argc, argv, opts) != 0)
@@ -633,7 +626,8 @@ static int audit_tail_main(struct cli_ctx *ctx, int argc, char **argv)
 				return EXIT_USAGE;
 			continue;
 		}
-		PARSE_COMMON(tail_usage);
+		if (cli_common_stop(ctx, c, tail_usage, &status))
+			return status;
 	}
 	if (optind != argc)
 		return cli_usage_error("audit tail", "unexpected argument '%s'", argv[optind]);

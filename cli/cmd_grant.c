@@ -88,18 +88,6 @@ static const char revoke_usage[] =
 	"  --json                one JSON object per revoked grant, one per line\n"
 	CLI_COMMON_HELP;
 
-/* Parse the common options and the command's own; returns -1 to go on,
- * or the status to exit with. */
-#define PARSE_COMMON(usage_text)                                                        \
-	do {                                                                            \
-		int st_ = EXIT_OK;                                                      \
-		if (cli_common_option(ctx, c, usage_text, &st_) != 0) {                \
-			if (c == OPT_HELP || c == '?' || c == ':')                     \
-				return st_;                                             \
-			continue;                                                       \
-		}                                                                       \
-	} while (0)
-
 /* ---- seal ------------------------------------------------------------ */
 
 static int read_broker_key(const char *arg, uint8_t pk[static 32])
@@ -305,8 +293,7 @@ static int grant_seal_main(struct cli_ctx *ctx, int argc, char **argv)
 		case O_OUT: output = optarg; continue;
 		default: break;
 		}
-		if (cli_common_option(ctx, c, seal_usage, &st) != 0 &&
-		    (c == OPT_HELP || c == '?' || c == ':')) {
+		if (cli_common_stop(ctx, c, seal_usage, &st)) {
 			rc = st;
 			goto out;
 		}
@@ -413,7 +400,7 @@ static int grant_import_main(struct cli_ctx *ctx, int argc, char **argv)
 	char *text = NULL;
 	size_t len = 0;
 	bool do_probe = false;
-	int c, rc;
+	int c, rc, status = EXIT_OK;
 
 	cli_getopt_reset();
 	if (cli_exact_options("grant import", argc, argv, opts) != 0)
@@ -423,7 +410,8 @@ static int grant_import_main(struct cli_ctx *ctx, int argc, char **argv)
 			do_probe = true;
 			continue;
 		}
-		PARSE_COMMON(import_usage);
+		if (cli_common_stop(ctx, c, import_usage, &status))
+			return status;
 	}
 	if (argc - optind != 1)
 		return cli_usage_error("grant import", "expected one sealed grant FILE");
@@ -508,7 +496,7 @@ static int grant_list_main(struct cli_ctx *ctx, int argc, char **argv)
 	json_t *req, *reply = NULL, *grants, *g;
 	bool as_json = false;
 	size_t i;
-	int c, rc;
+	int c, rc, status = EXIT_OK;
 
 	cli_getopt_reset();
 	if (cli_exact_options("grant list", argc, argv, opts) != 0)
@@ -522,7 +510,8 @@ static int grant_list_main(struct cli_ctx *ctx, int argc, char **argv)
 			as_json = true;
 			continue;
 		}
-		PARSE_COMMON(list_usage);
+		if (cli_common_stop(ctx, c, list_usage, &status))
+			return status;
 	}
 	if (optind != argc)
 		return cli_usage_error("grant list", "unexpected argument '%s'", argv[optind]);
@@ -564,7 +553,7 @@ static int grant_show_main(struct cli_ctx *ctx, int argc, char **argv)
 	};
 	json_t *req, *reply = NULL, *g;
 	bool as_json = false;
-	int c, rc;
+	int c, rc, status = EXIT_OK;
 
 	cli_getopt_reset();
 	if (cli_exact_options("grant show", argc, argv, opts) != 0)
@@ -574,7 +563,8 @@ static int grant_show_main(struct cli_ctx *ctx, int argc, char **argv)
 			as_json = true;
 			continue;
 		}
-		PARSE_COMMON(show_usage);
+		if (cli_common_stop(ctx, c, show_usage, &status))
+			return status;
 	}
 	if (argc - optind != 1)
 		return cli_usage_error("grant show", "expected one grant ID");
@@ -625,7 +615,7 @@ static int grant_revoke_main(struct cli_ctx *ctx, int argc, char **argv)
 	json_t *req, *reply = NULL, *r;
 	bool as_json = false;
 	size_t i;
-	int c, rc;
+	int c, rc, status = EXIT_OK;
 
 	cli_getopt_reset();
 	if (cli_exact_options("grant revoke", argc, argv, opts) != 0)
@@ -637,7 +627,8 @@ static int grant_revoke_main(struct cli_ctx *ctx, int argc, char **argv)
 		case 'j': as_json = true; continue;
 		default: break;
 		}
-		PARSE_COMMON(revoke_usage);
+		if (cli_common_stop(ctx, c, revoke_usage, &status))
+			return status;
 	}
 	if (argc - optind > 1)
 		return cli_usage_error("grant revoke", "unexpected argument '%s'", argv[optind + 1]);

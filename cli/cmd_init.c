@@ -93,11 +93,8 @@ int cmd_init(struct cli_ctx *ctx, int argc, char **argv)
 	if (cli_exact_options(argv[0], argc, argv, opts) != 0)
 		return EXIT_USAGE;
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		if (cli_common_option(ctx, c, usage, &status) != 0) {
-			if (c == OPT_HELP || c == '?' || c == ':')
-				return status;
-			continue;
-		}
+		if (cli_common_stop(ctx, c, usage, &status))
+			return status;
 	}
 	if (optind != argc)
 		return cli_usage_error("init", "unexpected argument '%s'", argv[optind]);

@@ -113,8 +113,7 @@ int cmd_keys(struct cli_ctx *ctx, int argc, char **argv)
 			as_json = true;
 			continue;
 		}
-		if (cli_common_option(ctx, c, usage, &status) != 0 &&
-		    (c == OPT_HELP || c == '?' || c == ':'))
+		if (cli_common_stop(ctx, c, usage, &status))
 			return status;
 	}
 	if (optind != argc)

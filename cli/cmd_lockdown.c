@@ -39,8 +39,7 @@ static int lock_op(struct cli_ctx *ctx, int argc, char **argv, bool lock)
 		}
 		if (c == 'r')
 			return cli_usage_error(cmd, "--reason is for lockdown only");
-		if (cli_common_option(ctx, c, lock ? lockdown_usage : unlock_usage, &st) != 0 &&
-		    (c == OPT_HELP || c == '?' || c == ':'))
+		if (cli_common_stop(ctx, c, lock ? lockdown_usage : unlock_usage, &st))
 			return st;
 	}
 	if (optind != argc)

@@ -40,8 +40,7 @@ static int principal_op(struct cli_ctx *ctx, int argc, char **argv, bool suspend
 		}
 		if (c == 'r')
 			return cli_usage_error(cmd, "--reason is for suspend only");
-		if (cli_common_option(ctx, c, usage, &st) != 0 &&
-		    (c == OPT_HELP || c == '?' || c == ':'))
+		if (cli_common_stop(ctx, c, usage, &st))
 			return st;
 	}
 	if (argc - optind != 1)

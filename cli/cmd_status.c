@@ -83,8 +83,7 @@ int cmd_status(struct cli_ctx *ctx, int argc, char **argv)
 			as_json = true;
 			continue;
 		}
-		if (cli_common_option(ctx, c, usage, &st) != 0 &&
-		    (c == OPT_HELP || c == '?' || c == ':'))
+		if (cli_common_stop(ctx, c, usage, &st))
 			return st;
 	}
 	if (optind != argc)

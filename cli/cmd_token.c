@@ -175,8 +175,7 @@ int cmd_token(struct cli_ctx *ctx, int argc, char **argv)
 		default:
 			break;
 		}
-		if (cli_common_option(ctx, ch, usage, &st) != 0 &&
-		    (ch == OPT_HELP || ch == '?' || ch == ':'))
+		if (cli_common_stop(ctx, ch, usage, &st))
 			return st;
 	}
 	if (optind != argc)

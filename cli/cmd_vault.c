@@ -39,8 +39,7 @@ static int rekey_main(struct cli_ctx *ctx, int argc, char **argv)
 			new_pass = optarg;
 			continue;
 		}
-		if (cli_common_option(ctx, c, rekey_usage, &st) != 0 &&
-		    (c == OPT_HELP || c == '?' || c == ':'))
+		if (cli_common_stop(ctx, c, rekey_usage, &st))
 			return st;
 	}
 	if (optind != argc)

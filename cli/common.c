@@ -92,6 +92,14 @@ int cli_common_option(struct cli_ctx *ctx, int c, const char *usage, int *exit_n
 	}
 }
 
+bool cli_common_stop(struct cli_ctx *ctx, int c, const char *usage, int *status)
+{
+	/* --config and the socket options are taken and parsing goes on; help
+	 * and a usage error (-1) end the command. */
+	return cli_common_option(ctx, c, usage, status) != 0 &&
+	       (c == OPT_HELP || c == '?' || c == ':');
+}
+
 int cli_config(struct cli_ctx *ctx)
 {
 	struct cerr err = { "" };
