@@ -73,6 +73,7 @@ struct conn {
 	struct peer peer;
 	char *in;
 	size_t in_len;
+	size_t in_cap;            /* grows on demand up to max_line + 1 */
 	size_t max_line;          /* limits.max_request_bytes when accepted */
 	char *out;
 	size_t out_off, out_len, out_cap;

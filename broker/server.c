@@ -23,6 +23,7 @@
 #include <sodium.h>
 
 #define READ_CHUNK 16384
+#define CONN_IN_START 4096
 #define SWEEP_MS 500
 #define ACCEPT_RETRY_MS 200
 
@@ -209,7 +210,10 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *ctx)
 			continue;
 		}
 		c->max_line = b->cfg->limits.max_request_bytes;
-		c->in = malloc(c->max_line + 1);
+		/* Start small and grow toward max_line + 1 only for long lines:
+		 * thousands of idle connections must not each hold 64 KiB. */
+		c->in_cap = c->max_line + 1 < CONN_IN_START ? c->max_line + 1 : CONN_IN_START;
+		c->in = malloc(c->in_cap);
 		if (c->in == NULL || loop_fd_add(l, fd, EPOLLIN, conn_io, c) < 0) {
 			free(c->in);
 			peer_clear(&c->peer);
@@ -436,13 +440,40 @@ static void conn_process_lines(struct conn *c)
 		request_too_large(c);
 }
 
+/* Grow the input buffer to hold at least need bytes (never beyond
+ * max_line + 1, which the caller's room computation already respects). */
+static int conn_in_grow(struct conn *c, size_t need)
+{
+	size_t cap = c->in_cap;
+	char *n;
+
+	while (cap < need)
+		cap *= 2;
+	if (cap > c->max_line + 1)
+		cap = c->max_line + 1;
+	n = realloc(c->in, cap);
+	if (n == NULL)
+		return -ENOMEM;
+	c->in = n;
+	c->in_cap = cap;
+	return 0;
+}
+
 static void conn_read(struct conn *c)
 {
 	for (;;) {
 		ssize_t n;
-		size_t room = c->max_line + 1 - c->in_len;
+		size_t room;
 
 		if (!conn_can_take(c) || c->lines_waiting)
+			break;
+		if (c->in_len == c->in_cap && conn_in_grow(c, c->in_cap + 1) < 0) {
+			conn_close(c);
+			return;
+		}
+		/* in_cap never exceeds max_line + 1, so room respects the limit */
+		room = c->in_cap - c->in_len;
+		if (room == 0)
 			break;
 		if (room > READ_CHUNK)
 			room = READ_CHUNK;
