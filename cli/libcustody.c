@@ -164,21 +164,35 @@ void custody_json_wipe(json_t *j)
 	json_decref(j);
 }
 
+/* Wait until the socket is ready for events (POLLIN/POLLOUT) or the
+ * deadline passes; a signal does not end the wait. what completes
+ * "timed out ..." in the error. */
+static int wait_fd(struct custody_client *c, short events, int64_t deadline, const char *what,
+		   struct custody_error *err)
+{
+	struct pollfd pfd = { .fd = c->fd, .events = events };
+	int pr;
+
+	do
+		pr = poll(&pfd, 1, time_left(deadline));
+	while (pr < 0 && errno == EINTR);
+	if (pr < 0)
+		return set_err(err, -errno, "poll: %s", strerror(errno));
+	if (pr == 0)
+		return set_err(err, -ETIMEDOUT, "timed out %s", what);
+	return 0;
+}
+
 static int send_all(struct custody_client *c, const char *p, size_t n, int64_t deadline,
 		    struct custody_error *err)
 {
-	struct pollfd pfd = { .fd = c->fd, .events = POLLOUT };
 	ssize_t w;
-	int pr;
+	int rc;
 
 	while (n > 0) {
-		pr = poll(&pfd, 1, time_left(deadline));
-		if (pr < 0 && errno == EINTR)
-			continue;
-		if (pr < 0)
-			return set_err(err, -errno, "poll: %s", strerror(errno));
-		if (pr == 0)
-			return set_err(err, -ETIMEDOUT, "timed out sending to the broker");
+		rc = wait_fd(c, POLLOUT, deadline, "sending to the broker", err);
+		if (rc < 0)
+			return rc;
 		w = send(c->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (w < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
@@ -223,11 +237,10 @@ static int buf_reserve(struct custody_client *c, size_t want)
 static int read_line(struct custody_client *c, int64_t deadline, char **line, size_t *line_len,
 		     struct custody_error *err)
 {
-	struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
 	size_t scanned = 0;
 	char *nl, *l;
 	ssize_t r;
-	int pr;
+	int rc;
 
 	for (;;) {
 		nl = c->len > scanned ? memchr(c->buf + scanned, '\n', c->len - scanned) : NULL;
@@ -239,13 +252,9 @@ static int read_line(struct custody_client *c, int64_t deadline, char **line, si
 				       CUSTODY_MAX_REPLY);
 		if (buf_reserve(c, c->len + 65536) < 0)
 			return set_err(err, -ENOMEM, "out of memory");
-		pr = poll(&pfd, 1, time_left(deadline));
-		if (pr < 0 && errno == EINTR)
-			continue;
-		if (pr < 0)
-			return set_err(err, -errno, "poll: %s", strerror(errno));
-		if (pr == 0)
-			return set_err(err, -ETIMEDOUT, "timed out waiting for the broker's reply");
+		rc = wait_fd(c, POLLIN, deadline, "waiting for the broker's reply", err);
+		if (rc < 0)
+			return rc;
 		r = recv(c->fd, c->buf + c->len, c->cap - c->len, MSG_DONTWAIT);
 		if (r < 0 && (errno == EINTR || errno == EAGAIN))
 			continue;
