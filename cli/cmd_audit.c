@@ -273,6 +273,28 @@ static void print_record(json_t *r, enum fmt f)
 	       dash(who), detail ? detail : "");
 }
 
+/* Print the next page of records after q->after_seq, oldest first, and
+ * move q->after_seq past them; *n: how many (fewer than PAGE: the end for
+ * now). Returns 0 or an exit status (error printed). */
+static int print_page(struct source *s, struct aq *q, enum fmt f, size_t *n)
+{
+	json_t *recs = NULL, *r;
+	size_t i;
+	int rc;
+
+	q->limit = PAGE;
+	rc = source_query(s, q, &recs);
+	if (rc != 0)
+		return rc;
+	json_array_foreach(recs, i, r) {
+		print_record(r, f);
+		q->after_seq = (uint64_t)json_integer_value(json_object_get(r, "seq"));
+	}
+	*n = json_array_size(recs);
+	json_decref(recs);
+	return 0;
+}
+
 static int parse_format(const char *cmd, const char *s, enum fmt *f)
 {
 	if (strcmp(s, "table") == 0)
@@ -303,10 +325,10 @@ static int audit_list_main(struct cli_ctx *ctx, int argc, char **argv)
 	struct aq q = { 0 };
 	struct source s;
 	enum fmt f = FMT_TABLE;
-	json_t *recs = NULL, *r;
+	json_t *recs = NULL;
 	unsigned long limit = 0;
 	int64_t us;
-	size_t i, n;
+	size_t n;
 	char *end;
 	int c, rc, status = EXIT_OK;
 
@@ -362,18 +384,8 @@ static int audit_list_main(struct cli_ctx *ctx, int argc, char **argv)
 		goto out;
 	}
 	for (;;) {
-		q.limit = PAGE;
-		rc = source_query(&s, &q, &recs);
-		if (rc != 0)
-			break;
-		json_array_foreach(recs, i, r) {
-			print_record(r, f);
-			q.after_seq = (uint64_t)json_integer_value(json_object_get(r, "seq"));
-		}
-		n = json_array_size(recs);
-		json_decref(recs);
-		recs = NULL;
-		if (n < PAGE)
+		rc = print_page(&s, &q, f, &n);
+		if (rc != 0 || n < PAGE)
 			break;
 	}
 out:
@@ -610,7 +622,7 @@ static int audit_tail_main(struct cli_ctx *ctx, int argc, char **argv)
 	enum fmt f = FMT_TABLE;
 	json_t *recs = NULL, *r;
 	bool follow = false;
-	size_t i, n;
+	size_t n;
 	int c, rc, status = EXIT_OK;
 
 	cli_getopt_reset();
@@ -655,18 +667,10 @@ static int audit_tail_main(struct cli_ctx *ctx, int argc, char **argv)
 	signal(SIGTERM, on_signal);
 	signal(SIGPIPE, on_signal);
 	q.desc = false;
-	q.limit = PAGE;
 	while (!stop_following) {
-		rc = source_query(&s, &q, &recs);
+		rc = print_page(&s, &q, f, &n);
 		if (rc != 0)
 			break;
-		json_array_foreach(recs, i, r) {
-			print_record(r, f);
-			q.after_seq = (uint64_t)json_integer_value(json_object_get(r, "seq"));
-		}
-		n = json_array_size(recs);
-		json_decref(recs);
-		recs = NULL;
 		if (fflush(stdout) != 0)
 			break;
 		if (n < PAGE)
