@@ -280,45 +280,57 @@ static enum token_status fetch_error_status(int rc)
 	return rc == -EPERM || rc == -ETIMEDOUT ? TOKEN_UPSTREAM_UNAVAILABLE : TOKEN_INTERNAL;
 }
 
-/* Start the entry's fetch. On failure *fail says why for the waiters. */
-static int entry_fetch(struct entry *e, struct token_reply *fail)
+/* Read the grant's secret, start one upstream call with it and drop the
+ * secret at once: the request body keeps its own wiped copy. Shared by
+ * cache fetches and probes. On failure *fail says why for the waiters. */
+static int fetch_start(struct tokens *t, const struct grant *g, const char *scope,
+		       upstream_cb cb, void *ctx, struct upstream_call **call,
+		       struct token_reply *fail)
 {
-	struct tokens *t = e->t;
 	char *secret = NULL;
 	size_t slen = 0;
 	struct cerr err = {{0}};
 	struct upstream_request ureq;
 	int rc;
 
-	rc = vault_grant_secret(t->vault, e->grant_id, &secret, &slen);
+	rc = vault_grant_secret(t->vault, g->id, &secret, &slen);
 	if (rc == -EKEYREVOKED) {
 		reply_init(fail, TOKEN_REVOKED, "");
-		snprintf(fail->message, sizeof(fail->message), "grant %s was revoked", e->grant_id);
+		snprintf(fail->message, sizeof(fail->message), "grant %s was revoked", g->id);
 		return rc;
 	}
 	if (rc < 0) {
 		reply_init(fail, TOKEN_INTERNAL, "");
 		snprintf(fail->message, sizeof(fail->message),
-			 "could not read grant %s from the vault", e->grant_id);
+			 "could not read grant %s from the vault", g->id);
 		return rc;
 	}
 	ureq = (struct upstream_request){
-		.token_endpoint = e->grant->token_endpoint,
-		.client_id = e->grant->client_id,
+		.token_endpoint = g->token_endpoint,
+		.client_id = g->client_id,
 		.client_secret = secret,
-		.scope = e->scope,
+		.scope = scope,
 		.deadline_ms = util_mono_ms() + fetch_budget_ms(t),
 	};
-	rc = upstream_fetch(t->up, &ureq, entry_fetched, e, &e->call, &err);
-	/* The request body holds its own (wiped) copy: drop the secret now. */
+	rc = upstream_fetch(t->up, &ureq, cb, ctx, call, &err);
 	vault_secret_free(secret);
 	if (rc < 0) {
 		t->st.upstream_errors++;
 		reply_init(fail, fetch_error_status(rc), err.msg);
 		return rc;
 	}
-	e->call_had_token = e->token != NULL;
 	t->st.upstream_calls++;
+	return 0;
+}
+
+/* Start the entry's fetch. On failure *fail says why for the waiters. */
+static int entry_fetch(struct entry *e, struct token_reply *fail)
+{
+	int rc = fetch_start(e->t, e->grant, e->scope, entry_fetched, e, &e->call, fail);
+
+	if (rc < 0)
+		return rc;
+	e->call_had_token = e->token != NULL;
 	return 0;
 }
 
@@ -548,36 +560,7 @@ static void probe_fetched(void *ctx, struct upstream_token *res);
 
 static int probe_start(struct token_wait *w, struct token_reply *fail)
 {
-	struct tokens *t = w->t;
-	char *secret = NULL;
-	size_t slen = 0;
-	struct cerr err = {{0}};
-	struct upstream_request ureq;
-	int rc;
-
-	rc = vault_grant_secret(t->vault, w->grant->id, &secret, &slen);
-	if (rc < 0) {
-		reply_init(fail, rc == -EKEYREVOKED ? TOKEN_REVOKED : TOKEN_INTERNAL, "");
-		snprintf(fail->message, sizeof(fail->message), "%s grant %s",
-			 rc == -EKEYREVOKED ? "revoked:" : "could not read from the vault:",
-			 w->grant->id);
-		return rc;
-	}
-	ureq = (struct upstream_request){
-		.token_endpoint = w->grant->token_endpoint,
-		.client_id = w->grant->client_id,
-		.client_secret = secret,
-		.scope = w->scope,
-		.deadline_ms = util_mono_ms() + fetch_budget_ms(t),
-	};
-	rc = upstream_fetch(t->up, &ureq, probe_fetched, w, &w->call, &err);
-	vault_secret_free(secret);
-	if (rc < 0) {
-		reply_init(fail, fetch_error_status(rc), err.msg);
-		return rc;
-	}
-	t->st.upstream_calls++;
-	return 0;
+	return fetch_start(w->t, w->grant, w->scope, probe_fetched, w, &w->call, fail);
 }
 
 static void probe_pause_over(struct loop *l, struct loop_timer *tm, void *ctx)
