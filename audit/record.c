@@ -1,9 +1,10 @@
 /* record.c — a record's canonical body, prepared on the appender's thread.
  *
- * Canonical JSON: jansson's json_dumps with JSON_COMPACT | JSON_SORT_KEYS
- * | JSON_ENSURE_ASCII (keys in byte order, no spaces, everything outside
- * ASCII as \uXXXX escapes), so the same record always gives the same bytes
- * and a re-encoding of a stored body gives it back unchanged.
+ * Canonical JSON: the bytes of jansson's json_dumps with JSON_COMPACT |
+ * JSON_SORT_KEYS | JSON_ENSURE_ASCII (keys in byte order, no spaces,
+ * everything outside ASCII as \uXXXX escapes), written by
+ * audit_canonical_json (canon.c), so the same record always gives the
+ * same bytes and a re-encoding of a stored body gives it back unchanged.
  *
  * The store's own members (seq, time, tenant_seq, tenant_prev) are known
  * only to the writer. So that the writer does not serialise under its
@@ -108,10 +109,9 @@ int audit_item_new(struct audit *a, json_t *fields, struct audit_item **out)
 		json_object_del(fields, "tenant_prev");
 		json_object_del(fields, "tenant_seq");
 	}
-	it->body0 = json_dumps(fields, AUDIT_JSON_FLAGS);
+	it->body0 = audit_canonical_json(fields, &it->len0);
 	if (it->body0 == NULL)
 		goto out;
-	it->len0 = strlen(it->body0);
 	rc = -EINVAL;
 	if (it->len0 > AUDIT_BODY_MAX)
 		goto out;

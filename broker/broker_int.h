@@ -37,6 +37,8 @@ struct peer {
 	gid_t *groups;            /* supplementary groups (SO_PEERGROUPS) */
 	size_t n_groups;
 	uint64_t start_time;      /* /proc/<pid>/stat field 22; 0: unknown */
+	int pidfd;                /* the peer process itself; valid if has_pidfd */
+	bool has_pidfd;
 	char *exe;                /* readlink /proc/<pid>/exe; NULL: unknown */
 	bool have_exe_sha256;
 	uint8_t exe_sha256[32];
@@ -48,6 +50,10 @@ int peer_from_socket(int fd, struct peer *p);
 void peer_clear(struct peer *p);
 /* True when the pid still runs the process seen at accept. */
 bool peer_still_same(const struct peer *p);
+/* Before a token leaves: 0 when the client is still there and still the
+ * same process, -EPIPE when it hung up, -ESRCH when the process is gone
+ * or the pid was recycled. One poll(2) when a pidfd is held. */
+int peer_check_conn(const struct peer *p, int sock);
 /* Index of the first matching principal of c, or -1. */
 int peer_match_principal(struct peer *p, const struct broker_config *c);
 bool peer_in_group(const struct peer *p, gid_t g);

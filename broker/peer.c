@@ -1,8 +1,11 @@
 /* peer.c — who is on the other end of a socket, from the kernel's word
  * only (SO_PEERCRED, SO_PEERGROUPS, /proc), and which principal that is.
  *
- * The pid's start time is kept so a recycled pid is noticed before a
- * token leaves. The executable's SHA-256 is read through /proc/<pid>/exe
+ * A pidfd of the peer (SO_PEERPIDFD: the very process that connected;
+ * else pidfd_open) is held so an exited process, and so a recycled pid,
+ * is noticed before a token leaves, with one poll(2) shared with the
+ * hang-up check instead of reading /proc per token. Without a pidfd
+ * (old kernel, out of fds) the pid's start time is compared instead. The executable's SHA-256 is read through /proc/<pid>/exe
  * (the very file the process runs, even when its path was replaced) and
  * only when some principal asks for it; it is cached by (dev, inode,
  * mtime, size) so a busy tool does not cost a hash per connection.
@@ -12,17 +15,23 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <sodium.h>
 
 #define EXE_CACHE_SLOTS 64
+
+#ifndef SO_PEERPIDFD
+#define SO_PEERPIDFD 77 /* Linux 6.5 */
+#endif
 
 struct exe_hash {
 	dev_t dev;
@@ -80,6 +89,26 @@ static uint64_t proc_start_time(pid_t pid)
 	return (uint64_t)st;
 }
 
+/* The pidfd is taken before the start time is read, so both name the
+ * same process unless the pid was recycled before we got here (only the
+ * pidfd_open fallback has that window; SO_PEERPIDFD has none). */
+static void peer_open_pidfd(int sock, struct peer *p)
+{
+	socklen_t len = sizeof(p->pidfd);
+	long fd;
+
+	if (getsockopt(sock, SOL_SOCKET, SO_PEERPIDFD, &p->pidfd, &len) == 0 &&
+	    len == sizeof(p->pidfd) && p->pidfd >= 0) {
+		p->has_pidfd = true;
+		return;
+	}
+	fd = syscall(SYS_pidfd_open, p->pid, 0);
+	if (fd >= 0) {
+		p->pidfd = (int)fd;
+		p->has_pidfd = true;
+	}
+}
+
 int peer_from_socket(int fd, struct peer *p)
 {
 	struct ucred cr;
@@ -92,6 +121,7 @@ int peer_from_socket(int fd, struct peer *p)
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0)
 		return -errno;
 	p->pid = cr.pid;
+	peer_open_pidfd(fd, p);
 	p->uid = cr.uid;
 	p->gid = cr.gid;
 	len = 64 * sizeof(gid_t);
@@ -126,14 +156,47 @@ int peer_from_socket(int fd, struct peer *p)
 
 void peer_clear(struct peer *p)
 {
+	if (p->has_pidfd)
+		close(p->pidfd);
 	free(p->groups);
 	free(p->exe);
 	*p = (struct peer){0};
 }
 
+/* A pidfd turns readable once its process has exited. */
+static bool pidfd_exited(int pidfd)
+{
+	struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+
+	return poll(&pfd, 1, 0) != 0;
+}
+
 bool peer_still_same(const struct peer *p)
 {
-	return p->start_time != 0 && proc_start_time(p->pid) == p->start_time;
+	if (p->start_time == 0)
+		return false;
+	if (p->has_pidfd)
+		return !pidfd_exited(p->pidfd);
+	return proc_start_time(p->pid) == p->start_time;
+}
+
+int peer_check_conn(const struct peer *p, int sock)
+{
+	struct pollfd pfd[2] = {{.fd = sock, .events = POLLIN},
+				{.fd = p->has_pidfd ? p->pidfd : -1, .events = POLLIN}};
+	int n = poll(pfd, 2, 0);
+
+	/* a half-closed client (it shut down its writing side and still
+	 * reads) is not gone: only POLLHUP/POLLERR say so */
+	if (n < 0)
+		return -EPIPE;
+	if (pfd[0].revents & (POLLHUP | POLLERR))
+		return -EPIPE;
+	if (p->start_time == 0)
+		return -ESRCH;
+	if (p->has_pidfd)
+		return pfd[1].revents != 0 ? -ESRCH : 0;
+	return proc_start_time(p->pid) == p->start_time ? 0 : -ESRCH;
 }
 
 bool peer_in_group(const struct peer *p, gid_t g)

@@ -497,6 +497,10 @@ static void conn_read(struct conn *c)
 		conn_process_lines(c);
 		if (c->dead)
 			return;
+		/* A short read emptied the socket: the next recv would only
+		 * say EAGAIN (epoll is level-triggered and reports more). */
+		if ((size_t)n < room)
+			break;
 	}
 	conn_update_events(c);
 }

@@ -561,6 +561,12 @@ class Bench:
                     parts = line.strip().split(",")
                     if len(parts) > 2 and parts[0].replace(".", "").isdigit():
                         prof[parts[2]] = float(parts[0])
+        if perf and self.args.perf_record:
+            pr = self.start([perf, "record", "-g", "-e", "cpu-clock", "-F", "4000",
+                             "-p", str(broker.pid), "-o", self.args.perf_record], "perf-record")
+            time.sleep(0.5)
+            self.loadgen("custody (under perf record)", env["tool"], conns, lines=lines)
+            self.stop(pr, signal.SIGINT)
         strace = shutil.which("strace")
         if strace:
             out = os.path.join(self.tmp, "strace.txt")
@@ -707,6 +713,9 @@ class Bench:
     # -- driver
 
     def section(self, name, fn, *a):
+        key = name.split()[1] if name.startswith("(") else name
+        if self.args.only and key not in self.args.only.split(","):
+            return
         try:
             fn(*a)
         except Exception as e:  # noqa: BLE001 — every failure is reported, the run goes on
@@ -725,14 +734,14 @@ class Bench:
                 sodium = load_sodium()
             except (OSError, BenchError) as e:
                 self.notes.append("libsodium not loadable from Python (%s): (e)/(f) skipped" % e)
-            self.section("(a) custody cached tokens", self.bench_custody_cached, sodium)
+            self.section("(a) cached", self.bench_custody_cached, sodium)
         else:
             self.notes.append("(a), (e), (f) skipped: custodyd/custody are not built in %s." % self.build)
-        self.section("(b) echo floor", self.bench_echo)
+        self.section("(b) echo", self.bench_echo)
         self.section("(c) redis", self.bench_redis)
-        self.section("(d) ssh-agent", self.bench_sshagent)
+        self.section("(d) sshagent", self.bench_sshagent)
         if custody_ok and sodium is not None:
-            self.section("(e) cold path", self.bench_custody_cold, sodium)
+            self.section("(e) cold", self.bench_custody_cold, sodium)
             self.section("(f) scale", self.bench_custody_scale, sodium)
         self.section("(f) audit", self.bench_audit)
 
@@ -915,6 +924,11 @@ def main():
     ap.add_argument("--no-profile", action="store_true", help="skip that profile in a full run")
     ap.add_argument("--idp", help="the fake IdP script (default tests/fixtures/idp.py)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    ap.add_argument("--only", help="run only these sections, comma-separated: "
+                    "cached, echo, redis, sshagent, cold, scale, audit (the table shows what ran)")
+    ap.add_argument("--perf-record", metavar="FILE",
+                    help="also record custodyd's call graphs (perf record -g) over the "
+                         "profile's requests into FILE, for perf report")
     args = ap.parse_args()
     b = Bench(args)
     try:
