@@ -45,7 +45,7 @@ static int grow(struct cbuf *b, size_t n)
 
 	if (b->len + n + 1 <= b->cap)
 		return 0;
-	nc = b->cap ? b->cap : 256;
+	nc = b->cap ? b->cap : 1024; /* most records fit: one malloc */
 	while (nc < b->len + n + 1)
 		nc *= 2;
 	np = realloc(b->p, nc);

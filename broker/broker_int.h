@@ -93,6 +93,12 @@ struct conn {
 void conn_send_json(struct conn *c, json_t *reply);
 /* Queue raw bytes (one complete line, newline included). */
 void conn_send_raw(struct conn *c, const char *buf, size_t len);
+/* Room for len more bytes at the end of c's output (NULL: the connection
+ * is closed, or was just dropped); conn_out_commit sends what was written
+ * there. The output buffer is wiped once sent, so a token may be written
+ * straight into it. */
+char *conn_out_reserve(struct conn *c, size_t len);
+void conn_out_commit(struct conn *c, size_t len);
 void conn_close(struct conn *c);
 void conn_unref(struct conn *c);
 /* A request finished (its reply was queued or dropped). */

@@ -339,15 +339,15 @@ static void conn_flush(struct conn *c)
 	conn_update_events(c);
 }
 
-void conn_send_raw(struct conn *c, const char *buf, size_t len)
+char *conn_out_reserve(struct conn *c, size_t len)
 {
 	if (c->dead)
-		return;
+		return NULL;
 	if (c->out_len - c->out_off > BROKER_MAX_OUT_BACKLOG) {
 		broker_log("client dropped: it does not read its replies (uid %u pid %d)",
 			   (unsigned)c->peer.uid, (int)c->peer.pid);
 		conn_close(c);
-		return;
+		return NULL;
 	}
 	if (c->out_off > 0 && c->out_off == c->out_len) {
 		c->out_off = c->out_len = 0;
@@ -362,7 +362,7 @@ void conn_send_raw(struct conn *c, const char *buf, size_t len)
 		n = malloc(ncap);
 		if (n == NULL) {
 			conn_close(c);
-			return;
+			return NULL;
 		}
 		if (c->out != NULL) {
 			memcpy(n, c->out, c->out_len);
@@ -372,9 +372,23 @@ void conn_send_raw(struct conn *c, const char *buf, size_t len)
 		c->out = n;
 		c->out_cap = ncap;
 	}
-	memcpy(c->out + c->out_len, buf, len);
+	return c->out + c->out_len;
+}
+
+void conn_out_commit(struct conn *c, size_t len)
+{
 	c->out_len += len;
 	conn_flush(c);
+}
+
+void conn_send_raw(struct conn *c, const char *buf, size_t len)
+{
+	char *dst = conn_out_reserve(c, len);
+
+	if (dst == NULL)
+		return;
+	memcpy(dst, buf, len);
+	conn_out_commit(c, len);
 }
 
 void conn_send_json(struct conn *c, json_t *reply)

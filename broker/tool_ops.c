@@ -396,14 +396,14 @@ static void op_token(struct pending *p, json_t *id, json_t *req)
 		p->wait = w;
 }
 
-/* Write the token reply: the token is spliced into the serialized reply in
- * sodium memory, so it never sits in a jansson string that is freed
- * without being wiped. */
+/* Write the token reply: the token is spliced into the serialized reply
+ * straight in the connection's output buffer (wiped once sent), so it
+ * never sits in a jansson string or a temporary copy. */
 static int send_token(struct pending *p)
 {
 	json_t *r = p->reply;
-	char *head, *line = NULL;
-	size_t hl, need, o = 0;
+	char *head, *line;
+	size_t hl, tl = 0, o = 0;
 	int64_t in = p->expires_at - util_now_us() / 1000000;
 
 	json_object_set_new(r, "expires_in", json_integer(in > 0 ? in : 0));
@@ -411,35 +411,44 @@ static int send_token(struct pending *p)
 	if (head == NULL)
 		return -ENOMEM;
 	hl = strlen(head);
-	need = hl + p->token_len * 6 + 32;
-	line = malloc(need);   /* wiped below; see pending_token_wipe */
-	if (line == NULL || hl < 2) {
-		free(line);
+	if (hl < 2) {
 		free(head);
 		return -ENOMEM;
 	}
+	for (size_t i = 0; i < p->token_len; i++) {
+		unsigned char ch = (unsigned char)p->token[i];
+
+		tl += ch == '"' || ch == '\\' ? 2 : ch < 0x20 ? 6 : 1;
+	}
+	line = conn_out_reserve(p->conn, hl - 1 + 17 + tl + 3);
+	if (line == NULL) {
+		free(head);
+		return -EPIPE;
+	}
 	memcpy(line, head, hl - 1);   /* without the closing brace */
 	o = hl - 1;
+	free(head);
 	memcpy(line + o, ",\"access_token\":\"", 17);
 	o += 17;
 	for (size_t i = 0; i < p->token_len; i++) {
+		static const char hex[] = "0123456789abcdef";
 		unsigned char ch = (unsigned char)p->token[i];
 
 		if (ch == '"' || ch == '\\') {
 			line[o++] = '\\';
 			line[o++] = (char)ch;
 		} else if (ch < 0x20) {
-			o += (size_t)snprintf(line + o, 7, "\\u%04x", ch);
+			memcpy(line + o, "\\u00", 4);
+			line[o + 4] = hex[ch >> 4];
+			line[o + 5] = hex[ch & 0xf];
+			o += 6;
 		} else {
 			line[o++] = (char)ch;
 		}
 	}
 	memcpy(line + o, "\"}\n", 3);
 	o += 3;
-	free(head);
-	conn_send_raw(p->conn, line, o);
-	sodium_memzero(line, need);
-	free(line);
+	conn_out_commit(p->conn, o);
 	/* a failed send (EPIPE) closed the connection: the token did not leave */
 	return p->conn->dead ? -EPIPE : 0;
 }

@@ -1,7 +1,9 @@
-/* test_audit_fault.c — fail closed: a full disk (a real 4 MiB tmpfs), a
- * removed or replaced file; nothing partial becomes visible, every append
- * is refused while the store cannot write, and the store recovers by
- * itself when space comes back (but never onto a file that was removed). */
+/* test_audit_fault.c — fail closed: a full disk (a real 4 MiB tmpfs),
+ * injected write and sync errors (a SQLite VFS shim in front of the real
+ * one), a removed or replaced file; nothing partial becomes visible, every
+ * append is refused while the store cannot write, and the store recovers
+ * by itself when it can write again (but never onto a file that was
+ * removed). */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -10,12 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdatomic.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <sodium.h>
+#include <sqlite3.h>
 
 #include "audit.h"
 #include "test_audit_util.h"
@@ -186,6 +190,211 @@ static void test_fault_disk_full(void **state)
 	free(path);
 }
 
+
+/* ---- injected I/O errors: a VFS that forwards to the real one and fails
+ * writes or syncs on demand, as a dying disk or a file made read-only
+ * under the store would. ---------------------------------------------- */
+
+enum { FAIL_NONE, FAIL_WRITE, FAIL_SYNC };
+static atomic_int shim_fail = FAIL_NONE;
+static atomic_int shim_failed; /* how many calls were failed */
+static sqlite3_vfs *shim_real;
+static sqlite3_vfs shim_vfs;
+
+struct shim_file {
+	sqlite3_file base;
+	sqlite3_file *real; /* right after this struct, in the same block */
+};
+
+#define REAL(f) (((struct shim_file *)(f))->real)
+
+static int shim_close(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xClose(REAL(f));
+}
+static int shim_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o)
+{
+	return REAL(f)->pMethods->xRead(REAL(f), b, n, o);
+}
+static int shim_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o)
+{
+	if (atomic_load(&shim_fail) == FAIL_WRITE) {
+		atomic_fetch_add(&shim_failed, 1);
+		return SQLITE_IOERR_WRITE;
+	}
+	return REAL(f)->pMethods->xWrite(REAL(f), b, n, o);
+}
+static int shim_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+	return REAL(f)->pMethods->xTruncate(REAL(f), size);
+}
+static int shim_sync(sqlite3_file *f, int flags)
+{
+	if (atomic_load(&shim_fail) == FAIL_SYNC) {
+		atomic_fetch_add(&shim_failed, 1);
+		return SQLITE_IOERR_FSYNC;
+	}
+	return REAL(f)->pMethods->xSync(REAL(f), flags);
+}
+static int shim_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+	return REAL(f)->pMethods->xFileSize(REAL(f), size);
+}
+static int shim_lock(sqlite3_file *f, int l)
+{
+	return REAL(f)->pMethods->xLock(REAL(f), l);
+}
+static int shim_unlock(sqlite3_file *f, int l)
+{
+	return REAL(f)->pMethods->xUnlock(REAL(f), l);
+}
+static int shim_check_lock(sqlite3_file *f, int *out)
+{
+	return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
+}
+static int shim_fcntl(sqlite3_file *f, int op, void *arg)
+{
+	return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+}
+static int shim_sector(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+static int shim_devchar(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+static int shim_shm_map(sqlite3_file *f, int pg, int sz, int ext, void volatile **pp)
+{
+	return REAL(f)->pMethods->xShmMap(REAL(f), pg, sz, ext, pp);
+}
+static int shim_shm_lock(sqlite3_file *f, int off, int n, int flags)
+{
+	return REAL(f)->pMethods->xShmLock(REAL(f), off, n, flags);
+}
+static void shim_shm_barrier(sqlite3_file *f)
+{
+	REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+static int shim_shm_unmap(sqlite3_file *f, int del)
+{
+	return REAL(f)->pMethods->xShmUnmap(REAL(f), del);
+}
+
+/* version 2: no xFetch, so SQLite never maps the file and every write
+ * goes through xWrite */
+static const sqlite3_io_methods shim_io = {
+	2,	       shim_close,     shim_read,	shim_write,	  shim_truncate,
+	shim_sync,     shim_size,      shim_lock,	shim_unlock,	  shim_check_lock,
+	shim_fcntl,    shim_sector,    shim_devchar,	shim_shm_map,	  shim_shm_lock,
+	shim_shm_barrier, shim_shm_unmap, NULL,		NULL,
+};
+
+static int shim_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags,
+		     int *out_flags)
+{
+	struct shim_file *sf = (struct shim_file *)f;
+	int rc;
+
+	(void)vfs;
+	sf->real = (sqlite3_file *)(sf + 1);
+	rc = shim_real->xOpen(shim_real, name, sf->real, flags, out_flags);
+	f->pMethods = rc == SQLITE_OK && sf->real->pMethods ? &shim_io : NULL;
+	return rc;
+}
+
+static void shim_install(void)
+{
+	shim_real = sqlite3_vfs_find(NULL);
+	assert_non_null(shim_real);
+	shim_vfs = *shim_real;
+	shim_vfs.zName = "custody-test-faults";
+	shim_vfs.szOsFile = (int)sizeof(struct shim_file) + shim_real->szOsFile;
+	shim_vfs.xOpen = shim_open;
+	shim_vfs.pAppData = NULL;
+	assert_int_equal(sqlite3_vfs_register(&shim_vfs, 1), SQLITE_OK);
+	atomic_store(&shim_fail, FAIL_NONE);
+	atomic_store(&shim_failed, 0);
+}
+
+static void shim_remove(void)
+{
+	atomic_store(&shim_fail, FAIL_NONE);
+	sqlite3_vfs_register(shim_real, 1);
+	sqlite3_vfs_unregister(&shim_vfs);
+}
+
+/* Writes fail, then syncs fail: every append is refused with -EIO while
+ * they do, the size never moves, the store recovers by itself once the
+ * disk works, numbering continues without a gap, and the whole store
+ * verifies — no record of a failed batch is in it. */
+static void io_error_round(int mode)
+{
+	char *dir = tdir_new(), *path = tpath(dir, "audit.db");
+	struct audit_verify_stats st = {0};
+	struct cerr err = {{0}};
+	struct audit_done d[16];
+	struct tkey k;
+	struct audit *a;
+	uint64_t before, seq = 0;
+	size_t got = 0;
+
+	shim_install();
+	tkey_init(&k, ORIGIN, 7);
+	a = topen(path, &k);
+	tfill(a, 10, 2);
+	assert_int_equal(audit_checkpoint(a, NULL, NULL), 0);
+	before = audit_size(a);
+
+	atomic_store(&shim_fail, mode);
+	assert_int_equal(audit_append(a, big_record(1), &seq), -EIO);
+	assert_true(atomic_load(&shim_failed) > 0);
+	assert_false(audit_writable(a));
+	assert_int_equal(audit_size(a), before);
+	/* refused at once while it cannot write, both ways, and no checkpoint */
+	assert_int_equal(audit_append(a, big_record(2), &seq), -EIO);
+	assert_int_equal(audit_append_async(a, big_record(3), 9), -EIO);
+	assert_int_equal(audit_checkpoint(a, NULL, NULL), -EIO);
+	assert_int_equal(audit_size(a), before);
+	/* still failing after a few retries: still closed */
+	usleep(100 * 1000);
+	assert_false(audit_writable(a));
+
+	atomic_store(&shim_fail, FAIL_NONE);
+	assert_true(wait_writable(a, true, 5000));
+	assert_int_equal(audit_size(a), before);
+	assert_int_equal(audit_append(a, big_record(4), &seq), 0);
+	assert_int_equal(seq, before + 1);
+	assert_int_equal(audit_append_async(a, big_record(5), 10), 0);
+	for (int tries = 0; got == 0 && tries < 500; tries++) {
+		got = audit_poll(a, d, 16);
+		if (got == 0)
+			usleep(10000);
+	}
+	assert_int_equal(got, 1);
+	assert_int_equal(d[0].rc, 0);
+	assert_int_equal(d[0].seq, before + 2);
+	assert_int_equal(audit_close(a), 0);
+	shim_remove();
+
+	assert_int_equal(audit_verify_db(path, k.vkey, &st, &err), 0);
+	assert_int_equal(st.records, before + 2);
+	free(path);
+	tdir_free(dir);
+}
+
+static void test_fault_write_error(void **state)
+{
+	(void)state;
+	io_error_round(FAIL_WRITE);
+}
+
+static void test_fault_sync_error(void **state)
+{
+	(void)state;
+	io_error_round(FAIL_SYNC);
+}
+
 static void test_fault_removed_file(void **state)
 {
 	char *dir = tdir_new(), *path = tpath(dir, "audit.db");
@@ -292,6 +501,8 @@ int audit_group_fault(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_fault_disk_full, tmpfs_setup, tmpfs_teardown),
+		cmocka_unit_test(test_fault_write_error),
+		cmocka_unit_test(test_fault_sync_error),
 		cmocka_unit_test(test_fault_removed_file),
 		cmocka_unit_test(test_fault_replaced_file),
 		cmocka_unit_test(test_fault_removed_wal),
