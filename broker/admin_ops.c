@@ -734,14 +734,60 @@ static int opt_time(json_t *req, const char *key, int64_t *out)
 	return 0;
 }
 
+/* audit.list and audit.export read on the admin-reads thread (offload.c):
+ * a large export reads every leaf of the tree, and the loop must keep
+ * answering token requests meanwhile. The filter's strings belong to
+ * p->request, which nothing else touches until the job is done. */
+struct list_job {
+	struct offload_job job;
+	struct pending *p;
+	struct audit_filter f;
+	struct query_ctx q;
+	int rc;
+};
+
+static void list_run(struct offload_job *job)
+{
+	struct list_job *j = (struct list_job *)job;
+
+	j->rc = audit_query(j->p->b->audit, &j->f, query_record, &j->q);
+}
+
+static void list_done(struct offload_job *job, bool cancelled)
+{
+	struct list_job *j = (struct list_job *)job;
+	struct pending *p = j->p;
+	json_t *id = json_object_get(p->request, "id"), *filter, *r;
+
+	if (cancelled || j->rc < 0) {
+		json_decref(j->q.records);
+		if (!cancelled)
+			admin_fail(p, id, "audit_unavailable", NULL, "cannot read the audit store: %s",
+				   strerror(-j->rc));
+		free(j);
+		return;
+	}
+	/* the query itself is audited, filter and count included */
+	filter = json_deep_copy(p->request);
+	json_object_del(filter, "v");
+	json_object_del(filter, "id");
+	json_object_del(filter, "op");
+	r = reply_new(id, true);
+	json_object_set_new(r, "last_seq", json_integer((json_int_t)j->q.last_seq));
+	json_object_set_new(r, "records", j->q.records);
+	admin_ok(p, r, json_pack("{s:o,s:I}", "filter", filter, "returned",
+				 (json_int_t)json_array_size(j->q.records)));
+	free(j);
+}
+
 static void op_query(struct pending *p, json_t *id, json_t *req)
 {
 	struct broker *b = p->b;
 	struct audit_filter f = {.limit = 100};
 	struct query_ctx q = {.records = json_array()};
+	struct list_job *j;
 	bool bad = false;
-	json_t *v, *r, *filter;
-	int rc;
+	json_t *v;
 
 	f.tenant = opt_string(req, "tenant", &bad);
 	f.principal = opt_string(req, "principal", &bad);
@@ -784,23 +830,77 @@ static void op_query(struct pending *p, json_t *id, json_t *req)
 		}
 		f.descending = strcmp(json_string_value(v), "desc") == 0;
 	}
-	rc = audit_query(b->audit, &f, query_record, &q);
-	if (rc < 0) {
+	j = calloc(1, sizeof(*j));
+	if (j == NULL) {
 		json_decref(q.records);
-		admin_fail(p, id, "audit_unavailable", NULL, "cannot read the audit store: %s",
-			   strerror(-rc));
+		admin_fail(p, id, "internal", NULL, "out of memory");
 		return;
 	}
-	/* the query itself is audited, filter and count included */
-	filter = json_deep_copy(req);
-	json_object_del(filter, "v");
-	json_object_del(filter, "id");
-	json_object_del(filter, "op");
+	*j = (struct list_job){.job = {.run = list_run, .done = list_done}, .p = p, .f = f, .q = q};
+	offload_submit(b, &j->job);
+}
+
+struct export_job {
+	struct offload_job job;
+	struct pending *p;
+	char *tenant, *from; /* copies: a grant may go while the job runs */
+	int64_t since, until;
+	char *buf;
+	size_t len;
+	struct cerr err;
+	int rc;
+};
+
+static void export_job_free(struct export_job *j)
+{
+	free(j->tenant);
+	free(j->from);
+	free(j->buf);
+	free(j);
+}
+
+static void export_run(struct offload_job *job)
+{
+	struct export_job *j = (struct export_job *)job;
+	FILE *f = open_memstream(&j->buf, &j->len);
+
+	if (f == NULL) {
+		j->rc = -ENOMEM;
+		return;
+	}
+	j->rc = audit_export(j->p->b->audit, j->tenant, j->since, j->until, j->from, f, &j->err);
+	if (fclose(f) != 0 && j->rc == 0)
+		j->rc = -ENOMEM;
+}
+
+static void export_done(struct offload_job *job, bool cancelled)
+{
+	struct export_job *j = (struct export_job *)job;
+	struct pending *p = j->p;
+	json_t *id = json_object_get(p->request, "id"), *doc, *r;
+
+	if (cancelled) {
+		export_job_free(j);
+		return;
+	}
+	if (j->rc < 0) {
+		admin_fail(p, id,
+			   j->rc == -EINVAL || j->rc == -EBADMSG ? "bad_request" : "audit_unavailable",
+			   json_pack("{s:s}", "tenant", j->tenant), "export failed: %s",
+			   j->err.msg[0] ? j->err.msg : strerror(-j->rc));
+		export_job_free(j);
+		return;
+	}
+	doc = json_loadb(j->buf, j->len, 0, NULL);
+	if (doc == NULL) {
+		admin_fail(p, id, "internal", NULL, "the export is not valid JSON");
+		export_job_free(j);
+		return;
+	}
 	r = reply_new(id, true);
-	json_object_set_new(r, "last_seq", json_integer((json_int_t)q.last_seq));
-	json_object_set_new(r, "records", q.records);
-	admin_ok(p, r, json_pack("{s:o,s:I}", "filter", filter, "returned",
-				 (json_int_t)json_array_size(q.records)));
+	json_object_set_new(r, "export", doc);
+	admin_ok(p, r, json_pack("{s:s}", "tenant", j->tenant));
+	export_job_free(j);
 }
 
 static void op_export(struct pending *p, json_t *id, json_t *req)
@@ -808,12 +908,9 @@ static void op_export(struct pending *p, json_t *id, json_t *req)
 	struct broker *b = p->b;
 	bool bad = false;
 	const char *tenant = opt_string(req, "tenant", &bad);
-	json_t *from = json_object_get(req, "from_checkpoint"), *doc, *r;
+	json_t *from = json_object_get(req, "from_checkpoint");
+	struct export_job *j;
 	int64_t since, until;
-	struct cerr err = {0};
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *f;
 	int rc;
 
 	if (bad || tenant == NULL) {
@@ -843,30 +940,22 @@ static void op_export(struct pending *p, json_t *id, json_t *req)
 		if (rc == 0)
 			tenant = resolved;
 	}
-	f = open_memstream(&buf, &len);
-	if (f == NULL) {
+	j = calloc(1, sizeof(*j));
+	if (j != NULL) {
+		j->tenant = strdup(tenant);
+		j->from = from ? strdup(json_string_value(from)) : NULL;
+	}
+	if (j == NULL || j->tenant == NULL || (from != NULL && j->from == NULL)) {
+		if (j != NULL)
+			export_job_free(j);
 		admin_fail(p, id, "internal", NULL, "out of memory");
 		return;
 	}
-	rc = audit_export(b->audit, tenant, since, until, from ? json_string_value(from) : NULL, f,
-			  &err);
-	fclose(f);
-	if (rc < 0) {
-		free(buf);
-		admin_fail(p, id, rc == -EINVAL || rc == -EBADMSG ? "bad_request" : "audit_unavailable",
-			   json_pack("{s:s}", "tenant", tenant), "export failed: %s",
-			   err.msg[0] ? err.msg : strerror(-rc));
-		return;
-	}
-	doc = json_loadb(buf, len, 0, NULL);
-	free(buf);
-	if (doc == NULL) {
-		admin_fail(p, id, "internal", NULL, "the export is not valid JSON");
-		return;
-	}
-	r = reply_new(id, true);
-	json_object_set_new(r, "export", doc);
-	admin_ok(p, r, json_pack("{s:s}", "tenant", tenant));
+	j->job = (struct offload_job){.run = export_run, .done = export_done};
+	j->p = p;
+	j->since = since;
+	j->until = until;
+	offload_submit(b, &j->job);
 }
 
 static void op_checkpoint(struct pending *p, json_t *id, json_t *req)

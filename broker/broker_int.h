@@ -8,6 +8,7 @@
 #ifndef CUSTODY_BROKER_INT_H
 #define CUSTODY_BROKER_INT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -187,6 +188,20 @@ struct pending {
 	char log[256];            /* the log line to print when done */
 };
 
+/* Work for the admin-reads thread (offload.c). run() executes there and
+ * may use only what the job owns and the audit store's read side; done()
+ * runs back on the loop thread (cancelled: custodyd is shutting down and
+ * done() must only free what the job owns; the pending is freed apart). */
+struct offload_job {
+	struct offload_job *next;
+	void (*run)(struct offload_job *j);
+	void (*done)(struct offload_job *j, bool cancelled);
+};
+int offload_init(struct broker *b);
+void offload_submit(struct broker *b, struct offload_job *j);
+/* Stop the worker (a running job finishes) and cancel the rest. */
+void offload_fini(struct broker *b);
+
 struct pending *pending_new(struct broker *b, struct conn *c);
 void pending_free(struct pending *p);
 void pending_token_wipe(struct pending *p);
@@ -272,6 +287,13 @@ struct broker {
 	struct pending *pend_head, *pend_tail;
 	uint64_t next_cookie;
 	unsigned n_pending;
+	/* the admin-reads worker (offload.c) */
+	pthread_t off_thread;
+	pthread_mutex_t off_lock;
+	pthread_cond_t off_wake;
+	struct offload_job *off_queue, *off_done;
+	int off_efd;
+	bool off_started, off_stop;
 	/* policy state */
 	struct grant **grants;
 	size_t n_grants, cap_grants;

@@ -254,7 +254,7 @@ static int broker_start(struct broker *b)
 	sigset_t mask;
 	int rc;
 
-	b->tool_fd = b->admin_fd = b->sigfd = -1;
+	b->tool_fd = b->admin_fd = b->sigfd = b->off_efd = -1;
 	b->started_us = util_now_us();
 	b->outcomes = json_object();
 	if (b->outcomes == NULL)
@@ -308,6 +308,11 @@ static int broker_start(struct broker *b)
 	rc = loop_fd_add(b->loop, audit_event_fd(b->audit), EPOLLIN, broker_audit_ready, b);
 	if (rc < 0)
 		return rc;
+	rc = offload_init(b);
+	if (rc < 0) {
+		broker_log("cannot start the admin-reads thread: %s", strerror(-rc));
+		return rc;
+	}
 	rc = loop_timer_new(b->loop, stop_deadline, b, &b->stop_timer);
 	if (rc < 0)
 		return rc;
@@ -322,6 +327,8 @@ static int broker_start(struct broker *b)
 
 static void broker_finish(struct broker *b)
 {
+	/* first: a running export still reads the audit store */
+	offload_fini(b);
 	if (b->loop != NULL) {
 		server_stop_listening(b);
 		server_close_all(b);
