@@ -23,8 +23,10 @@ static const char schema_sql[] =
 	"CREATE INDEX IF NOT EXISTS events_principal_time ON events(principal, time);"
 	"CREATE TABLE IF NOT EXISTS checkpoints("
 	" size INTEGER PRIMARY KEY, root BLOB NOT NULL, note TEXT NOT NULL, time TEXT NOT NULL);"
-	/* the writer's state, rewritten in the same transaction as the records
-	 * (derived data: verification recomputes it from events) */
+	/* the writer's state as of the tree row's size (tenant chain heads and
+	 * the compact range), rewritten with every checkpoint, at close and at
+	 * least every AUDIT_DERIVED_EVERY records; opening replays the records
+	 * after it (derived data: verification recomputes it from events) */
 	"CREATE TABLE IF NOT EXISTS tenants("
 	" tenant TEXT PRIMARY KEY, seq INTEGER NOT NULL, last_leaf BLOB NOT NULL);"
 	"CREATE TABLE IF NOT EXISTS tree("
@@ -37,7 +39,8 @@ static const char schema_sql[] =
 	" BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;"
 	"CREATE TRIGGER IF NOT EXISTS checkpoints_no_delete BEFORE DELETE ON checkpoints"
 	" BEGIN SELECT RAISE(ABORT, 'audit checkpoints are append-only'); END;"
-	"INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', 1), ('probe', 0);";
+	"INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', 1), ('probe', 0);"
+	"INSERT OR IGNORE INTO tree(id, size, nodes) VALUES (1, 0, x'');";
 
 int audit_sqlite_rc(int src)
 {
@@ -112,29 +115,46 @@ static int get_u64(sqlite3 *db, const char *sql, uint64_t *out)
 	return rc;
 }
 
-/* Recompute the compact range from the stored leaves (the tree row is
- * missing or disagrees with the events, e.g. after a schema upgrade). */
-static int range_rebuild(struct audit *a, uint64_t size)
+/* Bring the derived state from the tree row's size up to the newest
+ * record: append each later leaf to the range and move its tenant's head,
+ * marking the head dirty (the tenants table is behind it). */
+static int derived_replay(struct audit *a, struct tenant_map *tm, uint64_t from)
 {
 	sqlite3_stmt *st = NULL;
 	int rc, src;
 
-	merkle_range_init(&a->range);
-	rc = audit_sqlite_rc(sqlite3_prepare_v2(a->db, "SELECT seq, leaf FROM events ORDER BY seq",
-						-1, &st, NULL));
+	rc = audit_sqlite_rc(sqlite3_prepare_v2(
+		a->db, "SELECT seq, leaf, tenant FROM events WHERE seq > ?1 ORDER BY seq", -1, &st,
+		NULL));
 	if (rc < 0)
 		return rc;
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)from);
 	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *tenant = (const char *)sqlite3_column_text(st, 2);
+
 		if ((uint64_t)sqlite3_column_int64(st, 0) != a->range.size + 1 ||
 		    sqlite3_column_bytes(st, 1) != MERKLE_HASH) {
 			rc = -EBADMSG;
 			goto out;
 		}
 		merkle_range_append(&a->range, sqlite3_column_blob(st, 1));
+		if (tenant != NULL) {
+			struct tenant_ent *e = tenant_map_put(tm, tenant);
+
+			if (e == NULL) {
+				rc = -ENOMEM;
+				goto out;
+			}
+			e->seq++;
+			memcpy(e->leaf, sqlite3_column_blob(st, 1), MERKLE_HASH);
+			if (!e->dirty) {
+				e->dirty = true;
+				e->next_dirty = a->dirty;
+				a->dirty = e;
+			}
+		}
 	}
 	rc = src == SQLITE_DONE ? 0 : -EIO;
-	if (rc == 0 && a->range.size != size)
-		rc = -EBADMSG;
 out:
 	sqlite3_finalize(st);
 	return rc;
@@ -143,7 +163,7 @@ out:
 int audit_state_load(struct audit *a, struct cerr *err)
 {
 	sqlite3_stmt *st = NULL;
-	uint64_t size = 0, cp = 0, ncp = 0;
+	uint64_t size = 0, cp = 0, ncp = 0, from = 0;
 	struct tenant_map tm = {0};
 	int rc, src;
 
@@ -154,63 +174,75 @@ int audit_state_load(struct audit *a, struct cerr *err)
 		rc = get_u64(a->db, "SELECT count(*) FROM checkpoints", &ncp);
 	if (rc < 0)
 		return cerr_set(err, rc, "cannot read the audit store: %s", sqlite3_errmsg(a->db));
-
-	/* compact range */
-	rc = audit_sqlite_rc(sqlite3_prepare_v2(a->db, "SELECT size, nodes FROM tree WHERE id = 1",
-						-1, &st, NULL));
-	if (rc < 0)
-		return cerr_set(err, rc, "cannot read the audit store: %s", sqlite3_errmsg(a->db));
-	src = sqlite3_step(st);
-	if (src == SQLITE_ROW && (uint64_t)sqlite3_column_int64(st, 0) == size &&
-	    (size_t)sqlite3_column_bytes(st, 1) == merkle_range_count(size) * MERKLE_HASH) {
-		merkle_range_init(&a->range);
-		a->range.size = size;
-		if (size > 0)
-			memcpy(a->range.node, sqlite3_column_blob(st, 1),
-			       merkle_range_count(size) * MERKLE_HASH);
-	} else if (src == SQLITE_ROW || src == SQLITE_DONE) {
-		rc = range_rebuild(a, size);
-	} else {
-		rc = -EIO;
-	}
-	sqlite3_finalize(st);
-	st = NULL;
-	if (rc < 0)
-		return cerr_set(err, rc, "cannot rebuild the audit tree: %s",
-				rc == -EBADMSG ? "records are not numbered 1..n" :
-						 sqlite3_errmsg(a->db));
-
-	/* tenant chain heads */
 	rc = tenant_map_init(&tm);
 	if (rc < 0)
 		return cerr_set(err, rc, "out of memory");
-	rc = audit_sqlite_rc(sqlite3_prepare_v2(a->db, "SELECT tenant, seq, last_leaf FROM tenants",
-						-1, &st, NULL));
-	while (rc == 0 && (src = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *name = (const char *)sqlite3_column_text(st, 0);
-		struct tenant_ent *e;
+	a->dirty = NULL;
+	merkle_range_init(&a->range);
 
-		if (name == NULL || sqlite3_column_bytes(st, 2) != MERKLE_HASH) {
-			rc = -EBADMSG;
-			break;
-		}
-		e = tenant_map_put(&tm, name);
-		if (e == NULL) {
-			rc = -ENOMEM;
-			break;
-		}
-		e->seq = (uint64_t)sqlite3_column_int64(st, 1);
-		memcpy(e->leaf, sqlite3_column_blob(st, 2), MERKLE_HASH);
-	}
-	if (rc == 0 && src != SQLITE_DONE)
+	/* the compact range and tenant heads as last written; a row that does
+	 * not fit the records (missing, ahead, wrong length) is ignored and
+	 * everything is replayed from the first record */
+	rc = audit_sqlite_rc(sqlite3_prepare_v2(a->db, "SELECT size, nodes FROM tree WHERE id = 1",
+						-1, &st, NULL));
+	if (rc < 0)
+		goto fail_sql;
+	src = sqlite3_step(st);
+	if (src == SQLITE_ROW && (uint64_t)sqlite3_column_int64(st, 0) <= size &&
+	    (size_t)sqlite3_column_bytes(st, 1) ==
+		    merkle_range_count((uint64_t)sqlite3_column_int64(st, 0)) * MERKLE_HASH) {
+		from = (uint64_t)sqlite3_column_int64(st, 0);
+		a->range.size = from;
+		if (from > 0)
+			memcpy(a->range.node, sqlite3_column_blob(st, 1),
+			       merkle_range_count(from) * MERKLE_HASH);
+	} else if (src != SQLITE_ROW && src != SQLITE_DONE) {
 		rc = -EIO;
+	}
 	sqlite3_finalize(st);
 	st = NULL;
+	if (rc < 0)
+		goto fail_sql;
+	if (from > 0) {
+		rc = audit_sqlite_rc(sqlite3_prepare_v2(
+			a->db, "SELECT tenant, seq, last_leaf FROM tenants", -1, &st, NULL));
+		while (rc == 0 && (src = sqlite3_step(st)) == SQLITE_ROW) {
+			const char *name = (const char *)sqlite3_column_text(st, 0);
+			struct tenant_ent *e;
+
+			if (name == NULL || sqlite3_column_bytes(st, 2) != MERKLE_HASH) {
+				rc = -EBADMSG;
+				break;
+			}
+			e = tenant_map_put(&tm, name);
+			if (e == NULL) {
+				rc = -ENOMEM;
+				break;
+			}
+			e->seq = (uint64_t)sqlite3_column_int64(st, 1);
+			memcpy(e->leaf, sqlite3_column_blob(st, 2), MERKLE_HASH);
+		}
+		if (rc == 0 && src != SQLITE_DONE)
+			rc = -EIO;
+		sqlite3_finalize(st);
+		st = NULL;
+		if (rc < 0) {
+			tenant_map_free(&tm);
+			return cerr_set(err, rc, "cannot read the tenant chains: %s",
+					rc == -EBADMSG ? "malformed row" : sqlite3_errmsg(a->db));
+		}
+	}
+	rc = derived_replay(a, &tm, from);
+	if (rc == 0 && a->range.size != size)
+		rc = -EBADMSG;
 	if (rc < 0) {
 		tenant_map_free(&tm);
-		return cerr_set(err, rc, "cannot read the tenant chains: %s",
-				rc == -EBADMSG ? "malformed row" : sqlite3_errmsg(a->db));
+		a->dirty = NULL;
+		return cerr_set(err, rc, "cannot rebuild the audit tree: %s",
+				rc == -EBADMSG ? "records are not numbered 1..n" :
+						 sqlite3_errmsg(a->db));
 	}
+	a->derived_size = from;
 
 	/* newest record's time: times never go backwards in the store */
 	a->last_time_us = 0;
@@ -231,6 +263,9 @@ int audit_state_load(struct audit *a, struct cerr *err)
 	a->have_cp = ncp > 0;
 	atomic_store(&a->size, size);
 	return 0;
+fail_sql:
+	tenant_map_free(&tm);
+	return cerr_set(err, rc, "cannot read the audit store: %s", sqlite3_errmsg(a->db));
 }
 
 int audit_newest_checkpoint(sqlite3 *db, uint64_t *size, char **note)

@@ -27,10 +27,28 @@ struct stored_cp {
 	char *note;
 };
 
+/* The writer's derived state as stored (store.c): the compact range and
+ * every tenant's chain head as of the tree row's size. */
+struct dtenant {
+	char *name;
+	uint64_t seq;
+	uint8_t leaf[MERKLE_HASH];
+};
+
+struct vderived {
+	bool have_row, checked;
+	uint64_t size;
+	uint8_t *nodes;
+	size_t nodes_len;
+	struct dtenant *t;
+	size_t nt;
+};
+
 struct vstate {
 	const struct note_key *key;
 	struct tenant_map tenants;
 	struct merkle_range range;
+	struct vderived d;
 	struct cerr *err;
 };
 
@@ -251,59 +269,116 @@ out:
 	return rc;
 }
 
-/* The writer's derived state must agree with what the records say. */
-static int derived_check(sqlite3 *db, struct vstate *v, struct cerr *err)
+static void derived_free(struct vderived *d)
 {
+	for (size_t i = 0; i < d->nt; i++)
+		free(d->t[i].name);
+	free(d->t);
+	free(d->nodes);
+	*d = (struct vderived){0};
+}
+
+/* Read the tree row and the tenants table before the records are walked. */
+static int derived_load(sqlite3 *db, struct vstate *v, struct cerr *err)
+{
+	struct vderived *d = &v->d;
 	sqlite3_stmt *st = NULL;
-	uint64_t ntenants = 0;
 	int rc = 0, src;
 
-	if (sqlite3_prepare_v2(db, "SELECT tenant, seq, last_leaf FROM tenants", -1, &st, NULL) !=
-	    SQLITE_OK)
-		return cerr_set(err, -EIO, "cannot read tenants: %s", sqlite3_errmsg(db));
-	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *t = (const char *)sqlite3_column_text(st, 0);
-		struct tenant_ent *e = t ? tenant_map_get(&v->tenants, t) : NULL;
-
-		ntenants++;
-		if (e == NULL || e->seq != (uint64_t)sqlite3_column_int64(st, 1) ||
-		    sqlite3_column_bytes(st, 2) != MERKLE_HASH ||
-		    memcmp(e->leaf, sqlite3_column_blob(st, 2), MERKLE_HASH) != 0) {
-			rc = cerr_set(err, -EBADMSG,
-				      "tenant %s: the tenants table disagrees with its records",
-				      t ? t : "(null)");
-			goto out;
-		}
-	}
-	if (src != SQLITE_DONE) {
-		rc = cerr_set(err, -EIO, "cannot read tenants: %s", sqlite3_errmsg(db));
-		goto out;
-	}
-	if (ntenants != v->tenants.count) {
-		rc = cerr_set(err, -EBADMSG, "the tenants table lacks tenants that have records");
-		goto out;
-	}
-	sqlite3_finalize(st);
-	st = NULL;
 	if (sqlite3_prepare_v2(db, "SELECT size, nodes FROM tree WHERE id = 1", -1, &st, NULL) !=
 	    SQLITE_OK)
 		return cerr_set(err, -EIO, "cannot read the tree row: %s", sqlite3_errmsg(db));
 	src = sqlite3_step(st);
 	if (src == SQLITE_ROW) {
-		size_t len = merkle_range_count(v->range.size) * MERKLE_HASH;
-
-		if ((uint64_t)sqlite3_column_int64(st, 0) != v->range.size ||
-		    (size_t)sqlite3_column_bytes(st, 1) != len ||
-		    (len && memcmp(sqlite3_column_blob(st, 1), v->range.node, len) != 0))
-			rc = cerr_set(err, -EBADMSG,
-				      "the stored compact range disagrees with the records");
-	} else if (src != SQLITE_DONE || v->range.size != 0) {
-		rc = cerr_set(err, src == SQLITE_DONE ? -EBADMSG : -EIO,
-			      "the stored compact range is missing");
+		d->have_row = true;
+		d->size = (uint64_t)sqlite3_column_int64(st, 0);
+		d->nodes_len = (size_t)sqlite3_column_bytes(st, 1);
+		if (d->nodes_len > 0) {
+			d->nodes = malloc(d->nodes_len);
+			if (d->nodes == NULL)
+				rc = cerr_set(err, -ENOMEM, "out of memory");
+			else
+				memcpy(d->nodes, sqlite3_column_blob(st, 1), d->nodes_len);
+		}
+	} else if (src != SQLITE_DONE) {
+		rc = cerr_set(err, -EIO, "cannot read the tree row: %s", sqlite3_errmsg(db));
 	}
-out:
+	sqlite3_finalize(st);
+	st = NULL;
+	if (rc < 0)
+		return rc;
+	if (sqlite3_prepare_v2(db, "SELECT tenant, seq, last_leaf FROM tenants", -1, &st, NULL) !=
+	    SQLITE_OK)
+		return cerr_set(err, -EIO, "cannot read tenants: %s", sqlite3_errmsg(db));
+	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *t = (const char *)sqlite3_column_text(st, 0);
+		struct dtenant *n = realloc(d->t, (d->nt + 1) * sizeof(*n));
+
+		if (n == NULL) {
+			rc = cerr_set(err, -ENOMEM, "out of memory");
+			break;
+		}
+		d->t = n;
+		n = &d->t[d->nt];
+		*n = (struct dtenant){.seq = (uint64_t)sqlite3_column_int64(st, 1)};
+		n->name = strdup(t ? t : "");
+		if (n->name == NULL) {
+			rc = cerr_set(err, -ENOMEM, "out of memory");
+			break;
+		}
+		d->nt++;
+		if (t == NULL || sqlite3_column_bytes(st, 2) != MERKLE_HASH) {
+			rc = cerr_set(err, -EBADMSG,
+				      "tenant %s: the tenants table disagrees with its records",
+				      t ? t : "(null)");
+			break;
+		}
+		memcpy(n->leaf, sqlite3_column_blob(st, 2), MERKLE_HASH);
+	}
+	if (rc == 0 && src != SQLITE_DONE)
+		rc = cerr_set(err, -EIO, "cannot read tenants: %s", sqlite3_errmsg(db));
 	sqlite3_finalize(st);
 	return rc;
+}
+
+/* The walk has reached the tree row's size: the stored derived state must
+ * agree with what the records say up to there. */
+static int derived_check_at(struct vstate *v)
+{
+	const struct vderived *d = &v->d;
+
+	for (size_t i = 0; i < d->nt; i++) {
+		struct tenant_ent *e = tenant_map_get(&v->tenants, d->t[i].name);
+
+		if (e == NULL || e->seq != d->t[i].seq ||
+		    memcmp(e->leaf, d->t[i].leaf, MERKLE_HASH) != 0)
+			return cerr_set(v->err, -EBADMSG,
+					"tenant %s: the tenants table disagrees with its records",
+					d->t[i].name);
+	}
+	if (d->nt != v->tenants.count)
+		return cerr_set(v->err, -EBADMSG,
+				"the tenants table lacks tenants that have records");
+	if (d->nodes_len != merkle_range_count(v->range.size) * MERKLE_HASH ||
+	    (d->nodes_len && memcmp(d->nodes, v->range.node, d->nodes_len) != 0))
+		return cerr_set(v->err, -EBADMSG,
+				"the stored compact range disagrees with the records");
+	v->d.checked = true;
+	return 0;
+}
+
+/* After the walk: the derived state was checked where it stands. */
+static int derived_check_end(struct vstate *v, uint64_t records)
+{
+	if (!v->d.have_row)
+		return records == 0 ? 0 : cerr_set(v->err, -EBADMSG, "the stored compact range is missing");
+	if (v->d.size > records)
+		return cerr_set(v->err, -EBADMSG,
+				"the stored compact range and tenant heads are ahead of the records "
+				"(at %" PRIu64 "; the store ends at %" PRIu64 ")",
+				v->d.size, records);
+	return v->d.checked ? 0 : cerr_set(v->err, -EBADMSG,
+					   "the stored compact range disagrees with the records");
 }
 
 /* Bodies are read with SQLite's own JSON functions in the same statement
@@ -505,6 +580,11 @@ static int verify_rows(sqlite3 *db, struct vstate *v, struct stored_cp *cps, siz
 		if (rc < 0)
 			return rc;
 	}
+	if (v->d.have_row && v->d.size == 0) {
+		rc = derived_check_at(v);
+		if (rc < 0)
+			return rc;
+	}
 	vp = calloc(1, sizeof(*vp));
 	if (vp == NULL)
 		return cerr_set(v->err, -ENOMEM, "out of memory");
@@ -539,6 +619,11 @@ static int verify_rows(sqlite3 *db, struct vstate *v, struct stored_cp *cps, siz
 				if (rc < 0)
 					break;
 			}
+			/* after the signed roots: a mismatch there names more */
+			if (rc == 0 && v->d.have_row && v->d.size == expect)
+				rc = derived_check_at(v);
+			if (rc < 0)
+				break;
 			expect++;
 		}
 		if (rc == 0 && b->rc < 0)
@@ -619,10 +704,13 @@ int audit_verify_db(const char *path, const char *vkey, struct audit_verify_stat
 	rc = load_cps(db, &cps, &ncps, err);
 	if (rc < 0)
 		goto out;
+	rc = derived_load(db, &v, err);
+	if (rc < 0)
+		goto out;
 	rc = verify_rows(db, &v, cps, ncps, &records);
 	if (rc < 0)
 		goto out;
-	rc = derived_check(db, &v, err);
+	rc = derived_check_end(&v, records);
 	if (rc < 0)
 		goto out;
 	if (st != NULL) {
@@ -633,6 +721,7 @@ int audit_verify_db(const char *path, const char *vkey, struct audit_verify_stat
 out:
 	sqlite3_finalize(q);
 	cps_free(cps, ncps);
+	derived_free(&v.d);
 	tenant_map_free(&v.tenants);
 	sqlite3_close(db);
 	return rc;

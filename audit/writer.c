@@ -192,8 +192,7 @@ static int step_done(sqlite3 *db, sqlite3_stmt *st)
 
 /* Add one record to the open transaction. -EINVAL: this record alone is
  * refused (too large); other errors fail the batch. */
-static int record_add(struct audit *a, struct audit_item *it, uint64_t seq, const char *time,
-		      struct tenant_ent **dirty)
+static int record_add(struct audit *a, struct audit_item *it, uint64_t seq, const char *time)
 {
 	const char *tenant = it->col[AUDIT_COL_TENANT];
 	struct tenant_ent *te = NULL;
@@ -232,11 +231,44 @@ static int record_add(struct audit *a, struct audit_item *it, uint64_t seq, cons
 		memcpy(te->leaf, leaf, MERKLE_HASH);
 		if (!te->dirty) {
 			te->dirty = true;
-			te->next_dirty = *dirty;
-			*dirty = te;
+			te->next_dirty = a->dirty;
+			a->dirty = te;
 		}
 	}
 	return 0;
+}
+
+/* Inside an open transaction: the changed tenant heads and the compact
+ * range as of now. derived_written() once that transaction committed. */
+static int derived_write(struct audit *a)
+{
+	int rc;
+
+	for (struct tenant_ent *te = a->dirty; te; te = te->next_dirty) {
+		sqlite3_bind_text(a->st_tenant, 1, te->name, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(a->st_tenant, 2, (sqlite3_int64)te->seq);
+		sqlite3_bind_blob(a->st_tenant, 3, te->leaf, MERKLE_HASH, SQLITE_STATIC);
+		rc = step_done(a->db, a->st_tenant);
+		if (rc < 0)
+			return rc;
+	}
+	sqlite3_bind_int64(a->st_range, 1, (sqlite3_int64)a->range.size);
+	sqlite3_bind_blob(a->st_range, 2, a->range.node,
+			  (int)(merkle_range_count(a->range.size) * MERKLE_HASH), SQLITE_STATIC);
+	return step_done(a->db, a->st_range);
+}
+
+static void derived_written(struct audit *a)
+{
+	struct tenant_ent *te = a->dirty, *next;
+
+	for (; te; te = next) {
+		next = te->next_dirty;
+		te->dirty = false;
+		te->next_dirty = NULL;
+	}
+	a->dirty = NULL;
+	a->derived_size = a->range.size;
 }
 
 /* Write every record of the list in one transaction. Per-record results
@@ -244,10 +276,10 @@ static int record_add(struct audit *a, struct audit_item *it, uint64_t seq, cons
 static int batch_commit(struct audit *a, struct audit_item *list)
 {
 	char time[UTIL_TIME_LEN];
-	struct tenant_ent *dirty = NULL, *te;
 	uint64_t size = atomic_load(&a->size), seq = size;
 	int64_t now = util_now_us();
 	const char *what = "begin";
+	bool derived;
 	int rc;
 
 	if (now < a->last_time_us)
@@ -262,7 +294,7 @@ static int batch_commit(struct audit *a, struct audit_item *list)
 		goto fail;
 	what = "insert";
 	for (struct audit_item *it = list; it; it = it->next) {
-		rc = record_add(a, it, seq + 1, time, &dirty);
+		rc = record_add(a, it, seq + 1, time);
 		if (rc == -EINVAL) {
 			it->rc = -EINVAL;
 			continue;
@@ -272,36 +304,26 @@ static int batch_commit(struct audit *a, struct audit_item *list)
 		it->rc = 0;
 		it->seq = ++seq;
 	}
-	what = "tenants";
-	for (te = dirty; te; te = te->next_dirty) {
-		sqlite3_bind_text(a->st_tenant, 1, te->name, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(a->st_tenant, 2, (sqlite3_int64)te->seq);
-		sqlite3_bind_blob(a->st_tenant, 3, te->leaf, MERKLE_HASH, SQLITE_STATIC);
-		rc = step_done(a->db, a->st_tenant);
+	what = "tree";
+	derived = a->range.size - a->derived_size >= AUDIT_DERIVED_EVERY;
+	if (derived) {
+		rc = derived_write(a);
 		if (rc < 0)
 			goto fail;
 	}
-	what = "tree";
-	sqlite3_bind_int64(a->st_range, 1, (sqlite3_int64)a->range.size);
-	sqlite3_bind_blob(a->st_range, 2, a->range.node,
-			  (int)(merkle_range_count(a->range.size) * MERKLE_HASH), SQLITE_STATIC);
-	rc = step_done(a->db, a->st_range);
-	if (rc < 0)
-		goto fail;
 	what = "commit";
 	rc = audit_exec(a->db, "COMMIT");
 	if (rc < 0)
 		goto fail;
-	for (te = dirty; te; te = te->next_dirty)
-		te->dirty = false;
+	if (derived)
+		derived_written(a);
 	a->last_time_us = now;
 	atomic_store(&a->size, seq);
 	return 0;
 fail:
 	/* nothing of the batch is committed; the in-memory range and tenant
-	 * heads are reloaded from the file before the next write */
-	for (te = dirty; te; te = te->next_dirty)
-		te->dirty = false;
+	 * heads are reloaded from the file (and its records replayed) before
+	 * the next write */
 	set_failed(a, rc, what);
 	return atomic_load(&a->fail_rc);
 }
@@ -362,12 +384,15 @@ static int checkpoint_make(struct audit *a, char **note_out, uint64_t *size_out)
 		rc = step_done(a->db, a->st_cp);
 	}
 	if (rc == 0)
+		rc = derived_write(a);
+	if (rc == 0)
 		rc = audit_exec(a->db, "COMMIT");
 	if (rc < 0) {
 		set_failed(a, rc, "checkpoint");
 		rc = atomic_load(&a->fail_rc);
 		goto out;
 	}
+	derived_written(a);
 	a->last_cp_size = size;
 	a->have_cp = true;
 	a->last_cp_ms = util_mono_ms();
@@ -579,6 +604,21 @@ void *audit_writer_main(void *arg)
 
 		if (rc < 0)
 			a->close_rc = rc;
+	}
+	/* a clean close leaves nothing to replay at the next open */
+	if (atomic_load(&a->writable) && a->derived_size != a->range.size) {
+		int rc = file_check(a);
+
+		if (rc == 0)
+			rc = audit_exec(a->db, "BEGIN IMMEDIATE");
+		if (rc == 0)
+			rc = derived_write(a);
+		if (rc == 0)
+			rc = audit_exec(a->db, "COMMIT");
+		if (rc == 0)
+			derived_written(a);
+		else
+			set_failed(a, rc, "close");
 	}
 	if (!atomic_load(&a->writable) && a->close_rc == 0)
 		a->close_rc = atomic_load(&a->fail_rc);
