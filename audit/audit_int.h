@@ -113,7 +113,14 @@ struct audit {
 	bool have_cp;
 	int64_t last_cp_ms;
 	int64_t last_time_us;
-	int wal_pages;
+	int wal_pages;                /* frames in the WAL (wal_hook) */
+	int fold_asked;               /* wal_pages at the last fold request */
+	/* fold.c: the WAL folded into the file on its own thread/connection */
+	sqlite3 *fdb;
+	pthread_t fold_thread;
+	pthread_mutex_t fold_lock;
+	pthread_cond_t fold_wake;
+	bool fold_init, fold_started, fold_wanted, fold_stop;
 	int64_t retry_ms, retry_at_ms;
 	dev_t dev;
 	ino_t ino;
@@ -146,6 +153,10 @@ int audit_body_splice(const struct audit *a, const struct audit_item *it, uint64
 
 /* writer.c */
 void *audit_writer_main(void *arg);
+/* fold.c */
+int audit_fold_start(struct audit *a, struct cerr *err);
+void audit_fold_request(struct audit *a);
+void audit_fold_stop(struct audit *a);
 
 /* checkpoint lookup shared by export: newest stored (size, note) */
 int audit_newest_checkpoint(sqlite3 *db, uint64_t *size, char **note);

@@ -503,6 +503,9 @@ int audit_open(const char *path, const struct audit_opts *o, struct audit **out,
 		goto fail;
 
 	if (!a->read_only) {
+		rc = audit_fold_start(a, err);
+		if (rc < 0)
+			goto fail;
 		a->last_cp_ms = util_mono_ms();
 		atomic_store(&a->writable, true);
 		rc = -pthread_create(&a->thread, NULL, audit_writer_main, a);
@@ -533,6 +536,7 @@ int audit_close(struct audit *a)
 		pthread_mutex_unlock(&a->lock);
 		pthread_join(a->thread, NULL);
 	}
+	audit_fold_stop(a);
 	rc = a->close_rc;
 	sqlite3_finalize(a->st_event);
 	sqlite3_finalize(a->st_tenant);

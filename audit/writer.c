@@ -16,8 +16,8 @@
 
 #include "note.h"
 
-#define WAL_IDLE_PAGES 1000     /* fold the WAL when idle beyond ~4 MiB */
-#define WAL_BUSY_PAGES 65536    /* ... and even when busy beyond ~256 MiB */
+#define WAL_FOLD_PAGES 1000     /* ask the fold thread every ~4 MiB of WAL */
+#define WAL_FORCE_PAGES 16384   /* ~64 MiB never restarted: fold here */
 #define RETRY_MIN_MS 10
 #define RETRY_MAX_MS 1000
 
@@ -541,6 +541,27 @@ static void wait_for_work(struct audit *a)
 	}
 }
 
+/* Keep the WAL short without folding it on the reply path: the fold
+ * thread does it (fold.c). SQLite restarts the WAL at a commit after a
+ * fold that caught up; if constant load never lets that happen, fold
+ * here once (with nothing new written meanwhile, the next commit
+ * restarts it). */
+static void wal_fold(struct audit *a)
+{
+	if (a->wal_pages < a->fold_asked) /* the WAL restarted */
+		a->fold_asked = 0;
+	if (a->wal_pages >= WAL_FORCE_PAGES) {
+		if (sqlite3_wal_checkpoint_v2(a->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) ==
+		    SQLITE_OK)
+			a->wal_pages = a->fold_asked = 0;
+		return;
+	}
+	if (a->wal_pages >= a->fold_asked + WAL_FOLD_PAGES) {
+		a->fold_asked = a->wal_pages;
+		audit_fold_request(a);
+	}
+}
+
 void *audit_writer_main(void *arg)
 {
 	struct audit *a = arg;
@@ -581,18 +602,9 @@ void *audit_writer_main(void *arg)
 			complete_cps(a, cps, rc, note, size);
 			free(note);
 		}
+		if (atomic_load(&a->writable))
+			wal_fold(a);
 		pthread_mutex_lock(&a->lock);
-		/* fold the WAL into the file off the reply path: only when
-		 * nothing waits, unless it has grown very large */
-		if (atomic_load(&a->writable) &&
-		    ((a->q_head == NULL && a->wal_pages >= WAL_IDLE_PAGES) ||
-		     a->wal_pages >= WAL_BUSY_PAGES)) {
-			pthread_mutex_unlock(&a->lock);
-			if (sqlite3_wal_checkpoint_v2(a->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL,
-						      NULL) == SQLITE_OK)
-				a->wal_pages = 0;
-			pthread_mutex_lock(&a->lock);
-		}
 		if (stopping && a->q_head == NULL && a->cp_head == NULL)
 			break;
 	}
