@@ -69,6 +69,9 @@ int audit_append_async(struct audit *a, json_t *fields, uint64_t cookie);
  * NUL-terminated, length in *len (may be NULL); NULL on bad UTF-8, a
  * cycle or no memory. */
 char *audit_canonical_json(json_t *v, size_t *len);
+/* The same without sorting: json_dumps(v, JSON_COMPACT | JSON_ENSURE_ASCII)
+ * bytes, keys in insertion order (the broker's replies). */
+char *audit_json_compact(json_t *v, size_t *len);
 
 /* Readable (EPOLLIN) whenever completions are waiting. */
 int audit_event_fd(const struct audit *a);

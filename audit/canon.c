@@ -7,6 +7,9 @@
  * a hash lookup per key, a callback per escaped run) was a quarter of
  * that thread's time. This walks the same tree once into one buffer.
  *
+ * The same walk without the sorting (audit_json_compact) writes the
+ * broker's replies: jansson's JSON_COMPACT | JSON_ENSURE_ASCII bytes.
+ *
  * What it handles: objects, arrays, strings, integers, true, false,
  * null, nested at most CANON_MAX_DEPTH deep. Anything else (reals,
  * deeper trees, a tree that contains itself) is handed to json_dumps
@@ -35,6 +38,7 @@
 struct cbuf {
 	char *p;
 	size_t len, cap;
+	bool sort;     /* keys in byte order (else insertion order) */
 	bool fallback; /* a node this code does not write: use jansson */
 };
 
@@ -211,7 +215,7 @@ static int put_object(struct cbuf *b, json_t *o, int depth)
 		size_t j = n++;
 
 		/* insertion sort: records have a few dozen keys */
-		while (j > 0 && kv_cmp(&kv[j - 1], &e) > 0) {
+		while (b->sort && j > 0 && kv_cmp(&kv[j - 1], &e) > 0) {
 			kv[j] = kv[j - 1];
 			j--;
 		}
@@ -275,9 +279,9 @@ static int put_value(struct cbuf *b, json_t *v, int depth)
 	}
 }
 
-char *audit_canonical_json(json_t *v, size_t *len_out)
+static char *dump(json_t *v, bool sort, size_t *len_out)
 {
-	struct cbuf b = {0};
+	struct cbuf b = {.sort = sort};
 	int rc;
 
 	if (v == NULL || !(json_is_object(v) || json_is_array(v)))
@@ -291,11 +295,21 @@ char *audit_canonical_json(json_t *v, size_t *len_out)
 	}
 	free(b.p);
 	if (rc == -ENOTSUP && b.fallback) {
-		char *s = json_dumps(v, AUDIT_JSON_FLAGS);
+		char *s = json_dumps(v, sort ? AUDIT_JSON_FLAGS : JSON_COMPACT | JSON_ENSURE_ASCII);
 
 		if (s != NULL && len_out)
 			*len_out = strlen(s);
 		return s;
 	}
 	return NULL;
+}
+
+char *audit_canonical_json(json_t *v, size_t *len_out)
+{
+	return dump(v, true, len_out);
+}
+
+char *audit_json_compact(json_t *v, size_t *len_out)
+{
+	return dump(v, false, len_out);
 }

@@ -400,15 +400,14 @@ void conn_send_json(struct conn *c, json_t *reply)
 		json_decref(reply);
 		return;
 	}
-	s = json_dumps(reply, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	s = audit_json_compact(reply, &len);
 	json_decref(reply);
 	if (s == NULL) {
 		conn_close(c);
 		return;
 	}
-	len = strlen(s);
+	/* the buffer holds len+1 bytes: the NUL becomes the newline */
 	s[len] = '\n';
-	/* json_dumps allocates len+1: the NUL becomes the newline */
 	conn_send_raw(c, s, len + 1);
 	free(s);
 }

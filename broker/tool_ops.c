@@ -407,10 +407,9 @@ static int send_token(struct pending *p)
 	int64_t in = p->expires_at - util_now_us() / 1000000;
 
 	json_object_set_new(r, "expires_in", json_integer(in > 0 ? in : 0));
-	head = json_dumps(r, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	head = audit_json_compact(r, &hl);
 	if (head == NULL)
 		return -ENOMEM;
-	hl = strlen(head);
 	if (hl < 2) {
 		free(head);
 		return -ENOMEM;

@@ -1,5 +1,6 @@
 /* fuzz_canonical_json.c — audit_canonical_json (canon.c) against jansson's
- * own json_dumps with the same flags, on every document jansson parses
+ * own json_dumps with the same flags (and audit_json_compact against
+ * JSON_COMPACT | JSON_ENSURE_ASCII), on every document jansson parses
  * from arbitrary bytes. Record bodies are hashed in this encoding and
  * verify re-encodes with jansson, so one differing byte would make a
  * good store look tampered: the invariant is byte equality, or both
@@ -22,6 +23,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	want = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII);
 	got = audit_canonical_json(v, &len);
+	if ((want == NULL) != (got == NULL))
+		abort();
+	if (want != NULL && (strcmp(want, got) != 0 || len != strlen(want)))
+		abort();
+	free(want);
+	free(got);
+	/* unsorted, as the broker writes replies */
+	want = json_dumps(v, JSON_COMPACT | JSON_ENSURE_ASCII);
+	got = audit_json_compact(v, &len);
 	if ((want == NULL) != (got == NULL))
 		abort();
 	if (want != NULL && (strcmp(want, got) != 0 || len != strlen(want)))

@@ -24,8 +24,18 @@ static void same(json_t *v)
 
 	if (want == NULL) {
 		assert_null(got);
+		assert_null(audit_json_compact(v, NULL));
 		return;
 	}
+	assert_non_null(got);
+	assert_string_equal(got, want);
+	assert_int_equal(len, strlen(want));
+	free(want);
+	free(got);
+	/* and unsorted, as replies are written */
+	want = json_dumps(v, JSON_COMPACT | JSON_ENSURE_ASCII);
+	got = audit_json_compact(v, &len);
+	assert_non_null(want);
 	assert_non_null(got);
 	assert_string_equal(got, want);
 	assert_int_equal(len, strlen(want));
