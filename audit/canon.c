@@ -49,7 +49,9 @@ static int grow(struct cbuf *b, size_t n)
 
 	if (b->len + n + 1 <= b->cap)
 		return 0;
-	nc = b->cap ? b->cap : 1024; /* most records fit: one malloc */
+	/* most records fit in one malloc; below 1 KiB so glibc serves it
+	 * from its small bins without consolidating its fast bins first */
+	nc = b->cap ? b->cap : 1000;
 	while (nc < b->len + n + 1)
 		nc *= 2;
 	np = realloc(b->p, nc);
@@ -109,11 +111,17 @@ static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *cp)
 	return len;
 }
 
+/* Bytes written as they are: printable ASCII but '"' and '\\'. */
+static bool plain(unsigned char c)
+{
+	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
 static int put_string(struct cbuf *b, const char *str, size_t n)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	const unsigned char *s = (const unsigned char *)str;
-	size_t i = 0, run = 0;
+	size_t i = 0, run;
 
 	if (grow(b, n + 2) < 0)
 		return -ENOMEM;
@@ -124,14 +132,16 @@ static int put_string(struct cbuf *b, const char *str, size_t n)
 		char esc[12];
 		size_t el = 0;
 
-		if (s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\') {
-			i++;
-			run++;
-			continue;
+		/* the common case: a run of plain bytes, copied at once */
+		for (run = 0; i + run < n && plain(s[i + run]); run++)
+			;
+		if (run > 0) {
+			if (put(b, str + i, run) < 0)
+				return -ENOMEM;
+			i += run;
+			if (i == n)
+				break;
 		}
-		if (run > 0 && put(b, str + i - run, run) < 0)
-			return -ENOMEM;
-		run = 0;
 		l = utf8_next(s + i, n - i, &cp);
 		if (l == 0)
 			return -EINVAL;
@@ -177,8 +187,6 @@ static int put_string(struct cbuf *b, const char *str, size_t n)
 		if (put(b, esc, el) < 0)
 			return -ENOMEM;
 	}
-	if (run > 0 && put(b, str + n - run, run) < 0)
-		return -ENOMEM;
 	return put(b, "\"", 1);
 }
 

@@ -404,6 +404,7 @@ static int send_token(struct pending *p)
 	json_t *r = p->reply;
 	char *head, *line;
 	size_t hl, tl = 0, o = 0;
+	bool plain;
 	int64_t in = p->expires_at - util_now_us() / 1000000;
 
 	json_object_set_new(r, "expires_in", json_integer(in > 0 ? in : 0));
@@ -419,6 +420,7 @@ static int send_token(struct pending *p)
 
 		tl += ch == '"' || ch == '\\' ? 2 : ch < 0x20 ? 6 : 1;
 	}
+	plain = tl == p->token_len; /* a JWT always is: one memcpy */
 	line = conn_out_reserve(p->conn, hl - 1 + 17 + tl + 3);
 	if (line == NULL) {
 		free(head);
@@ -429,7 +431,11 @@ static int send_token(struct pending *p)
 	free(head);
 	memcpy(line + o, ",\"access_token\":\"", 17);
 	o += 17;
-	for (size_t i = 0; i < p->token_len; i++) {
+	if (plain) {
+		memcpy(line + o, p->token, p->token_len);
+		o += p->token_len;
+	}
+	for (size_t i = 0; !plain && i < p->token_len; i++) {
 		static const char hex[] = "0123456789abcdef";
 		unsigned char ch = (unsigned char)p->token[i];
 
