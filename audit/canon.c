@@ -111,10 +111,37 @@ static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *cp)
 	return len;
 }
 
-/* Bytes written as they are: printable ASCII but '"' and '\\'. */
+/* Bytes written as they are: printable ASCII but '"' (0x22) and '\\'
+ * (0x5c). A bitmap: this test runs once per byte of every record and
+ * reply. */
+static const uint64_t plain_map[4] = {
+	0xFFFFFFFB00000000ULL, /* 0x20-0x3f, not 0x22 */
+	0xFFFFFFFFEFFFFFFFULL, /* 0x40-0x7f, not 0x5c */
+	0, 0,
+};
+
 static bool plain(unsigned char c)
 {
-	return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+	return (plain_map[c >> 6] >> (c & 63)) & 1;
+}
+
+/* Decimal, as printf's %lld writes it; snprintf was a tenth of the walk. */
+static size_t fmt_int(char out[static 24], json_int_t v)
+{
+	char tmp[24];
+	size_t n = 0, o = 0;
+	/* negate in unsigned: INT64_MIN has no positive twin */
+	unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+
+	do {
+		tmp[n++] = (char)('0' + u % 10);
+		u /= 10;
+	} while (u != 0);
+	if (v < 0)
+		out[o++] = '-';
+	while (n > 0)
+		out[o++] = tmp[--n];
+	return o;
 }
 
 static int put_string(struct cbuf *b, const char *str, size_t n)
@@ -273,8 +300,7 @@ static int put_value(struct cbuf *b, json_t *v, int depth)
 	case JSON_STRING:
 		return put_string(b, json_string_value(v), json_string_length(v));
 	case JSON_INTEGER:
-		rc = snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-		return put(b, num, (size_t)rc);
+		return put(b, num, fmt_int(num, json_integer_value(v)));
 	case JSON_TRUE:
 		return put(b, "true", 4);
 	case JSON_FALSE:

@@ -44,6 +44,7 @@ struct peer {
 	bool have_exe_sha256;
 	uint8_t exe_sha256[32];
 	char user[64];            /* uid's name, or "uid:N" */
+	json_t *json;             /* peer_json's cached object */
 };
 
 /* Fill p from a connected socket. 0 or -errno (the peer is then unusable). */
@@ -59,7 +60,7 @@ int peer_check_conn(const struct peer *p, int sock);
 int peer_match_principal(struct peer *p, const struct broker_config *c);
 bool peer_in_group(const struct peer *p, gid_t g);
 /* JSON {uid, gid, pid, exe} for audit records. */
-json_t *peer_json(const struct peer *p);
+json_t *peer_json(struct peer *p);
 void peer_cache_free(void);
 
 /* ---- connections (server.c) ------------------------------------------ */
@@ -218,7 +219,7 @@ json_t *reply_error(json_t *id, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* An audit record skeleton: event, outcome, peer, principal, request id. */
 json_t *record_new(struct broker *b, const char *event, const char *outcome,
-		   const struct conn *c, const char *principal, json_t *id);
+		   struct conn *c, const char *principal, json_t *id);
 void broker_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* A request line checked against the framing rules and the op's fields,

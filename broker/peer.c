@@ -158,6 +158,7 @@ void peer_clear(struct peer *p)
 {
 	if (p->has_pidfd)
 		close(p->pidfd);
+	json_decref(p->json);
 	free(p->groups);
 	free(p->exe);
 	*p = (struct peer){0};
@@ -307,8 +308,13 @@ int peer_match_principal(struct peer *p, const struct broker_config *c)
 	return -1;
 }
 
-json_t *peer_json(const struct peer *p)
+json_t *peer_json(struct peer *p)
 {
-	return json_pack("{s:I,s:I,s:I,s:s?}", "uid", (json_int_t)p->uid, "gid",
-			 (json_int_t)p->gid, "pid", (json_int_t)p->pid, "exe", p->exe);
+	/* built once per connection: every record of it carries the same
+	 * object (records are serialised on the loop thread, so sharing the
+	 * reference count is safe) */
+	if (p->json == NULL)
+		p->json = json_pack("{s:I,s:I,s:I,s:s?}", "uid", (json_int_t)p->uid, "gid",
+				    (json_int_t)p->gid, "pid", (json_int_t)p->pid, "exe", p->exe);
+	return json_incref(p->json);
 }

@@ -62,7 +62,7 @@ json_t *reply_error(json_t *id, const char *code, const char *fmt, ...)
 }
 
 json_t *record_new(struct broker *b, const char *event, const char *outcome,
-		   const struct conn *c, const char *principal, json_t *id)
+		   struct conn *c, const char *principal, json_t *id)
 {
 	json_t *r = json_pack("{s:s,s:s}", "event", event, "outcome", outcome);
 
