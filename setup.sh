@@ -75,6 +75,7 @@ fuzz)
 	CUSTODY_FUZZ_SECONDS=${2:-30} exec meson test -C build-fuzz --suite fuzz --print-errorlogs --num-processes 1 ;;
 bench)
 	build build
+	ninja -C build tests/bench/bench-audit # the audit store's own figures (issue 3)
 	exec python3 tests/bench/run.py --build build ;;
 *)
 	echo "usage: ./setup.sh [build|demo|test|asan|valgrind|fuzz [SECONDS]|bench]" >&2
