@@ -415,12 +415,11 @@ static int send_token(struct pending *p)
 		free(head);
 		return -ENOMEM;
 	}
-	for (size_t i = 0; i < p->token_len; i++) {
-		unsigned char ch = (unsigned char)p->token[i];
-
-		tl += ch == '"' || ch == '\\' ? 2 : ch < 0x20 ? 6 : 1;
-	}
-	plain = tl == p->token_len; /* a JWT always is: one memcpy */
+	/* token_response admits printable ASCII only: '"' and '\\' are all
+	 * that could need escaping, and a JWT has neither (one memcpy) */
+	for (size_t i = 0; i < p->token_len; i++)
+		tl += p->token[i] == '"' || p->token[i] == '\\' ? 2 : 1;
+	plain = tl == p->token_len;
 	line = conn_out_reserve(p->conn, hl - 1 + 17 + tl + 3);
 	if (line == NULL) {
 		free(head);
@@ -436,20 +435,9 @@ static int send_token(struct pending *p)
 		o += p->token_len;
 	}
 	for (size_t i = 0; !plain && i < p->token_len; i++) {
-		static const char hex[] = "0123456789abcdef";
-		unsigned char ch = (unsigned char)p->token[i];
-
-		if (ch == '"' || ch == '\\') {
+		if (p->token[i] == '"' || p->token[i] == '\\')
 			line[o++] = '\\';
-			line[o++] = (char)ch;
-		} else if (ch < 0x20) {
-			memcpy(line + o, "\\u00", 4);
-			line[o + 4] = hex[ch >> 4];
-			line[o + 5] = hex[ch & 0xf];
-			o += 6;
-		} else {
-			line[o++] = (char)ch;
-		}
+		line[o++] = p->token[i];
 	}
 	memcpy(line + o, "\"}\n", 3);
 	o += 3;

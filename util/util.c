@@ -159,6 +159,22 @@ void util_hex(const uint8_t *in, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
+/* Move the first used bytes of *buf into a new buffer of ncap bytes and
+ * wipe the old one: what is read may be a secret. */
+static int regrow_wiped(char **buf, size_t *cap, size_t used, size_t ncap)
+{
+	char *nb = malloc(ncap);
+
+	if (nb == NULL)
+		return -ENOMEM;
+	memcpy(nb, *buf, used);
+	sodium_memzero(*buf, *cap);
+	free(*buf);
+	*buf = nb;
+	*cap = ncap;
+	return 0;
+}
+
 int util_read_file(const char *path, size_t max, char **out, size_t *len)
 {
 	struct stat st;
@@ -192,23 +208,14 @@ int util_read_file(const char *path, size_t max, char **out, size_t *len)
 
 		if (got == cap) {
 			size_t ncap = cap * 2 > max + 1 || cap * 2 < cap ? max + 1 : cap * 2;
-			char *nb;
 
 			if (ncap == cap) {
 				rc = -EFBIG;
 				goto out;
 			}
-			nb = malloc(ncap);
-			if (nb == NULL) {
-				rc = -ENOMEM;
+			rc = regrow_wiped(&buf, &cap, got, ncap);
+			if (rc < 0)
 				goto out;
-			}
-			/* copy, then wipe the old buffer: it may hold a secret */
-			memcpy(nb, buf, got);
-			sodium_memzero(buf, cap);
-			free(buf);
-			buf = nb;
-			cap = ncap;
 		}
 		r = read(fd, buf + got, cap - got);
 
@@ -226,19 +233,11 @@ int util_read_file(const char *path, size_t max, char **out, size_t *len)
 			goto out;
 		}
 	}
+	/* exactly filled: room for the NUL */
 	if (got == cap) {
-		/* exactly filled: room for the NUL */
-		char *nb = malloc(got + 1);
-
-		if (nb == NULL) {
-			rc = -ENOMEM;
+		rc = regrow_wiped(&buf, &cap, got, got + 1);
+		if (rc < 0)
 			goto out;
-		}
-		memcpy(nb, buf, got);
-		sodium_memzero(buf, cap);
-		free(buf);
-		buf = nb;
-		cap = got + 1;
 	}
 	buf[got] = '\0';
 	*out = buf;
