@@ -347,6 +347,27 @@ class Bench:
 
     # -- (d) ssh-agent
 
+    # -- (c') the storage floor: DESIGN.md §7's SQLite alone
+
+    def bench_floor(self):
+        """Commit rates of the audit store's own schema and pragmas with none
+        of custody's work (tests/bench/sqlite_floor.c): what custody could
+        reach if everything but the durable write cost nothing."""
+        exe = self.bin("tests/bench/sqlite-floor")
+        if exe is None:
+            self.notes.append("(c') SQLite floor skipped: tests/bench/sqlite-floor is not built.")
+            return
+        d = os.path.join(self.tmp, "floor")
+        os.makedirs(d)
+        secs = 0.3 if self.quick else 3.0
+        r = self.run([exe, "--seconds", str(secs), "--dir", d], timeout=600)
+        res = json.loads(r.stdout.decode().strip().splitlines()[-1])
+        self.results["floor"] = res
+        self.log("SQLite floor: 1 row/commit %.0f/s (p50 %.3f ms), 64 rows/commit 1 tenant %.0f rows/s, "
+                 "64 rows/commit 100 tenants %.0f rows/s" % (
+                     res["floor_1x1_per_s"], res["floor_1x1_p50_us"] / 1000,
+                     res["floor_64x1_per_s"], res["floor_64x100_per_s"]))
+
     def bench_sshagent(self):
         agent, add, keygen = shutil.which("ssh-agent"), shutil.which("ssh-add"), shutil.which("ssh-keygen")
         if not agent or not add or not keygen:
@@ -739,6 +760,7 @@ class Bench:
             self.notes.append("(a), (e), (f) skipped: custodyd/custody are not built in %s." % self.build)
         self.section("(b) echo", self.bench_echo)
         self.section("(c) redis", self.bench_redis)
+        self.section("(c) floor", self.bench_floor)
         self.section("(d) sshagent", self.bench_sshagent)
         if custody_ok and sodium is not None:
             self.section("(e) cold", self.bench_custody_cold, sodium)
@@ -805,6 +827,26 @@ def report(b):
     p99 = get("custody", 64, "p99_us")
     rows.append(("cached token p99, 64 conns (ref: Redis p99)", fmt_ms(p99), fmt_ms(get("redis", 64, "p99_us")),
                  ratio(p99, get("redis", 64, "p99_us")), "≤ 2 ms", met(None if p99 is None else p99 <= 2000)))
+    fl = R.get("floor")
+    if fl:
+        # what DESIGN.md §7's storage alone allows: one thread inserting the
+        # store's rows with its pragmas, nothing else (tests/bench/sqlite_floor.c)
+        for c, key in ((1, "1x1"), (8, "8x1"), (64, "64x1")):
+            f, rd = fl.get("floor_%s_per_s" % key), get("redis", c, "rps")
+            rows.append(("SQLite floor: %d row%s per commit, audit schema, no custody code "
+                         "(ref: Redis SET, %d conn%s)" % (c, "s" if c > 1 else "", c, "s" if c > 1 else ""),
+                         "{:,.0f} rows/s".format(f), fmt_rps(rd), ratio(f, rd), "(floor)", "—"))
+        for c, key in ((1, "1x1"), (8, "8x1"), (64, "64x1")):
+            cu, f = get("custody", c, "rps"), fl.get("floor_%s_per_s" % key)
+            rows.append(("cached token, %d conn%s (ref: SQLite floor, %d row%s per commit)" % (
+                         c, "s" if c > 1 else "", c, "s" if c > 1 else ""),
+                         fmt_rps(cu), "{:,.0f} rows/s".format(f), ratio(cu, f), "(floor)", "—"))
+        rows.append(("SQLite floor: commit p50 / p99, 32 rows (ref: p99 target at 64 conns)",
+                     "%s / %s" % (fmt_ms(fl["floor_32x1_p50_us"]), fmt_ms(fl["floor_32x1_p99_us"])),
+                     "—", "—", "(floor)", "—"))
+        rows.append(("SQLite floor: commit p50 / p99, 64 rows",
+                     "%s / %s" % (fmt_ms(fl["floor_64x1_p50_us"]), fmt_ms(fl["floor_64x1_p99_us"])),
+                     "—", "—", "(floor)", "—"))
     for c in CONNS:
         cu, e = get("custody", c, "rps"), get("echo", c, "rps")
         rows.append(("cached token, %d conn%s (ref: echo-server floor)" % (c, "s" if c > 1 else ""),
@@ -862,6 +904,12 @@ def report(b):
                              "{:,.0f} records/s".format(r), "—", "—",
                              "≥ 100,000 records/s" if k == 64 else "—",
                              met(r >= 100000) if k == 64 else "—"))
+        if fl and a.get("append_64_per_s") is not None:
+            f = fl["floor_64x100_per_s"]
+            rows.append(("audit durable appends, 64 blocking appenders (ref: SQLite floor, 64 rows per "
+                         "commit over 100 tenants)", "{:,.0f} records/s".format(a["append_64_per_s"]),
+                         "{:,.0f} rows/s".format(f), ratio(a["append_64_per_s"], f),
+                         "≥ 100,000 records/s", met(a["append_64_per_s"] >= 100000)))
         if a.get("append_async_per_s") is not None:
             rows.append(("audit appends through the async pipeline the broker uses (4,096 in flight)",
                          "{:,.0f} records/s".format(a["append_async_per_s"]), "—", "—", "—", "—"))
@@ -938,7 +986,7 @@ def main():
     ap.add_argument("--idp", help="the fake IdP script (default tests/fixtures/idp.py)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     ap.add_argument("--only", help="run only these sections, comma-separated: "
-                    "cached, echo, redis, sshagent, cold, scale, audit (the table shows what ran)")
+                    "cached, echo, redis, floor, sshagent, cold, scale, audit (the table shows what ran)")
     ap.add_argument("--perf-record", metavar="FILE",
                     help="also record custodyd's call graphs (perf record -g) over the "
                          "profile's requests into FILE, for perf report")
