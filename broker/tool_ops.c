@@ -416,10 +416,13 @@ static int send_token(struct pending *p)
 		return -ENOMEM;
 	}
 	/* token_response admits printable ASCII only: '"' and '\\' are all
-	 * that could need escaping, and a JWT has neither (one memcpy) */
-	for (size_t i = 0; i < p->token_len; i++)
-		tl += p->token[i] == '"' || p->token[i] == '\\' ? 2 : 1;
-	plain = tl == p->token_len;
+	 * that could need escaping, and a JWT has neither (two memchr, one
+	 * memcpy; a byte loop here was ~8% of the loop thread) */
+	plain = memchr(p->token, '"', p->token_len) == NULL &&
+		memchr(p->token, '\\', p->token_len) == NULL;
+	tl = p->token_len;
+	for (size_t i = 0; !plain && i < p->token_len; i++)
+		tl += p->token[i] == '"' || p->token[i] == '\\';
 	line = conn_out_reserve(p->conn, hl - 1 + 17 + tl + 3);
 	if (line == NULL) {
 		free(head);

@@ -5,9 +5,11 @@ while a token is cached or on its way (DESIGN §5, §6, §7)."""
 
 import base64
 import hashlib
+import http.client
 import json
 import os
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -106,6 +108,31 @@ class Tokens(unittest.TestCase):
         self.assertEqual(r2["access_token"], tok, "served from the cache")
         self.assertEqual(r2["cache"], "hit")
         self.assertEqual(calls(tid), 1)
+
+    def test_token_needing_escapes(self):
+        """A token with '"' and '\\' (printable ASCII, so admitted) reaches
+        the tool byte for byte: the IdP accepts it back, fresh and cached."""
+        suffix = '~"q\\b\\"'
+        g, tid = env.new_tenant("escape-co", app_extra={"token_suffix": suffix})
+        env.import_grant(g)
+        for want_cache in ("miss", "hit"):
+            r = env.token("escape-co")
+            self.assertTrue(r["ok"], r)
+            self.assertEqual(r["cache"], want_cache)
+            tok = r["access_token"]
+            self.assertTrue(tok.endswith(suffix), "token changed on its way")
+            ctx = ssl.create_default_context(cafile=env.idp.ca_file)
+            conn = http.client.HTTPSConnection("127.0.0.1", env.idp.port, context=ctx, timeout=10)
+            try:
+                conn.request("GET", "/api/alerts", headers={"Authorization": "Bearer " + tok})
+                resp = conn.getresponse()
+                resp.read()
+            finally:
+                conn.close()
+            self.assertEqual(resp.status, 200, "the IdP does not know the token it got back")
+            recs = [x for x in env.audit_records(tenant=tid, event="token")
+                    if x["seq"] == r["audit_seq"]]
+            self.assertEqual(recs[0]["token_sha256"], hashlib.sha256(tok.encode()).hexdigest())
 
     def test_revoke_while_cached(self):
         g, tid = env.new_tenant("revoke-co")
