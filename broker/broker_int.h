@@ -178,10 +178,12 @@ struct pending {
 	char cache[16];
 	bool checkpoint_reply;    /* audit.checkpoint: the note goes in the reply */
 	bool already;             /* grant.import: the grant was there before */
+	struct grant *grant;      /* grant.import: the grant imported */
 	/* token path */
 	char *token;              /* wiped before free; never logged */
 	size_t token_len;
-	struct grant *grant;
+	char grant_id[GRANT_ID_LEN];
+	char tenant_id[128];
 	char *scope;
 	int64_t expires_at;
 	struct token_wait *wait;

@@ -191,8 +191,8 @@ static json_t *token_record(struct pending *p, const char *event, const char *ou
 
 	if (rec == NULL)
 		return NULL;
-	json_object_set_new(rec, "tenant", json_string(p->grant->tenant_id));
-	json_object_set_new(rec, "grant", json_string(p->grant->id));
+	json_object_set_new(rec, "tenant", json_string(p->tenant_id));
+	json_object_set_new(rec, "grant", json_string(p->grant_id));
 	json_object_set_new(rec, "scope", json_string(p->scope));
 	if (purpose != NULL)
 		json_object_set(rec, "purpose", purpose);
@@ -238,9 +238,9 @@ static void token_answered(void *ctx, const struct token_reply *r)
 		p->reply = reply_new(id, true);
 		json_object_set_new(p->reply, "token_type", json_string("Bearer"));
 		json_object_set_new(p->reply, "expires_at", json_string(ts));
-		json_object_set_new(p->reply, "tenant", json_string(p->grant->tenant_id));
+		json_object_set_new(p->reply, "tenant", json_string(p->tenant_id));
 		json_object_set_new(p->reply, "scope", json_string(p->scope));
-		json_object_set_new(p->reply, "grant", json_string(p->grant->id));
+		json_object_set_new(p->reply, "grant", json_string(p->grant_id));
 		json_object_set_new(p->reply, "cache", json_string(r->cache));
 		snprintf(p->cache, sizeof(p->cache), "%s", r->cache);
 		/* Cache hits are not logged one by one (a busy tool asks
@@ -250,7 +250,7 @@ static void token_answered(void *ctx, const struct token_reply *r)
 		if (strcmp(r->cache, "hit") != 0)
 			snprintf(p->log, sizeof(p->log),
 				 "token ok: principal=%s tenant=%s grant=%s cache=%s",
-				 p->principal_name, p->grant->tenant_id, p->grant->id, r->cache);
+				 p->principal_name, p->tenant_id, p->grant_id, r->cache);
 		p->kind = PENDING_TOKEN;
 		p->deferred = rec;
 		goto out;
@@ -284,7 +284,7 @@ static void token_answered(void *ctx, const struct token_reply *r)
 	}
 	broker_count_outcome(b, code);
 	snprintf(p->log, sizeof(p->log), "token %s: principal=%s tenant=%s grant=%s", code,
-		 p->principal_name, p->grant->tenant_id, p->grant->id);
+		 p->principal_name, p->tenant_id, p->grant_id);
 	p->kind = PENDING_PLAIN;
 	p->deferred = rec;
 	if (rec == NULL)
@@ -369,14 +369,18 @@ static void op_token(struct pending *p, json_t *id, json_t *req)
 		return;
 	}
 	p->request = json_incref(req);
-	p->grant = grant_dup(d.grant);
+	/* The names, not a copy of the grant (a 2 KiB malloc per request):
+	 * tokens_get copies what it keeps, and the re-check before the token
+	 * leaves finds the grant again by id. */
+	snprintf(p->grant_id, sizeof(p->grant_id), "%s", d.grant->id);
+	snprintf(p->tenant_id, sizeof(p->tenant_id), "%s", d.grant->tenant_id);
 	p->scope = strdup(d.scope);
-	if (p->grant == NULL || p->scope == NULL) {
+	if (p->scope == NULL) {
 		answer_error(p, "token", id, "internal", "out of memory", NULL);
 		return;
 	}
 	treq = (struct token_request){
-		.grant = p->grant,
+		.grant = d.grant,
 		.scope = p->scope,
 		.min_ttl = min_ttl ? (int)json_integer_value(min_ttl) : 300,
 		.deadline_ms = loop_now_ms(b->loop) +
@@ -452,7 +456,7 @@ static int send_token(struct pending *p)
 void token_recheck_and_send(struct pending *p, uint64_t seq)
 {
 	struct broker *b = p->b;
-	const struct grant *g = grants_find(b, p->grant->id);
+	const struct grant *g = grants_find(b, p->grant_id);
 	const struct principal_config *pc = principal_by_name(b, p->principal_name);
 	const struct suspension *s = pc ? suspension_find(b, pc->name) : NULL;
 	int64_t now = util_now_us() / 1000000;
@@ -479,12 +483,12 @@ void token_recheck_and_send(struct pending *p, uint64_t seq)
 	} else if (g == NULL || g->revoked) {
 		code = "revoked";
 		snprintf(msg, sizeof(msg), "grant %s for tenant %s was revoked by officer %s: %s",
-			 p->grant->id, p->grant->tenant_id, g ? g->revoked_by : "?",
+			 p->grant_id, p->tenant_id, g ? g->revoked_by : "?",
 			 g ? g->reason : "?");
 	} else if (grant_state(g, now) == GRANT_EXPIRED) {
 		code = "grant_expired";
 		snprintf(msg, sizeof(msg), "the grant for tenant %s has expired: the customer must issue a new one",
-			 p->grant->tenant_id);
+			 p->tenant_id);
 	} else if (peer_rc == -EPIPE) {
 		code = "gone";
 		snprintf(msg, sizeof(msg), "the client closed its connection");
@@ -510,7 +514,7 @@ void token_recheck_and_send(struct pending *p, uint64_t seq)
 	}
 	/* Withheld: the token record is durable, so say so in another one. */
 	broker_log("token withheld (%s): principal=%s grant=%s seq=%llu", code,
-		   p->principal_name, p->grant->id, (unsigned long long)seq);
+		   p->principal_name, p->grant_id, (unsigned long long)seq);
 	pending_token_wipe(p);
 	rec = token_record(p, "token.withheld", code);
 	if (rec != NULL) {
