@@ -125,6 +125,39 @@ static bool plain(unsigned char c)
 	return (plain_map[c >> 6] >> (c & 63)) & 1;
 }
 
+/* Whether any of the 8 bytes in x is not plain: >= 0x80, < 0x20, '"' or
+ * '\\'. (v - 0x01..) & ~v & 0x80.. is non-zero exactly when some byte of v
+ * is zero (a borrow starts only at a byte that is zero), and likewise
+ * with 0x20.. for a byte below 0x20 when no byte is >= 0x80. Exact as a
+ * yes/no for the word, which is all the caller uses. */
+static bool word_has_special(uint64_t x)
+{
+	const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+	uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+
+	return ((x | ((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b)) & highs) != 0;
+}
+
+/* How many bytes from s on are plain: eight at a time while no byte of
+ * the word needs care, then one at a time (the byte test per byte was
+ * most of the walk over a token record's hex digests and paths). */
+static size_t plain_run(const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+
+	while (n - i >= 8) {
+		uint64_t x;
+
+		memcpy(&x, s + i, 8);
+		if (word_has_special(x))
+			break;
+		i += 8;
+	}
+	while (i < n && plain(s[i]))
+		i++;
+	return i;
+}
+
 /* Decimal, as printf's %lld writes it; snprintf was a tenth of the walk. */
 static size_t fmt_int(char out[static 24], json_int_t v)
 {
@@ -160,8 +193,7 @@ static int put_string(struct cbuf *b, const char *str, size_t n)
 		size_t el = 0;
 
 		/* the common case: a run of plain bytes, copied at once */
-		for (run = 0; i + run < n && plain(s[i + run]); run++)
-			;
+		run = plain_run(s + i, n - i);
 		if (run > 0) {
 			if (put(b, str + i, run) < 0)
 				return -ENOMEM;
