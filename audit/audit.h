@@ -39,6 +39,8 @@ struct audit_opts {
 	unsigned checkpoint_interval_s;  /* 0: not by time */
 	const struct audit_signer *signer; /* NULL: no checkpoints are made */
 	bool read_only;                  /* query/verify/export only; no writer thread */
+	unsigned wal_prefill_frames;     /* write a new WAL out to this many frames
+					  * (zeros) at open; 0: no (see store.c) */
 };
 
 /* Open (creating when absent and not read_only) the store at path. */

@@ -75,6 +75,7 @@ struct audit_cpreq {
 struct audit {
 	char *path;
 	bool read_only;
+	unsigned wal_prefill_frames;
 	sqlite3 *db;                 /* writer connection, writer thread only */
 	sqlite3 *rdb;                /* queries and exports */
 	pthread_mutex_t rlock;       /* rdb */
@@ -121,6 +122,8 @@ struct audit {
 	pthread_mutex_t fold_lock;
 	pthread_cond_t fold_wake;
 	bool fold_init, fold_started, fold_wanted, fold_stop;
+	atomic_bool fold_busy;        /* a fold is under way */
+	atomic_int fold_behind;       /* frames it left unfolded last time; -1: none yet */
 	int64_t retry_ms, retry_at_ms;
 	dev_t dev;
 	ino_t ino;

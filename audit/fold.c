@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#define FOLD_PASSES 8 /* a fold that stops converging stops earlier */
+
 static void *fold_main(void *arg)
 {
 	struct audit *a = arg;
@@ -37,10 +39,24 @@ static void *fold_main(void *arg)
 		if (a->fold_stop)
 			break;
 		a->fold_wanted = false;
+		atomic_store(&a->fold_busy, true);
 		pthread_mutex_unlock(&a->fold_lock);
 
-		src = sqlite3_wal_checkpoint_v2(a->fdb, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
-						&done_frames);
+		/* Passes while they gain on the writer (each copies what was
+		 * committed during the one before). What is left is a commit
+		 * or two: the writer folds that itself, between two batches,
+		 * so that its next commit rewinds the WAL (writer.c). */
+		for (int pass = 0; pass < FOLD_PASSES; pass++) {
+			int behind = log_frames - done_frames;
+
+			src = sqlite3_wal_checkpoint_v2(a->fdb, NULL, SQLITE_CHECKPOINT_PASSIVE,
+							&log_frames, &done_frames);
+			if (src != SQLITE_OK || log_frames <= done_frames ||
+			    (pass > 0 && log_frames - done_frames >= behind))
+				break;
+		}
+		atomic_store(&a->fold_behind, src == SQLITE_OK ? log_frames - done_frames : -1);
+		atomic_store(&a->fold_busy, false);
 		if (src != SQLITE_OK && src != SQLITE_BUSY && util_mono_ms() - last_log_ms > 60000) {
 			/* at most once a minute: the store still works */
 			last_log_ms = util_mono_ms();
@@ -63,6 +79,7 @@ int audit_fold_start(struct audit *a, struct cerr *err)
 	if (audit_exec(a->fdb, "PRAGMA synchronous = FULL") < 0)
 		return cerr_set(err, -EIO, "cannot set up the audit fold connection: %s",
 				sqlite3_errmsg(a->fdb));
+	atomic_store(&a->fold_behind, -1);
 	pthread_mutex_init(&a->fold_lock, NULL);
 	pthread_cond_init(&a->fold_wake, NULL);
 	a->fold_init = true;
@@ -77,6 +94,8 @@ void audit_fold_request(struct audit *a)
 {
 	if (!a->fold_started)
 		return;
+	/* what the last fold left is stale now */
+	atomic_store(&a->fold_behind, -1);
 	pthread_mutex_lock(&a->fold_lock);
 	a->fold_wanted = true;
 	pthread_cond_signal(&a->fold_wake);

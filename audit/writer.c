@@ -18,6 +18,7 @@
 
 #define WAL_FOLD_PAGES 1000     /* ask the fold thread every ~4 MiB of WAL */
 #define WAL_FORCE_PAGES 16384   /* ~64 MiB never restarted: fold here */
+#define WAL_REWIND_BEHIND 256   /* the fold left at most this: finish it here */
 #define RETRY_MIN_MS 10
 #define RETRY_MAX_MS 1000
 
@@ -548,8 +549,24 @@ static void wait_for_work(struct audit *a)
  * restarts it). */
 static void wal_fold(struct audit *a)
 {
+	int behind;
+
 	if (a->wal_pages < a->fold_asked) /* the WAL restarted */
 		a->fold_asked = 0;
+	/* The fold thread got within a few frames of the writer: fold the
+	 * rest here (a handful of pages and one sync of the file), so the
+	 * next commit rewinds the WAL and overwrites blocks it has; left to
+	 * itself the fold stays a commit or two behind under steady load and
+	 * the WAL grows (store.c: wal_prefill). */
+	behind = atomic_load(&a->fold_behind);
+	if (a->fold_asked > 0 && !atomic_load(&a->fold_busy) && behind >= 0 &&
+	    behind <= WAL_REWIND_BEHIND) {
+		atomic_store(&a->fold_behind, -1);
+		if (sqlite3_wal_checkpoint_v2(a->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) ==
+		    SQLITE_OK)
+			a->wal_pages = a->fold_asked = 0;
+		return;
+	}
 	if (a->wal_pages >= WAL_FORCE_PAGES) {
 		if (sqlite3_wal_checkpoint_v2(a->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) ==
 		    SQLITE_OK)

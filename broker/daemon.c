@@ -288,6 +288,8 @@ static int broker_start(struct broker *b)
 	ao.checkpoint_every = b->cfg->checkpoint_every;
 	ao.checkpoint_interval_s = b->cfg->checkpoint_interval_s;
 	ao.signer = &b->signer;
+	/* ~16 MiB: the WAL's laps (a fold every ~4 MiB) overwrite from the start */
+	ao.wal_prefill_frames = BROKER_WAL_PREFILL_FRAMES;
 	rc = audit_open(b->cfg->audit_db, &ao, &b->audit, &err);
 	if (rc < 0) {
 		broker_log("cannot open the audit store: %s", err.msg);

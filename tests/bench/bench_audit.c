@@ -175,7 +175,9 @@ int main(int argc, char **argv)
 	const char *dir = "/var/tmp";
 	char path[4096], path2[4096], *vkey = NULL;
 	struct audit_signer signer = {.origin = ORIGIN, .sign = bsign};
-	struct audit_opts o = {.checkpoint_every = 100000, .signer = &signer};
+	/* as custodyd opens it (broker/daemon.c) */
+	struct audit_opts o = {.checkpoint_every = 100000, .signer = &signer,
+			       .wal_prefill_frames = 4096};
 	struct audit_verify_stats st;
 	struct cerr err = {{0}};
 	struct audit *a;

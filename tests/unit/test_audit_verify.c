@@ -427,6 +427,97 @@ static void test_verify_truncated_wal(void **state)
 	free(wc);
 }
 
+/* A WAL written out with zeros at open (wal_prefill_frames): whole frames
+ * only, records after a crash all there (SQLite's recovery stops at the
+ * zeros), a crash image with a WAL shorter than the prefill extended on
+ * reopen without losing a record, and verify content with all of it. */
+static off_t wal_size(const char *wal)
+{
+	struct stat sb;
+
+	assert_int_equal(stat(wal, &sb), 0);
+	return sb.st_size;
+}
+
+static struct audit *topen_prefill(const char *path, struct tkey *k, unsigned frames)
+{
+	struct audit_opts o = {.signer = &k->signer, .wal_prefill_frames = frames};
+	struct cerr err = {{0}};
+	struct audit *a = NULL;
+
+	if (audit_open(path, &o, &a, &err) != 0)
+		fail_msg("audit_open: %s", err.msg);
+	return a;
+}
+
+static void test_wal_prefill(void **state)
+{
+	struct fx *f = *state;
+	char *p = tpath(f->dir, "live.db"), *c = tpath(f->dir, "copy.db");
+	char *w = NULL, *wc = NULL;
+	const off_t frame = 24 + 4096, want = 32 + 256 * frame;
+	struct audit_verify_stats st = {0};
+	struct cerr err = {{0}};
+	struct audit *a;
+	uint64_t seq = 0;
+
+	assert_true(asprintf(&w, "%s-wal", p) > 0 && asprintf(&wc, "%s-wal", c) > 0);
+	a = topen_prefill(p, &f->k, 256);
+	assert_int_equal(wal_size(w), want);
+	tfill(a, 30, 3);
+	assert_int_equal(audit_checkpoint(a, NULL, NULL), 0);
+	/* a crash now: main file + WAL (valid frames, then zeros) */
+	copy_file(p, c);
+	copy_file(w, wc);
+	assert_int_equal(wal_size(wc), want);
+	assert_int_equal(audit_verify_db(c, f->k.vkey, &st, &err), 0);
+	assert_int_equal(st.records, 30);
+	assert_int_equal(audit_close(a), 0);
+
+	/* reopening the crash image: every record, numbering goes on */
+	a = topen_prefill(c, &f->k, 512);
+	assert_int_equal(audit_size(a), 30);
+	assert_int_equal((wal_size(wc) - 32) % frame, 0);
+	assert_true(wal_size(wc) >= 32 + 512 * frame);
+	assert_int_equal(audit_append(a, json_pack("{s:s,s:s}", "event", "token", "tenant", "t1"),
+				      &seq), 0);
+	assert_int_equal(seq, 31);
+	assert_int_equal(audit_close(a), 0);
+	assert_int_equal(audit_verify_db(c, f->k.vkey, &st, &err), 0);
+	assert_int_equal(st.records, 31);
+
+	/* a WAL cut to its valid frames (no zeros after them) is extended on
+	 * reopen from a frame boundary, and loses nothing */
+	a = topen_prefill(p, &f->k, 0);
+	tfill(a, 5, 2);
+	copy_file(p, c);
+	copy_file(w, wc);
+	assert_int_equal(audit_close(a), 0);
+	{
+		off_t sz = wal_size(wc);
+		char *before = NULL, *after = NULL;
+		size_t bl = 0, al = 0;
+
+		assert_true(sz > 32 && sz < want && (sz - 32) % frame == 0);
+		assert_int_equal(util_read_file(wc, 1 << 28, &before, &bl), 0);
+		a = topen_prefill(c, &f->k, 1024);
+		assert_int_equal(audit_size(a), 35);
+		assert_int_equal(wal_size(wc), 32 + 1024 * frame);
+		/* what SQLite wrote is untouched */
+		assert_int_equal(util_read_file(wc, 1 << 28, &after, &al), 0);
+		assert_memory_equal(before, after, bl);
+		assert_int_equal(audit_close(a), 0);
+		free(before);
+		free(after);
+	}
+	assert_int_equal(audit_verify_db(c, f->k.vkey, &st, &err), 0);
+	assert_int_equal(st.records, 35);
+	free(p);
+	free(c);
+	free(w);
+	free(wc);
+}
+
 /* ---- exports --------------------------------------------------------------- */
 
 static char *do_export(struct fx *f, const char *tenant, int64_t since, int64_t until,
@@ -719,6 +810,7 @@ int audit_group_verify(void)
 		T(test_verify_checkpoint_size),
 		T(test_verify_corrupt_file),
 		T(test_verify_truncated_wal),
+		T(test_wal_prefill),
 		T(test_export_roundtrip),
 		T(test_export_consistency),
 		T(test_export_time_window),
