@@ -93,6 +93,13 @@ def vm_status(pid, key):
     return None
 
 
+def proc_cpu_s(pid):
+    """utime + stime of a process, seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Ndjson:
     """A blocking NDJSON client for custody's sockets (and the echo server)."""
 
@@ -326,7 +333,11 @@ class Bench:
                 if not self.quick:
                     # Size -n so the measuring run lasts about --duration.
                     n = max(n, int(res["rps"] * self.duration))
+                    cpu0 = proc_cpu_s(p.pid)
                     res = self.redis_benchmark(client, sock, c, n)
+                    # redis-server's own CPU per SET (all its threads), to
+                    # set beside custodyd's from the profile
+                    res["cpu_us_per_req"] = (proc_cpu_s(p.pid) - cpu0) * 1e6 / n
                 self.results[("redis", c)] = res
                 self.log("%-28s %4d conns: %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms" % (
                     "redis SET fsync always", c, res["rps"], res["p50_us"] / 1000, res["p99_us"] / 1000))
@@ -957,6 +968,10 @@ def report(b):
                          "%.2f context switches" % (prof["task-clock"] * 1000 / n,
                                                     prof.get("raw_syscalls:sys_enter", 0) / n,
                                                     prof.get("context-switches", 0) / n))
+            rc = get("redis", 64, "cpu_us_per_req")
+            if rc:
+                lines.append("- for comparison, redis-server's CPU per SET at 64 connections "
+                             "(/proc utime+stime over the measured run): %.1f µs" % rc)
         spr = prof.get("syscalls_per_request")
         if spr:
             lines.append("- syscalls per request: " + ", ".join(
