@@ -85,6 +85,11 @@ static int wal_check(const char *path, struct cerr *err)
 			      "cannot be read", wal);
 		goto out;
 	}
+	/* custodyd writes a new WAL out with zeros (store.c: wal_prefill);
+	 * until its first commit the header is zeros too, and SQLite reads
+	 * such a WAL as empty */
+	if (sodium_is_zero(hdr, sizeof(hdr)))
+		goto out;
 	pgsz = (uint32_t)hdr[8] << 24 | (uint32_t)hdr[9] << 16 | (uint32_t)hdr[10] << 8 | hdr[11];
 	if (pgsz < 512 || pgsz > 65536 || (pgsz & (pgsz - 1)) ||
 	    (sb.st_size - 32) % (off_t)(24 + pgsz) != 0)

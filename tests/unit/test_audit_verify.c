@@ -512,6 +512,18 @@ static void test_wal_prefill(void **state)
 	}
 	assert_int_equal(audit_verify_db(c, f->k.vkey, &st, &err), 0);
 	assert_int_equal(st.records, 35);
+
+	/* written out but not yet committed to: a WAL of zeros, header too
+	 * (SQLite reads it as empty), is not a truncated WAL */
+	{
+		char *z = calloc(1, (size_t)(32 + 64 * frame));
+
+		assert_non_null(z);
+		assert_int_equal(util_write_file(wc, z, (size_t)(32 + 64 * frame), 0600), 0);
+		free(z);
+	}
+	assert_int_equal(audit_verify_db(c, f->k.vkey, &st, &err), 0);
+	assert_int_equal(st.records, 35);
 	free(p);
 	free(c);
 	free(w);
