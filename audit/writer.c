@@ -542,11 +542,7 @@ static void wait_for_work(struct audit *a)
 	}
 }
 
-/* Keep the WAL short without folding it on the reply path: the fold
- * thread does it (fold.c). SQLite restarts the WAL at a commit after a
- * fold that caught up; if constant load never lets that happen, fold
- * here once (with nothing new written meanwhile, the next commit
- * restarts it). */
+/* Nobody waits for the writer. */
 static bool writer_idle(struct audit *a)
 {
 	bool idle;
@@ -557,6 +553,11 @@ static bool writer_idle(struct audit *a)
 	return idle;
 }
 
+/* Keep the WAL short without folding it on the reply path: the fold
+ * thread does it (fold.c). SQLite restarts the WAL at a commit after a
+ * fold that caught up; if constant load never lets that happen, fold
+ * here once (with nothing new written meanwhile, the next commit
+ * restarts it). */
 static void wal_fold(struct audit *a)
 {
 	int behind;

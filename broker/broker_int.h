@@ -157,12 +157,12 @@ void policy_decide(struct broker *b, const struct principal_config *p, const cha
 
 /* ---- requests and replies (request.c) --------------------------------- */
 
-/* What happens once a request's record is durable: PLAIN sends the reply,
- * TOKEN re-checks and then sends the token, OFFICER signs a checkpoint
- * first. */
 /* The audit WAL is written out this far at start (audit_opts). */
 #define BROKER_WAL_PREFILL_FRAMES 4096
 
+/* What happens once a request's record is durable: PLAIN sends the reply,
+ * TOKEN re-checks and then sends the token, OFFICER signs a checkpoint
+ * first. */
 enum pending_kind { PENDING_PLAIN, PENDING_TOKEN, PENDING_OFFICER };
 
 struct pending {
