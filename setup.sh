@@ -15,6 +15,21 @@ cd "$(dirname "$0")"
 PKGS="meson ninja-build pkg-config gcc libc6-dev libsodium-dev liblmdb-dev libsqlite3-dev
 libcurl4-openssl-dev libjansson-dev libcmocka-dev python3 openssl ca-certificates
 valgrind util-linux procps"
+# What each part of the project needs beyond PKGS, one line per part so that
+# work on one part edits its own line. DEMO_* lines are installed for the
+# demo and the tests, TEST_* lines for the tests only.
+DEMO_PKGS_alerts=""
+TEST_PKGS_alerts=""
+DEMO_PKGS_report=""
+TEST_PKGS_report=""
+TEST_PKGS_service=""
+TEST_PKGS_trust=""
+TEST_PKGS_audit=""
+TEST_PKGS_grants=""
+TEST_PKGS_broker=""
+DEMO_PKGS="$DEMO_PKGS_alerts $DEMO_PKGS_report"
+TEST_PKGS="$DEMO_PKGS $TEST_PKGS_alerts $TEST_PKGS_report $TEST_PKGS_service $TEST_PKGS_trust
+$TEST_PKGS_audit $TEST_PKGS_grants $TEST_PKGS_broker"
 EXTRA_PKGS_fuzz="clang libclang-rt-14-dev"
 EXTRA_PKGS_bench="redis-server redis-tools openssh-client"
 
@@ -47,7 +62,9 @@ mode=${1:-build}
 # shellcheck disable=SC2086
 case "$mode" in
 fuzz) install_pkgs $PKGS $EXTRA_PKGS_fuzz ;;
-bench) install_pkgs $PKGS $EXTRA_PKGS_bench ;;
+bench) install_pkgs $PKGS $DEMO_PKGS $EXTRA_PKGS_bench ;;
+demo) install_pkgs $PKGS $DEMO_PKGS ;;
+test|asan|valgrind) install_pkgs $PKGS $TEST_PKGS ;;
 *) install_pkgs $PKGS ;;
 esac
 
