@@ -27,9 +27,10 @@ TEST_PKGS_trust=""
 TEST_PKGS_audit=""
 TEST_PKGS_grants=""
 TEST_PKGS_broker=""
+TEST_PKGS_witness=""
 DEMO_PKGS="$DEMO_PKGS_alerts $DEMO_PKGS_report"
 TEST_PKGS="$DEMO_PKGS $TEST_PKGS_alerts $TEST_PKGS_report $TEST_PKGS_service $TEST_PKGS_trust
-$TEST_PKGS_audit $TEST_PKGS_grants $TEST_PKGS_broker"
+$TEST_PKGS_audit $TEST_PKGS_grants $TEST_PKGS_broker $TEST_PKGS_witness"
 EXTRA_PKGS_fuzz="clang libclang-rt-14-dev"
 EXTRA_PKGS_bench="redis-server redis-tools openssh-client"
 
