@@ -295,7 +295,7 @@ static void op_import(struct pending *p, json_t *id, json_t *req)
 		return;
 	}
 	p->grant = g;
-	grants_put(b, grant_dup(g));
+	policy_grant_put(b->policy, grant_dup(g));
 	broker_log("grant %s imported for tenant %s%s", g->id, g->tenant_id,
 		   already ? " (already there)" : "");
 	if (probe == NULL || !json_is_true(probe)) {
@@ -342,9 +342,12 @@ static void op_list(struct pending *p, json_t *id, json_t *req)
 		return;
 	}
 	arr = json_array();
-	for (size_t i = 0; arr != NULL && i < b->n_grants; i++)
-		if (tenant == NULL || grant_names_tenant(b->grants[i], tenant))
-			json_array_append_new(arr, grant_json(b->grants[i], now));
+	for (size_t i = 0; arr != NULL && i < policy_grant_count(b->policy); i++) {
+		const struct grant *g = policy_grant_at(b->policy, i);
+
+		if (tenant == NULL || grant_names_tenant(g, tenant))
+			json_array_append_new(arr, grant_json(g, now));
+	}
 	r = reply_new(id, true);
 	json_object_set_new(r, "grants", arr);
 	admin_ok(p, r, tenant ? json_pack("{s:s}", "requested_tenant", tenant) : NULL);
@@ -355,14 +358,14 @@ static void op_show(struct pending *p, json_t *id, json_t *req)
 	struct broker *b = p->b;
 	bool bad = false;
 	const char *gid = opt_string(req, "grant", &bad);
-	struct grant *g;
+	const struct grant *g;
 	json_t *r;
 
 	if (gid == NULL) {
 		admin_fail(p, id, "bad_request", NULL, "grant: required (a grant id g_...)");
 		return;
 	}
-	g = grants_find(b, gid);
+	g = policy_grant_find(b->policy, gid);
 	if (g == NULL) {
 		admin_fail(p, id, "bad_request", NULL, "no grant %s: see `custody grant list`", gid);
 		return;
@@ -424,8 +427,8 @@ static json_t *exposure_of(struct broker *b, const struct grant *g)
 	return o;
 }
 
-static int revoke_one(struct pending *p, struct grant *g, const char *reason, json_t *list,
-		      struct cerr *err)
+static int revoke_one(struct pending *p, const struct grant *g, const char *reason,
+		      json_t *list, struct cerr *err)
 {
 	struct broker *b = p->b;
 	struct grant *fresh = NULL;
@@ -435,11 +438,13 @@ static int revoke_one(struct pending *p, struct grant *g, const char *reason, js
 				util_now_us() / 1000000, err);
 	if (rc < 0 && rc != -EALREADY)
 		return rc;
-	if (vault_grant_get(b->vault, g->id, &fresh) == 0) {
-		grants_put(b, fresh);
+	/* the vault's copy carries who revoked it and when; failing that, a
+	 * copy marked revoked keeps the policy from serving it */
+	if (vault_grant_get(b->vault, g->id, &fresh) < 0 && (fresh = grant_dup(g)) != NULL)
+		fresh->revoked = true;
+	if (fresh != NULL) {
+		policy_grant_put(b->policy, fresh);
 		g = fresh;
-	} else {
-		g->revoked = true;
 	}
 	tokens_forget_grant(b->tokens, g->id);
 	broker_log("grant %s for tenant %s revoked by %s", g->id, g->tenant_id,
@@ -471,7 +476,7 @@ static void op_revoke(struct pending *p, json_t *id, json_t *req)
 	}
 	list = json_array();
 	if (gid != NULL) {
-		struct grant *g = grants_find(b, gid);
+		const struct grant *g = policy_grant_find(b->policy, gid);
 
 		if (g == NULL) {
 			json_decref(list);
@@ -485,7 +490,7 @@ static void op_revoke(struct pending *p, json_t *id, json_t *req)
 	} else {
 		const char *resolved;
 
-		rc = tenant_resolve(b, tenant, &resolved);
+		rc = policy_tenant_resolve(b->policy, tenant, &resolved);
 		if (rc < 0) {
 			json_decref(list);
 			admin_fail(p, id, "unknown_tenant", json_pack("{s:s}", "requested_tenant", tenant),
@@ -496,8 +501,8 @@ static void op_revoke(struct pending *p, json_t *id, json_t *req)
 		}
 		snprintf(tid, sizeof(tid), "%s", resolved);
 		/* every grant of the tenant that is not revoked yet */
-		for (size_t i = 0; i < b->n_grants && rc == 0; i++) {
-			struct grant *g = b->grants[i];
+		for (size_t i = 0; i < policy_grant_count(b->policy) && rc == 0; i++) {
+			const struct grant *g = policy_grant_at(b->policy, i);
 
 			if (strcasecmp(g->tenant_id, tid) != 0)
 				continue;
@@ -539,6 +544,7 @@ static void op_suspend(struct pending *p, json_t *id, json_t *req)
 	bool bad = false;
 	const char *name = opt_string(req, "principal", &bad);
 	const char *reason = opt_string(req, "reason", &bad);
+	int64_t now;
 	json_t *r;
 	int rc;
 
@@ -551,10 +557,10 @@ static void op_suspend(struct pending *p, json_t *id, json_t *req)
 			   "no principal named %s in the config", name);
 		return;
 	}
-	rc = vault_principal_suspend(b->vault, name, p->conn->peer.user, reason,
-				     util_now_us() / 1000000);
+	now = util_now_us() / 1000000;
+	rc = vault_principal_suspend(b->vault, name, p->conn->peer.user, reason, now);
 	if (rc == 0)
-		rc = suspensions_load(b);
+		rc = policy_suspend(b->policy, name, p->conn->peer.user, reason, now);
 	if (rc < 0) {
 		admin_fail(p, id, "internal", NULL, "cannot store the suspension: %s", strerror(-rc));
 		return;
@@ -586,7 +592,7 @@ static void op_resume(struct pending *p, json_t *id, json_t *req)
 		return;
 	}
 	if (rc == 0)
-		rc = suspensions_load(b);
+		policy_resume(b->policy, name);
 	if (rc < 0) {
 		admin_fail(p, id, "internal", NULL, "cannot store the resumption: %s", strerror(-rc));
 		return;
@@ -616,8 +622,7 @@ static void op_lockdown(struct pending *p, json_t *id, json_t *req)
 		admin_fail(p, id, "internal", NULL, "cannot store the lockdown: %s", strerror(-rc));
 		return;
 	}
-	b->lockdown = true;
-	snprintf(b->lockdown_reason, sizeof(b->lockdown_reason), "%s", reason);
+	policy_lockdown_set(b->policy, true, reason);
 	tokens_forget_all(b->tokens);
 	broker_log("LOCKDOWN by %s", p->conn->peer.user);
 	r = reply_new(id, true);
@@ -637,8 +642,7 @@ static void op_unlock(struct pending *p, json_t *id, json_t *req)
 		admin_fail(p, id, "internal", NULL, "cannot store the unlock: %s", strerror(-rc));
 		return;
 	}
-	b->lockdown = false;
-	b->lockdown_reason[0] = '\0';
+	policy_lockdown_set(b->policy, false, NULL);
 	broker_log("unlocked by %s", p->conn->peer.user);
 	r = reply_new(id, true);
 	json_object_set_new(r, "lockdown", json_false());
@@ -653,22 +657,23 @@ static void op_status(struct pending *p, json_t *id, json_t *req)
 	struct broker *b = p->b;
 	int64_t now = util_now_us() / 1000000;
 	struct tokens_stats ts = {0};
-	json_int_t counts[4] = {0};
-	json_t *susp = json_array(), *st, *r;
+	size_t counts[4];
+	const char *lockdown_reason;
+	bool lockdown = policy_locked_down(b->policy, &lockdown_reason);
+	json_t *susp = policy_suspended_json(b->policy), *st, *r;
 
-	for (size_t i = 0; i < b->n_grants; i++)
-		counts[grant_state(b->grants[i], now)]++;
-	for (size_t i = 0; susp != NULL && i < b->n_susp; i++)
-		json_array_append_new(susp, json_string(b->susp[i].name));
+	policy_grant_counts(b->policy, now, counts);
 	tokens_get_stats(b->tokens, &ts);
 	st = json_pack("{s:s,s:I,s:b,s:s?,s:{s:I,s:I,s:I,s:I},s:o,s:O,s:{s:I,s:I,s:I,s:I},"
 		       "s:{s:I,s:I},s:{s:I,s:b},s:{s:I,s:I}}",
 		       "version", "0.1.0",
 		       "uptime_s", (json_int_t)((util_now_us() - b->started_us) / 1000000),
-		       "lockdown", b->lockdown,
-		       "lockdown_reason", b->lockdown ? b->lockdown_reason : NULL,
-		       "grants", "active", counts[GRANT_ACTIVE], "pending", counts[GRANT_PENDING],
-		       "expired", counts[GRANT_EXPIRED], "revoked", counts[GRANT_REVOKED],
+		       "lockdown", lockdown,
+		       "lockdown_reason", lockdown ? lockdown_reason : NULL,
+		       "grants", "active", (json_int_t)counts[GRANT_ACTIVE],
+		       "pending", (json_int_t)counts[GRANT_PENDING],
+		       "expired", (json_int_t)counts[GRANT_EXPIRED],
+		       "revoked", (json_int_t)counts[GRANT_REVOKED],
 		       "suspended", susp,
 		       "requests", b->outcomes,
 		       "cache", "hits", (json_int_t)ts.hits, "misses", (json_int_t)ts.misses,
@@ -930,7 +935,7 @@ static void op_export(struct pending *p, json_t *id, json_t *req)
 	{
 		const char *resolved;
 
-		rc = tenant_resolve(b, tenant, &resolved);
+		rc = policy_tenant_resolve(b->policy, tenant, &resolved);
 		if (rc == -EEXIST) {
 			admin_fail(p, id, "bad_request", json_pack("{s:s}", "requested_tenant", tenant),
 				   "tenant name %s belongs to more than one tenant: export by tenant id",

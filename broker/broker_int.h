@@ -18,7 +18,9 @@
 
 #include "audit.h"
 #include "broker.h"
+#include "log.h"
 #include "loop.h"
+#include "policy.h"
 #include "tokens.h"
 #include "vault.h"
 
@@ -111,50 +113,6 @@ void server_stop_listening(struct broker *b);
 void server_close_all(struct broker *b);
 unsigned server_count(const struct broker *b, bool admin);
 
-/* ---- policy (policy.c) ------------------------------------------------ */
-
-struct rate_bucket {
-	char *principal;
-	double tokens;
-	int64_t last_ms;
-};
-
-struct suspension {
-	char *name, *actor, *reason;
-	int64_t at;
-};
-
-int grants_load(struct broker *b);
-void grants_free(struct broker *b);
-/* Replace or add g (takes ownership). */
-void grants_put(struct broker *b, struct grant *g);
-struct grant *grants_find(struct broker *b, const char *id);
-/* Does s name the tenant of g (id case-insensitively, or its name)? */
-bool grant_names_tenant(const struct grant *g, const char *s);
-bool principal_allows_tenant(const struct principal_config *p, const struct grant *g);
-/* The tenant id a tenant id or name stands for (pointer into the grant
- * table, valid until it changes). -ENOENT no grant names it, -EEXIST a
- * name two tenants share. */
-int tenant_resolve(struct broker *b, const char *tenant, const char **tenant_id);
-bool principal_allows_scope(const struct principal_config *p, const char *scope);
-const struct suspension *suspension_find(const struct broker *b, const char *name);
-int suspensions_load(struct broker *b);
-void suspensions_free(struct broker *b);
-/* 0 allowed; >0 seconds to wait. */
-int rate_take(struct broker *b, const struct principal_config *p);
-void rates_free(struct broker *b);
-
-struct decision {
-	const char *error;        /* NULL: allowed */
-	char message[512];
-	const struct grant *grant;
-	const char *scope;        /* points into grant or request */
-	const char *tenant_id;    /* for the audit when the tenant is known */
-	int retry_after;
-};
-void policy_decide(struct broker *b, const struct principal_config *p, const char *tenant,
-		   const char *scope, const char *purpose, struct decision *d);
-
 /* ---- requests and replies (request.c) --------------------------------- */
 
 /* The audit WAL is written out this far at start (audit_opts). */
@@ -225,7 +183,6 @@ json_t *reply_error(json_t *id, const char *code, const char *fmt, ...)
 /* An audit record skeleton: event, outcome, peer, principal, request id. */
 json_t *record_new(struct broker *b, const char *event, const char *outcome,
 		   struct conn *c, const char *principal, json_t *id);
-void broker_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* A request line checked against the framing rules and the op's fields,
  * without acting on it (pure: the fuzz target drives it directly). */
@@ -300,17 +257,7 @@ struct broker {
 	struct offload_job *off_queue, *off_done;
 	int off_efd;
 	bool off_started, off_stop;
-	/* policy state */
-	struct grant **grants;
-	size_t n_grants, cap_grants;
-	bool *expired_noted;      /* parallel to grants */
-	json_t *tenant_index;     /* lowercase tenant id/name -> [slots in grants] */
-	struct suspension *susp;
-	size_t n_susp;
-	bool lockdown;
-	char lockdown_reason[512];
-	struct rate_bucket *rates;
-	size_t n_rates;
+	struct policy *policy;    /* grants, suspensions, lockdown, rates (policy.h) */
 	struct loop_timer *expiry_timer;
 	/* stopping */
 	bool stopping;

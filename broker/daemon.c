@@ -74,43 +74,42 @@ static int expiry_seen_cb(void *ctx, uint64_t seq, const char *body, size_t len)
 	return e->found ? 1 : 0;
 }
 
-/* Grants that expired while custodyd was down get their record now, once. */
+static bool expiry_recorded(void *ctx, const struct grant *g)
+{
+	struct broker *b = ctx;
+	struct expiry_seen e = {.grant = g->id};
+	struct audit_filter f = {.tenant = g->tenant_id, .event = "grant.expired"};
+
+	(void)audit_query(b->audit, &f, expiry_seen_cb, &e);
+	return e.found;
+}
+
+/* Grants that expired while custodyd was down get their record now, once
+ * (read at start, before the loop runs). */
 static void expiry_init(struct broker *b)
 {
-	int64_t now = util_now_us() / 1000000;
+	policy_expiry_init(b->policy, util_now_us() / 1000000, expiry_recorded, b);
+}
 
-	for (size_t i = 0; i < b->n_grants; i++) {
-		struct expiry_seen e = {.grant = b->grants[i]->id};
-		struct audit_filter f = {.tenant = b->grants[i]->tenant_id,
-					 .event = "grant.expired"};
+static void expired_one(void *ctx, const struct grant *g)
+{
+	struct broker *b = ctx;
+	char ts[UTIL_TIME_LEN];
 
-		if (grant_state(b->grants[i], now) != GRANT_EXPIRED)
-			continue;
-		(void)audit_query(b->audit, &f, expiry_seen_cb, &e);
-		b->expired_noted[i] = e.found;
-	}
+	tokens_forget_grant(b->tokens, g->id);
+	if (util_time_format(g->not_after * 1000000, false, ts) < 0)
+		ts[0] = '\0';
+	broker_log("grant %s for tenant %s expired at %s", g->id, g->tenant_id, ts);
+	lifecycle_record(b, json_pack("{s:s,s:s,s:s,s:s,s:s}", "event", "grant.expired",
+				      "outcome", "ok", "tenant", g->tenant_id, "grant", g->id,
+				      "not_after", ts));
 }
 
 static void expiry_tick(struct loop *l, struct loop_timer *t, void *ctx)
 {
 	struct broker *b = ctx;
-	int64_t now = util_now_us() / 1000000;
 
-	for (size_t i = 0; i < b->n_grants; i++) {
-		const struct grant *g = b->grants[i];
-		char ts[UTIL_TIME_LEN];
-
-		if (b->expired_noted[i] || grant_state(g, now) != GRANT_EXPIRED)
-			continue;
-		b->expired_noted[i] = true;
-		tokens_forget_grant(b->tokens, g->id);
-		if (util_time_format(g->not_after * 1000000, false, ts) < 0)
-			ts[0] = '\0';
-		broker_log("grant %s for tenant %s expired at %s", g->id, g->tenant_id, ts);
-		lifecycle_record(b, json_pack("{s:s,s:s,s:s,s:s,s:s}", "event", "grant.expired",
-					      "outcome", "ok", "tenant", g->tenant_id, "grant", g->id,
-					      "not_after", ts));
-	}
+	policy_expiry_take(b->policy, util_now_us() / 1000000, expired_one, b);
 	if (!b->stopping)
 		loop_timer_arm(t, EXPIRY_CHECK_MS);
 }
@@ -147,6 +146,7 @@ int broker_reload(struct broker *b, struct cerr *err)
 	    str_differs(nc->admin_socket.path, b->cfg->admin_socket.path) ||
 	    str_differs(nc->audit_origin, b->cfg->audit_origin))
 		broker_log("reload: state_dir, key, socket and audit settings take effect at the next start");
+	policy_set_config(b->policy, nc);
 	broker_config_free(b->cfg);
 	b->cfg = nc;
 	broker_log("reloaded %s: %zu principals", b->config_path, nc->n_principals);
@@ -220,32 +220,6 @@ static void harden(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-static int load_state(struct broker *b)
-{
-	char reason[512] = "";
-	bool on = false;
-	int rc;
-
-	rc = grants_load(b);
-	if (rc < 0) {
-		broker_log("cannot read the grants from the vault: %s", strerror(-rc));
-		return rc;
-	}
-	rc = suspensions_load(b);
-	if (rc < 0) {
-		broker_log("cannot read the suspensions from the vault: %s", strerror(-rc));
-		return rc;
-	}
-	rc = vault_lockdown_get(b->vault, &on, NULL, reason, NULL);
-	if (rc < 0) {
-		broker_log("cannot read the lockdown state from the vault: %s", strerror(-rc));
-		return rc;
-	}
-	b->lockdown = on;
-	snprintf(b->lockdown_reason, sizeof(b->lockdown_reason), "%s", reason);
-	return 0;
-}
-
 static int broker_start(struct broker *b)
 {
 	struct vault_key_source src;
@@ -300,7 +274,11 @@ static int broker_start(struct broker *b)
 		broker_log("cannot start the token cache: %s", strerror(-rc));
 		return rc;
 	}
-	rc = load_state(b);
+	rc = policy_new(&b->policy);
+	if (rc < 0)
+		return rc;
+	policy_set_config(b->policy, b->cfg);
+	rc = policy_load(b->policy, b->vault);
 	if (rc < 0)
 		return rc;
 	expiry_init(b);
@@ -347,9 +325,7 @@ static void broker_finish(struct broker *b)
 	}
 	if (b->vault != NULL)
 		vault_close(b->vault);
-	grants_free(b);
-	suspensions_free(b);
-	rates_free(b);
+	policy_free(b->policy);
 	if (b->loop != NULL)
 		loop_free(b->loop);
 	if (b->sigfd >= 0)
@@ -434,7 +410,8 @@ int broker_main(int argc, char **argv)
 	}
 	loop_timer_arm(b.expiry_timer, 0);
 	broker_log("started: %zu grants, %zu principals%s, tool socket %s, admin socket %s",
-		   b.n_grants, b.cfg->n_principals, b.lockdown ? ", LOCKED DOWN" : "", b.tool_path,
+		   policy_grant_count(b.policy), b.cfg->n_principals,
+		   policy_locked_down(b.policy, NULL) ? ", LOCKED DOWN" : "", b.tool_path,
 		   b.admin_path);
 	notify_send("READY=1");
 	rc = loop_run(b.loop);

@@ -1,19 +1,19 @@
-/* policy.c — which grant a principal's token request uses, or why none.
+/* policy.c — the token policy's state and which grant a principal's token
+ * request uses, or why none (policy.h).
  *
  * Both sides must allow a token (DESIGN §4): the customer's grant (its
  * principals, scopes and validity) and the MSSP's own policy (the
  * principal's tenants, scopes and rate). Refusals are checked in an order
  * that tells the caller the most useful thing without telling a principal
- * about tenants it may not see:
+ * about tenants it may not see (the order is listed in policy.h). The same
+ * function re-checks a token right before it leaves, so a revocation,
+ * suspension, lockdown or reload that landed meanwhile stops it with the
+ * same code and message it would have had before the audit.
  *
- *   locked_down, suspended, denied (tenant not in the principal's list;
- *   also for an unknown tenant outside that list), unknown_tenant (also
- *   for a name two tenants share),
- *   denied (purpose required), revoked (only revoked grants remain),
- *   grant_pending, grant_expired, scope_not_granted, denied (the grant or
- *   the principal's policy excludes it), rate_limited.
+ * Owns (loop thread only): the grant table, its tenant index and expiry
+ * marks, the suspensions, the lockdown and the rate buckets.
  */
-#include "broker_int.h"
+#include "policy.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -24,9 +24,90 @@
 #include <string.h>
 #include <strings.h>
 
+#include "log.h"
+
+struct rate_bucket {
+	char *principal;
+	double tokens;
+	int64_t last_ms;
+};
+
+struct suspension {
+	char *name, *actor, *reason;
+	int64_t at;
+};
+
+struct policy {
+	const struct broker_config *cfg;
+	struct grant **grants;
+	size_t n_grants, cap_grants;
+	bool *expired_noted;      /* parallel to grants: its grant.expired record exists */
+	json_t *tenant_index;     /* lowercase tenant id/name -> [slots in grants] */
+	struct suspension *susp;
+	size_t n_susp;
+	bool lockdown;
+	char lockdown_reason[512];
+	struct rate_bucket *rates;
+	size_t n_rates;
+};
+
+int policy_new(struct policy **out)
+{
+	struct policy *pol = calloc(1, sizeof(*pol));
+
+	if (pol == NULL)
+		return -ENOMEM;
+	*out = pol;
+	return 0;
+}
+
+static void grants_free(struct policy *pol)
+{
+	for (size_t i = 0; i < pol->n_grants; i++)
+		grant_free(pol->grants[i]);
+	free(pol->grants);
+	free(pol->expired_noted);
+	pol->grants = NULL;
+	pol->expired_noted = NULL;
+	pol->n_grants = pol->cap_grants = 0;
+	json_decref(pol->tenant_index);
+	pol->tenant_index = NULL;
+}
+
+static void suspensions_free(struct policy *pol)
+{
+	for (size_t i = 0; i < pol->n_susp; i++) {
+		free(pol->susp[i].name);
+		free(pol->susp[i].actor);
+		free(pol->susp[i].reason);
+	}
+	free(pol->susp);
+	pol->susp = NULL;
+	pol->n_susp = 0;
+}
+
+void policy_free(struct policy *pol)
+{
+	if (pol == NULL)
+		return;
+	grants_free(pol);
+	suspensions_free(pol);
+	for (size_t i = 0; i < pol->n_rates; i++)
+		free(pol->rates[i].principal);
+	free(pol->rates);
+	free(pol);
+}
+
+void policy_set_config(struct policy *pol, const struct broker_config *cfg)
+{
+	pol->cfg = cfg;
+}
+
+/* ---- grants and the tenant index ------------------------------------------- */
+
 /* The tenant index: lowercase tenant id and lowercase tenant name ->
- * JSON array of slots in b->grants, so a token request looks only at its
- * tenant's grants however many the broker holds. */
+ * JSON array of slots in pol->grants, so a token request looks only at
+ * its tenant's grants however many the broker holds. */
 static void index_key(const char *s, char out[static 128])
 {
 	size_t i;
@@ -36,109 +117,128 @@ static void index_key(const char *s, char out[static 128])
 	out[i] = '\0';
 }
 
-static int index_put(struct broker *b, const char *key, size_t slot)
+static int index_put(struct policy *pol, const char *key, size_t slot)
 {
 	json_t *arr;
 
-	if (b->tenant_index == NULL && (b->tenant_index = json_object()) == NULL)
+	if (pol->tenant_index == NULL && (pol->tenant_index = json_object()) == NULL)
 		return -ENOMEM;
-	arr = json_object_get(b->tenant_index, key);
+	arr = json_object_get(pol->tenant_index, key);
 	if (arr == NULL) {
 		arr = json_array();
-		if (arr == NULL || json_object_set_new(b->tenant_index, key, arr) < 0)
+		if (arr == NULL || json_object_set_new(pol->tenant_index, key, arr) < 0)
 			return -ENOMEM;
 	}
 	return json_array_append_new(arr, json_integer((json_int_t)slot)) < 0 ? -ENOMEM : 0;
 }
 
-static int index_add(struct broker *b, size_t slot)
+static int index_add(struct policy *pol, size_t slot)
 {
-	const struct grant *g = b->grants[slot];
+	const struct grant *g = pol->grants[slot];
 	char id[128], name[128];
 	int rc;
 
 	index_key(g->tenant_id, id);
-	rc = index_put(b, id, slot);
+	rc = index_put(pol, id, slot);
 	if (rc < 0 || g->tenant_name[0] == '\0')
 		return rc;
 	index_key(g->tenant_name, name);
-	return strcmp(id, name) == 0 ? 0 : index_put(b, name, slot);
+	return strcmp(id, name) == 0 ? 0 : index_put(pol, name, slot);
 }
 
 /* Takes ownership of g in every case. */
-static int grants_append(struct broker *b, struct grant *g)
+static int grants_append(struct policy *pol, struct grant *g)
 {
-	if (b->n_grants == b->cap_grants) {
-		size_t n = b->cap_grants ? b->cap_grants * 2 : 16;
-		struct grant **ng = realloc(b->grants, n * sizeof(*ng));
+	if (pol->n_grants == pol->cap_grants) {
+		size_t n = pol->cap_grants ? pol->cap_grants * 2 : 16;
+		struct grant **ng = realloc(pol->grants, n * sizeof(*ng));
 		bool *ne;
 
 		if (ng == NULL) {
 			grant_free(g);
 			return -ENOMEM;
 		}
-		b->grants = ng;
-		ne = realloc(b->expired_noted, n * sizeof(*ne));
+		pol->grants = ng;
+		ne = realloc(pol->expired_noted, n * sizeof(*ne));
 		if (ne == NULL) {
 			grant_free(g);
 			return -ENOMEM;
 		}
-		b->expired_noted = ne;
-		b->cap_grants = n;
+		pol->expired_noted = ne;
+		pol->cap_grants = n;
 	}
-	b->expired_noted[b->n_grants] = false;
-	b->grants[b->n_grants++] = g;
-	return index_add(b, b->n_grants - 1);
+	pol->expired_noted[pol->n_grants] = false;
+	pol->grants[pol->n_grants++] = g;
+	return index_add(pol, pol->n_grants - 1);
 }
 
 /* The vault yields each grant once: append without looking for it. */
 static int collect_grant(void *ctx, const struct grant *g)
 {
-	struct broker *b = ctx;
+	struct policy *pol = ctx;
 	struct grant *copy = grant_dup(g);
 
 	if (copy == NULL)
 		return -ENOMEM;
-	return grants_append(b, copy);
+	return grants_append(pol, copy);
 }
 
-int grants_load(struct broker *b)
+const struct grant *policy_grant_find(const struct policy *pol, const char *id)
 {
-	return vault_grant_foreach(b->vault, collect_grant, b);
-}
-
-void grants_free(struct broker *b)
-{
-	for (size_t i = 0; i < b->n_grants; i++)
-		grant_free(b->grants[i]);
-	free(b->grants);
-	free(b->expired_noted);
-	b->grants = NULL;
-	b->expired_noted = NULL;
-	b->n_grants = b->cap_grants = 0;
-	json_decref(b->tenant_index);
-	b->tenant_index = NULL;
-}
-
-struct grant *grants_find(struct broker *b, const char *id)
-{
-	for (size_t i = 0; i < b->n_grants; i++)
-		if (strcmp(b->grants[i]->id, id) == 0)
-			return b->grants[i];
+	for (size_t i = 0; i < pol->n_grants; i++)
+		if (strcmp(pol->grants[i]->id, id) == 0)
+			return pol->grants[i];
 	return NULL;
 }
 
-void grants_put(struct broker *b, struct grant *g)
+size_t policy_grant_count(const struct policy *pol)
 {
-	for (size_t i = 0; i < b->n_grants; i++)
-		if (strcmp(b->grants[i]->id, g->id) == 0) {
-			grant_free(b->grants[i]);
-			b->grants[i] = g;
+	return pol->n_grants;
+}
+
+const struct grant *policy_grant_at(const struct policy *pol, size_t i)
+{
+	return i < pol->n_grants ? pol->grants[i] : NULL;
+}
+
+void policy_grant_put(struct policy *pol, struct grant *g)
+{
+	for (size_t i = 0; i < pol->n_grants; i++)
+		if (strcmp(pol->grants[i]->id, g->id) == 0) {
+			grant_free(pol->grants[i]);
+			pol->grants[i] = g;
 			return;
 		}
-	if (grants_append(b, g) < 0)
+	if (grants_append(pol, g) < 0)
 		broker_log("out of memory: grant %s is in the vault but may not be in force until a restart",
 			   g->id);
+}
+
+void policy_grant_counts(const struct policy *pol, int64_t now_s, size_t counts[static 4])
+{
+	for (size_t i = 0; i < 4; i++)
+		counts[i] = 0;
+	for (size_t i = 0; i < pol->n_grants; i++)
+		counts[grant_state(pol->grants[i], now_s)]++;
+}
+
+void policy_expiry_init(struct policy *pol, int64_t now_s,
+			bool (*seen)(void *ctx, const struct grant *g), void *ctx)
+{
+	for (size_t i = 0; i < pol->n_grants; i++)
+		if (grant_state(pol->grants[i], now_s) == GRANT_EXPIRED)
+			pol->expired_noted[i] = seen(ctx, pol->grants[i]);
+}
+
+void policy_expiry_take(struct policy *pol, int64_t now_s,
+			void (*cb)(void *ctx, const struct grant *g), void *ctx)
+{
+	for (size_t i = 0; i < pol->n_grants; i++) {
+		if (pol->expired_noted[i] || grant_state(pol->grants[i], now_s) != GRANT_EXPIRED)
+			continue;
+		pol->expired_noted[i] = true;
+		cb(ctx, pol->grants[i]);
+	}
 }
 
 bool grant_names_tenant(const struct grant *g, const char *s)
@@ -148,7 +248,7 @@ bool grant_names_tenant(const struct grant *g, const char *s)
 	return g->tenant_name[0] != '\0' && strcasecmp(g->tenant_name, s) == 0;
 }
 
-bool principal_allows_tenant(const struct principal_config *p, const struct grant *g)
+static bool principal_allows_tenant(const struct principal_config *p, const struct grant *g)
 {
 	for (size_t i = 0; i < p->n_tenants; i++)
 		if (strcmp(p->tenants[i], "*") == 0 || grant_names_tenant(g, p->tenants[i]))
@@ -164,7 +264,7 @@ static bool principal_lists_name(const struct principal_config *p, const char *s
 	return false;
 }
 
-bool principal_allows_scope(const struct principal_config *p, const char *scope)
+static bool principal_allows_scope(const struct principal_config *p, const char *scope)
 {
 	if (p->scopes == NULL)
 		return true;
@@ -174,72 +274,222 @@ bool principal_allows_scope(const struct principal_config *p, const char *scope)
 	return false;
 }
 
-const struct suspension *suspension_find(const struct broker *b, const char *name)
+static const struct principal_config *principal_find(const struct policy *pol, const char *name)
 {
-	for (size_t i = 0; i < b->n_susp; i++)
-		if (strcmp(b->susp[i].name, name) == 0)
-			return &b->susp[i];
+	if (pol->cfg == NULL || name == NULL)
+		return NULL;
+	for (size_t i = 0; i < pol->cfg->n_principals; i++)
+		if (strcmp(pol->cfg->principals[i].name, name) == 0)
+			return &pol->cfg->principals[i];
 	return NULL;
+}
+
+/* ---- the tenants op -------------------------------------------------------- */
+
+static int state_rank(enum grant_state s)
+{
+	switch (s) {
+	case GRANT_ACTIVE:
+		return 3;
+	case GRANT_PENDING:
+		return 2;
+	case GRANT_EXPIRED:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+static json_t *scopes_json(char **scopes, size_t n, const struct principal_config *pc)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a != NULL && i < n; i++)
+		if (principal_allows_scope(pc, scopes[i]))
+			json_array_append_new(a, json_string(scopes[i]));
+	return a;
+}
+
+json_t *policy_tenants_json(const struct policy *pol, const struct principal_config *pc,
+			    int64_t now)
+{
+	const struct grant **best = calloc(pol->n_grants + 1, sizeof(*best));
+	size_t n = 0;
+	json_t *arr = json_array(), *index = json_object();
+
+	/* index: lowercase tenant id -> slot in best (a hash, so thousands of
+	 * tenants stay cheap) */
+	for (size_t i = 0; best != NULL && arr != NULL && index != NULL && i < pol->n_grants; i++) {
+		const struct grant *g = pol->grants[i];
+		char key[128];
+		json_t *slot;
+		size_t j;
+
+		if (!principal_allows_tenant(pc, g) || !grant_allows_principal(g, pc->name))
+			continue;
+		index_key(g->tenant_id, key);
+		slot = json_object_get(index, key);
+		if (slot == NULL) {
+			json_object_set_new(index, key, json_integer((json_int_t)n));
+			best[n++] = g;
+			continue;
+		}
+		j = (size_t)json_integer_value(slot);
+		if (state_rank(grant_state(g, now)) > state_rank(grant_state(best[j], now)) ||
+		    (grant_state(g, now) == grant_state(best[j], now) &&
+		     g->imported_at > best[j]->imported_at))
+			best[j] = g;
+	}
+	for (size_t j = 0; best != NULL && arr != NULL && j < n; j++)
+		json_array_append_new(arr, json_pack("{s:s,s:s?,s:o,s:s}", "tenant_id",
+						     best[j]->tenant_id, "tenant_name",
+						     best[j]->tenant_name[0] ? best[j]->tenant_name : NULL,
+						     "scopes",
+						     scopes_json(best[j]->scopes, best[j]->n_scopes, pc),
+						     "state", grant_state_name(grant_state(best[j], now))));
+	if (best == NULL || index == NULL) {
+		json_decref(arr);
+		arr = NULL;
+	}
+	free(best);
+	json_decref(index);
+	return arr;
+}
+
+/* ---- suspensions, lockdown ------------------------------------------------------ */
+
+static const struct suspension *suspension_find(const struct policy *pol, const char *name)
+{
+	for (size_t i = 0; i < pol->n_susp; i++)
+		if (strcmp(pol->susp[i].name, name) == 0)
+			return &pol->susp[i];
+	return NULL;
+}
+
+static void suspension_clear(struct suspension *s)
+{
+	free(s->name);
+	free(s->actor);
+	free(s->reason);
+}
+
+void policy_resume(struct policy *pol, const char *name)
+{
+	for (size_t i = 0; i < pol->n_susp; i++)
+		if (strcmp(pol->susp[i].name, name) == 0) {
+			suspension_clear(&pol->susp[i]);
+			/* keep the order: `status` lists them as the vault does */
+			memmove(&pol->susp[i], &pol->susp[i + 1],
+				(pol->n_susp - i - 1) * sizeof(pol->susp[0]));
+			pol->n_susp--;
+			return;
+		}
+}
+
+int policy_suspend(struct policy *pol, const char *name, const char *actor, const char *reason,
+		   int64_t at)
+{
+	struct suspension s = {
+		.name = strdup(name), .actor = strdup(actor ? actor : ""),
+		.reason = strdup(reason ? reason : ""), .at = at};
+	struct suspension *ns;
+
+	if (s.name == NULL || s.actor == NULL || s.reason == NULL) {
+		suspension_clear(&s);
+		return -ENOMEM;
+	}
+	ns = realloc(pol->susp, (pol->n_susp + 1) * sizeof(*ns));
+	if (ns == NULL) {
+		suspension_clear(&s);
+		return -ENOMEM;
+	}
+	pol->susp = ns;
+	policy_resume(pol, name);
+	pol->susp[pol->n_susp++] = s;
+	return 0;
 }
 
 static int collect_susp(void *ctx, const char *name, const char *actor, const char *reason,
 			int64_t at)
 {
-	struct broker *b = ctx;
-	struct suspension *ns = realloc(b->susp, (b->n_susp + 1) * sizeof(*ns));
+	return policy_suspend(ctx, name, actor, reason, at);
+}
 
-	if (ns == NULL)
-		return -ENOMEM;
-	b->susp = ns;
-	ns[b->n_susp] = (struct suspension){
-		.name = strdup(name), .actor = strdup(actor ? actor : ""),
-		.reason = strdup(reason ? reason : ""), .at = at};
-	b->n_susp++;
+json_t *policy_suspended_json(const struct policy *pol)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a != NULL && i < pol->n_susp; i++)
+		json_array_append_new(a, json_string(pol->susp[i].name));
+	return a;
+}
+
+void policy_lockdown_set(struct policy *pol, bool on, const char *reason)
+{
+	pol->lockdown = on;
+	snprintf(pol->lockdown_reason, sizeof(pol->lockdown_reason), "%s",
+		 on && reason != NULL ? reason : "");
+}
+
+bool policy_locked_down(const struct policy *pol, const char **reason)
+{
+	if (reason != NULL)
+		*reason = pol->lockdown_reason;
+	return pol->lockdown;
+}
+
+int policy_load(struct policy *pol, struct vault *v)
+{
+	char reason[512] = "";
+	bool on = false;
+	int rc;
+
+	rc = vault_grant_foreach(v, collect_grant, pol);
+	if (rc < 0) {
+		broker_log("cannot read the grants from the vault: %s", strerror(-rc));
+		return rc;
+	}
+	suspensions_free(pol);
+	rc = vault_principal_foreach_suspended(v, collect_susp, pol);
+	if (rc < 0) {
+		broker_log("cannot read the suspensions from the vault: %s", strerror(-rc));
+		return rc;
+	}
+	rc = vault_lockdown_get(v, &on, NULL, reason, NULL);
+	if (rc < 0) {
+		broker_log("cannot read the lockdown state from the vault: %s", strerror(-rc));
+		return rc;
+	}
+	policy_lockdown_set(pol, on, reason);
 	return 0;
 }
 
-void suspensions_free(struct broker *b)
-{
-	for (size_t i = 0; i < b->n_susp; i++) {
-		free(b->susp[i].name);
-		free(b->susp[i].actor);
-		free(b->susp[i].reason);
-	}
-	free(b->susp);
-	b->susp = NULL;
-	b->n_susp = 0;
-}
+/* ---- rates ---------------------------------------------------------------- */
 
-int suspensions_load(struct broker *b)
-{
-	suspensions_free(b);
-	return vault_principal_foreach_suspended(b->vault, collect_susp, b);
-}
-
-/* Token bucket per principal name; refilled by elapsed monotonic time. */
-int rate_take(struct broker *b, const struct principal_config *p)
+/* Token bucket per principal name; refilled by elapsed monotonic time.
+ * 0 allowed; >0 seconds to wait. */
+static int rate_take(struct policy *pol, const struct principal_config *p, int64_t now)
 {
 	struct rate_bucket *rb = NULL;
-	int64_t now = loop_now_ms(b->loop);
 	double wait;
 
 	if (!p->has_rate)
 		return 0;
-	for (size_t i = 0; i < b->n_rates; i++)
-		if (strcmp(b->rates[i].principal, p->name) == 0)
-			rb = &b->rates[i];
+	for (size_t i = 0; i < pol->n_rates; i++)
+		if (strcmp(pol->rates[i].principal, p->name) == 0)
+			rb = &pol->rates[i];
 	if (rb == NULL) {
-		struct rate_bucket *nr = realloc(b->rates, (b->n_rates + 1) * sizeof(*nr));
+		struct rate_bucket *nr = realloc(pol->rates, (pol->n_rates + 1) * sizeof(*nr));
 
 		if (nr == NULL)
 			return 1;
-		b->rates = nr;
-		rb = &nr[b->n_rates];
+		pol->rates = nr;
+		rb = &nr[pol->n_rates];
 		*rb = (struct rate_bucket){.principal = strdup(p->name), .tokens = p->rate_burst,
 					   .last_ms = now};
 		if (rb->principal == NULL)
 			return 1;
-		b->n_rates++;
+		pol->n_rates++;
 	}
 	rb->tokens += (double)(now - rb->last_ms) / 1000.0 * p->rate_per_second;
 	if (rb->tokens > p->rate_burst)
@@ -253,14 +503,7 @@ int rate_take(struct broker *b, const struct principal_config *p)
 	return wait < 1 ? 1 : (int)wait;
 }
 
-void rates_free(struct broker *b)
-{
-	for (size_t i = 0; i < b->n_rates; i++)
-		free(b->rates[i].principal);
-	free(b->rates);
-	b->rates = NULL;
-	b->n_rates = 0;
-}
+/* ---- the decision ------------------------------------------------------------------ */
 
 static void refuse(struct decision *d, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -295,12 +538,12 @@ static bool newer(const struct grant *a, const struct grant *b)
 	return a->not_before > b->not_before;
 }
 
-/* The grants a tenant string names, as slots in b->grants (NULL: none):
+/* The grants a tenant string names, as slots in pol->grants (NULL: none):
  * by id when it is some grant's tenant id (*by_id), else by name.
  * *first: one of them. *ambiguous when a name belongs to grants of more
  * than one tenant id (two customers may pick the same name: never guess
  * between them). */
-static json_t *tenant_slots(struct broker *b, const char *tenant, bool *by_id,
+static json_t *tenant_slots(const struct policy *pol, const char *tenant, bool *by_id,
 			    const struct grant **first, bool *ambiguous)
 {
 	char key[128];
@@ -309,16 +552,16 @@ static json_t *tenant_slots(struct broker *b, const char *tenant, bool *by_id,
 
 	*by_id = *ambiguous = false;
 	*first = NULL;
-	if (b->tenant_index == NULL)
+	if (pol->tenant_index == NULL)
 		return NULL;
 	index_key(tenant, key);
-	slots = json_object_get(b->tenant_index, key);
+	slots = json_object_get(pol->tenant_index, key);
 	json_array_foreach(slots, i, v) {
-		if (strcasecmp(b->grants[json_integer_value(v)]->tenant_id, tenant) == 0)
+		if (strcasecmp(pol->grants[json_integer_value(v)]->tenant_id, tenant) == 0)
 			*by_id = true;
 	}
 	json_array_foreach(slots, i, v) {
-		const struct grant *g = b->grants[json_integer_value(v)];
+		const struct grant *g = pol->grants[json_integer_value(v)];
 
 		if (*by_id ? strcasecmp(g->tenant_id, tenant) != 0 : !grant_names_tenant(g, tenant))
 			continue;
@@ -330,12 +573,12 @@ static json_t *tenant_slots(struct broker *b, const char *tenant, bool *by_id,
 	return *first != NULL ? slots : NULL;
 }
 
-int tenant_resolve(struct broker *b, const char *tenant, const char **tenant_id)
+int policy_tenant_resolve(const struct policy *pol, const char *tenant, const char **tenant_id)
 {
 	const struct grant *first;
 	bool by_id, ambiguous;
 
-	if (tenant_slots(b, tenant, &by_id, &first, &ambiguous) == NULL)
+	if (tenant_slots(pol, tenant, &by_id, &first, &ambiguous) == NULL)
 		return -ENOENT;
 	if (ambiguous)
 		return -EEXIST;
@@ -343,10 +586,10 @@ int tenant_resolve(struct broker *b, const char *tenant, const char **tenant_id)
 	return 0;
 }
 
-void policy_decide(struct broker *b, const struct principal_config *p, const char *tenant,
-		   const char *scope, const char *purpose, struct decision *d)
+void policy_decide(struct policy *pol, const struct policy_ask *a, struct decision *d)
 {
-	int64_t now = util_now_us() / 1000000;
+	const struct principal_config *p = principal_find(pol, a->principal);
+	const char *tenant = a->tenant, *scope = a->scope;
 	const struct grant *first, *best = NULL, *revoked = NULL;
 	const char *best_scope = NULL;
 	size_t i, n_active = 0, n_pending = 0, n_expired = 0, n_scope = 0;
@@ -356,16 +599,22 @@ void policy_decide(struct broker *b, const struct principal_config *p, const cha
 	int wait;
 
 	*d = (struct decision){0};
-	slots = tenant_slots(b, tenant, &by_id, &first, &ambiguous);
+	slots = tenant_slots(pol, tenant, &by_id, &first, &ambiguous);
 	/* the tenant id goes into the audit record whatever the answer */
 	if (first != NULL && !ambiguous)
 		d->tenant_id = first->tenant_id;
-	if (b->lockdown) {
+	if (pol->lockdown) {
 		refuse(d, "locked_down", "custodyd is locked down (%s): no tokens until an officer runs `custody unlock`",
-		       b->lockdown_reason);
+		       pol->lockdown_reason);
 		return;
 	}
-	if ((s = suspension_find(b, p->name)) != NULL) {
+	if (p == NULL) {
+		/* only in the re-check: a reload took the principal away */
+		refuse(d, "denied", "principal %s is no longer in the config: ask an admin",
+		       a->principal ? a->principal : "?");
+		return;
+	}
+	if ((s = suspension_find(pol, p->name)) != NULL) {
 		refuse(d, "suspended", "principal %s was suspended by %s: %s", p->name, s->actor,
 		       s->reason);
 		return;
@@ -389,7 +638,7 @@ void policy_decide(struct broker *b, const struct principal_config *p, const cha
 		refuse(d, "denied", "principal %s may not ask for tenant %s", p->name, tenant);
 		return;
 	}
-	if (p->require_purpose && (purpose == NULL || purpose[0] == '\0')) {
+	if (p->require_purpose && (a->purpose == NULL || a->purpose[0] == '\0')) {
 		refuse(d, "denied", "principal %s must say why: give a purpose (custody token --purpose TEXT)",
 		       p->name);
 		return;
@@ -399,12 +648,14 @@ void policy_decide(struct broker *b, const struct principal_config *p, const cha
 		return;
 	}
 	json_array_foreach(slots, i, v) {
-		const struct grant *g = b->grants[json_integer_value(v)];
+		const struct grant *g = pol->grants[json_integer_value(v)];
 		const char *gs;
 
 		if (by_id ? strcasecmp(g->tenant_id, tenant) != 0 : !grant_names_tenant(g, tenant))
 			continue;
-		switch (grant_state(g, now)) {
+		if (a->grant_id != NULL && strcmp(g->id, a->grant_id) != 0)
+			continue;
+		switch (grant_state(g, a->now_s)) {
 		case GRANT_REVOKED:
 			if (revoked == NULL || g->revoked_at > revoked->revoked_at)
 				revoked = g;
@@ -437,9 +688,12 @@ void policy_decide(struct broker *b, const struct principal_config *p, const cha
 		else if (n_expired > 0)
 			refuse(d, "grant_expired", "the grant for tenant %s has expired: the customer must issue a new one",
 			       tenant);
-		else
+		else if (revoked != NULL)
 			refuse(d, "revoked", "grant %s for tenant %s was revoked by officer %s: %s",
 			       revoked->id, tenant, revoked->revoked_by, revoked->reason);
+		else   /* the re-check's grant is gone from the table */
+			refuse(d, "revoked", "grant %s for tenant %s is no longer in force",
+			       a->grant_id ? a->grant_id : "?", tenant);
 		return;
 	}
 	if (n_scope == 0) {
@@ -456,8 +710,7 @@ void policy_decide(struct broker *b, const struct principal_config *p, const cha
 		       tenant, p->name);
 		return;
 	}
-	wait = rate_take(b, p);
-	if (wait > 0) {
+	if (a->grant_id == NULL && (wait = rate_take(pol, p, a->mono_ms)) > 0) {
 		refuse(d, "rate_limited", "principal %s is over its rate limit: retry in %d s", p->name,
 		       wait);
 		d->retry_after = wait;

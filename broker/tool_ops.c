@@ -36,14 +36,6 @@ static const struct principal_config *principal_of(struct broker *b, int ix)
 	return ix >= 0 && (size_t)ix < b->cfg->n_principals ? &b->cfg->principals[ix] : NULL;
 }
 
-static const struct principal_config *principal_by_name(struct broker *b, const char *name)
-{
-	for (size_t i = 0; i < b->cfg->n_principals; i++)
-		if (strcmp(b->cfg->principals[i].name, name) == 0)
-			return &b->cfg->principals[i];
-	return NULL;
-}
-
 /* Reply with an error and audit it under event. */
 static void answer_error(struct pending *p, const char *event, json_t *id, const char *code,
 			 const char *message, json_t *extra_rec)
@@ -77,72 +69,10 @@ static void answer_ok(struct pending *p, const char *event, json_t *id, json_t *
 	pending_audit(p, record_new(b, event, "ok", p->conn, p->principal_name, id));
 }
 
-static json_t *scopes_json(char **scopes, size_t n, const struct principal_config *pc)
-{
-	json_t *a = json_array();
-
-	for (size_t i = 0; a != NULL && i < n; i++)
-		if (pc == NULL || principal_allows_scope(pc, scopes[i]))
-			json_array_append_new(a, json_string(scopes[i]));
-	return a;
-}
-
-static int state_rank(enum grant_state s)
-{
-	switch (s) {
-	case GRANT_ACTIVE:
-		return 3;
-	case GRANT_PENDING:
-		return 2;
-	case GRANT_EXPIRED:
-		return 1;
-	default:
-		return 0;
-	}
-}
-
 static void op_tenants(struct pending *p, json_t *id, const struct principal_config *pc)
 {
-	struct broker *b = p->b;
-	int64_t now = util_now_us() / 1000000;
-	const struct grant **best = calloc(b->n_grants + 1, sizeof(*best));
-	size_t n = 0;
-	json_t *arr = json_array(), *index = json_object(), *r;
+	json_t *arr = policy_tenants_json(p->b->policy, pc, util_now_us() / 1000000), *r;
 
-	/* index: lowercase tenant id -> slot in best (a hash, so thousands of
-	 * tenants stay cheap) */
-	for (size_t i = 0; best != NULL && arr != NULL && index != NULL && i < b->n_grants; i++) {
-		const struct grant *g = b->grants[i];
-		char key[sizeof(g->tenant_id)];
-		json_t *slot;
-		size_t j;
-
-		if (!principal_allows_tenant(pc, g) || !grant_allows_principal(g, pc->name))
-			continue;
-		for (j = 0; g->tenant_id[j] != '\0' && j < sizeof(key) - 1; j++)
-			key[j] = (char)tolower((unsigned char)g->tenant_id[j]);
-		key[j] = '\0';
-		slot = json_object_get(index, key);
-		if (slot == NULL) {
-			json_object_set_new(index, key, json_integer((json_int_t)n));
-			best[n++] = g;
-			continue;
-		}
-		j = (size_t)json_integer_value(slot);
-		if (state_rank(grant_state(g, now)) > state_rank(grant_state(best[j], now)) ||
-		    (grant_state(g, now) == grant_state(best[j], now) &&
-		     g->imported_at > best[j]->imported_at))
-			best[j] = g;
-	}
-	for (size_t j = 0; best != NULL && arr != NULL && j < n; j++)
-		json_array_append_new(arr, json_pack("{s:s,s:s?,s:o,s:s}", "tenant_id",
-						     best[j]->tenant_id, "tenant_name",
-						     best[j]->tenant_name[0] ? best[j]->tenant_name : NULL,
-						     "scopes",
-						     scopes_json(best[j]->scopes, best[j]->n_scopes, pc),
-						     "state", grant_state_name(grant_state(best[j], now))));
-	free(best);
-	json_decref(index);
 	r = reply_new(id, true);
 	json_object_set_new(r, "tenants", arr ? arr : json_array());
 	answer_ok(p, "tenants", id, r);
@@ -314,6 +244,7 @@ static void op_token(struct pending *p, json_t *id, json_t *req)
 	json_t *tenant = json_object_get(req, "tenant"), *scope = json_object_get(req, "scope");
 	json_t *min_ttl = json_object_get(req, "min_ttl"), *purpose = json_object_get(req, "purpose");
 	json_t *extra;
+	struct policy_ask ask;
 	struct decision d;
 	struct token_request treq;
 	struct token_wait *w = NULL;
@@ -349,8 +280,15 @@ static void op_token(struct pending *p, json_t *id, json_t *req)
 			     json_pack("{s:s}", "requested_tenant", json_string_value(tenant)));
 		return;
 	}
-	policy_decide(b, pc, json_string_value(tenant), scope ? json_string_value(scope) : NULL,
-		      purpose ? json_string_value(purpose) : NULL, &d);
+	ask = (struct policy_ask){
+		.principal = pc->name,
+		.tenant = json_string_value(tenant),
+		.scope = scope ? json_string_value(scope) : NULL,
+		.purpose = purpose ? json_string_value(purpose) : NULL,
+		.now_s = util_now_us() / 1000000,
+		.mono_ms = loop_now_ms(b->loop),
+	};
+	policy_decide(b->policy, &ask, &d);
 	if (d.error != NULL) {
 		extra = json_object();
 		if (d.tenant_id != NULL)
@@ -456,45 +394,37 @@ static int send_token(struct pending *p)
 void token_recheck_and_send(struct pending *p, uint64_t seq)
 {
 	struct broker *b = p->b;
-	const struct grant *g = grants_find(b, p->grant_id);
-	const struct principal_config *pc = principal_by_name(b, p->principal_name);
-	const struct suspension *s = pc ? suspension_find(b, pc->name) : NULL;
-	int64_t now = util_now_us() / 1000000;
+	const char *purpose = json_string_value(json_object_get(p->request, "purpose"));
+	/* the same rules as before the audit, for the grant chosen then */
+	struct policy_ask ask = {
+		.principal = p->principal_name,
+		.tenant = p->tenant_id,
+		.scope = p->scope,
+		.purpose = purpose,
+		.grant_id = p->grant_id,
+		.now_s = util_now_us() / 1000000,
+	};
 	json_t *id = json_object_get(p->request, "id");
 	const char *code = NULL;
 	char msg[512];
+	struct decision d;
 	json_t *rec;
-	int peer_rc = p->conn == NULL || p->conn->dead ? -EPIPE
-							: peer_check_conn(&p->conn->peer, p->conn->fd);
+	int peer_rc;
 
-	if (b->lockdown) {
-		code = "locked_down";
-		snprintf(msg, sizeof(msg), "custodyd was locked down (%s): no tokens until an officer runs `custody unlock`",
-			 b->lockdown_reason);
-	} else if (pc == NULL || (g != NULL && (!principal_allows_tenant(pc, g) ||
-						   !principal_allows_scope(pc, p->scope)))) {
-		/* a reload took the principal, the tenant or the scope away */
-		code = "denied";
-		snprintf(msg, sizeof(msg), "the policy changed while the token was fetched: ask again");
-	} else if (s != NULL) {
-		code = "suspended";
-		snprintf(msg, sizeof(msg), "principal %s was suspended by %s: %s", pc->name, s->actor,
-			 s->reason);
-	} else if (g == NULL || g->revoked) {
-		code = "revoked";
-		snprintf(msg, sizeof(msg), "grant %s for tenant %s was revoked by officer %s: %s",
-			 p->grant_id, p->tenant_id, g ? g->revoked_by : "?",
-			 g ? g->reason : "?");
-	} else if (grant_state(g, now) == GRANT_EXPIRED) {
-		code = "grant_expired";
-		snprintf(msg, sizeof(msg), "the grant for tenant %s has expired: the customer must issue a new one",
-			 p->tenant_id);
-	} else if (peer_rc == -EPIPE) {
-		code = "gone";
-		snprintf(msg, sizeof(msg), "the client closed its connection");
-	} else if (peer_rc < 0) {
-		code = "unauthenticated";
-		snprintf(msg, sizeof(msg), "the requesting process exited or changed (pid reused): ask again");
+	policy_decide(b->policy, &ask, &d);
+	if (d.error != NULL) {
+		code = d.error;
+		snprintf(msg, sizeof(msg), "%s", d.message);
+	} else {
+		peer_rc = p->conn == NULL || p->conn->dead ? -EPIPE
+							   : peer_check_conn(&p->conn->peer, p->conn->fd);
+		if (peer_rc == -EPIPE) {
+			code = "gone";
+			snprintf(msg, sizeof(msg), "the client closed its connection");
+		} else if (peer_rc < 0) {
+			code = "unauthenticated";
+			snprintf(msg, sizeof(msg), "the requesting process exited or changed (pid reused): ask again");
+		}
 	}
 	if (code == NULL)
 		json_object_set_new(p->reply, "audit_seq", json_integer((json_int_t)seq));

@@ -1,6 +1,7 @@
 /* test_broker_policy.c — policy_decide: which grant a principal's token
- * request uses, and the order of refusals (docs/PROTOCOL.md). Runs on an
- * in-memory grant table; no vault, socket or audit store. */
+ * request uses, the order of refusals (docs/PROTOCOL.md), and the re-check
+ * of a chosen grant. Runs on a struct policy alone: no broker, vault,
+ * socket or audit store. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,10 +10,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
-#include "broker_int.h"
+#include "policy.h"
 
 #define SCOPE_A "https://api.securitycenter.microsoft.com/.default"
 #define SCOPE_B "https://graph.microsoft.com/.default"
@@ -27,8 +29,9 @@ static const char *config_text =
 	"{\"name\":\"careful\",\"match\":{\"uid\":1004},\"require_purpose\":true}]}";
 
 struct fixture {
-	struct broker b;
-	struct loop *loop;
+	struct policy *pol;
+	struct broker_config *cfg;
+	int64_t mono_ms;          /* the rate buckets' clock, moved by the tests */
 };
 
 static struct grant *make_grant(const char *id, const char *tenant_id, const char *name,
@@ -56,10 +59,11 @@ static int setup(void **state)
 	struct cerr err = {{0}};
 
 	assert_non_null(f);
-	assert_int_equal(loop_new(&f->loop), 0);
-	f->b.loop = f->loop;
-	assert_int_equal(broker_config_parse(config_text, strlen(config_text), "t", "/", &f->b.cfg,
+	assert_int_equal(policy_new(&f->pol), 0);
+	assert_int_equal(broker_config_parse(config_text, strlen(config_text), "t", "/", &f->cfg,
 					     &err), 0);
+	policy_set_config(f->pol, f->cfg);
+	f->mono_ms = 1000000;
 	*state = f;
 	return 0;
 }
@@ -68,29 +72,44 @@ static int teardown(void **state)
 {
 	struct fixture *f = *state;
 
-	grants_free(&f->b);
-	suspensions_free(&f->b);
-	rates_free(&f->b);
-	broker_config_free(f->b.cfg);
-	loop_free(f->loop);
+	policy_free(f->pol);
+	broker_config_free(f->cfg);
 	free(f);
 	return 0;
-}
-
-static const struct principal_config *pr(struct fixture *f, const char *name)
-{
-	for (size_t i = 0; i < f->b.cfg->n_principals; i++)
-		if (strcmp(f->b.cfg->principals[i].name, name) == 0)
-			return &f->b.cfg->principals[i];
-	fail_msg("no principal %s", name);
-	return NULL;
 }
 
 static const char *decide(struct fixture *f, const char *who, const char *tenant,
 			  const char *scope, const char *purpose, struct decision *d)
 {
-	policy_decide(&f->b, pr(f, who), tenant, scope, purpose, d);
+	struct policy_ask a = {.principal = who, .tenant = tenant, .scope = scope,
+			       .purpose = purpose, .now_s = time(NULL), .mono_ms = f->mono_ms};
+
+	policy_decide(f->pol, &a, d);
 	return d->error ? d->error : "ok";
+}
+
+/* The re-check of grant_id, chosen earlier for tenant_id and scope. */
+static const char *recheck(struct fixture *f, const char *who, const char *tenant_id,
+			   const char *grant_id, const char *scope, struct decision *d)
+{
+	struct policy_ask a = {.principal = who, .tenant = tenant_id, .scope = scope,
+			       .grant_id = grant_id, .now_s = time(NULL), .mono_ms = f->mono_ms};
+
+	policy_decide(f->pol, &a, d);
+	return d->error ? d->error : "ok";
+}
+
+/* A copy of grant id marked revoked, put in its place. */
+static void revoke(struct fixture *f, const char *id, const char *by, const char *reason)
+{
+	struct grant *g = grant_dup(policy_grant_find(f->pol, id));
+
+	assert_non_null(g);
+	g->revoked = true;
+	g->revoked_at = time(NULL);
+	snprintf(g->revoked_by, sizeof(g->revoked_by), "%s", by);
+	snprintf(g->reason, sizeof(g->reason), "%s", reason);
+	policy_grant_put(f->pol, g);
 }
 
 static void test_newest_active_grant(void **state)
@@ -98,9 +117,9 @@ static void test_newest_active_grant(void **state)
 	struct fixture *f = *state;
 	struct decision d;
 
-	grants_put(&f->b, make_grant("g_old", TID, "contoso", "", 100));
-	grants_put(&f->b, make_grant("g_new", TID, "contoso", "", 200));
-	grants_put(&f->b, make_grant("g_future", TID, "contoso",
+	policy_grant_put(f->pol, make_grant("g_old", TID, "contoso", "", 100));
+	policy_grant_put(f->pol, make_grant("g_new", TID, "contoso", "", 200));
+	policy_grant_put(f->pol, make_grant("g_future", TID, "contoso",
 				     ",\"not_before\":\"2999-01-01T00:00:00Z\"", 300));
 	assert_string_equal(decide(f, "siem", "contoso", NULL, NULL, &d), "ok");
 	assert_string_equal(d.grant->id, "g_new");
@@ -120,10 +139,9 @@ static void test_refusal_order(void **state)
 {
 	struct fixture *f = *state;
 	struct decision d;
-	struct grant *g;
 
-	grants_put(&f->b, make_grant("g_1", TID, "contoso", "", 100));
-	grants_put(&f->b, make_grant("g_fab", "11111111-86f1-41af-91ab-2d7cd011db47", "fabrikam",
+	policy_grant_put(f->pol, make_grant("g_1", TID, "contoso", "", 100));
+	policy_grant_put(f->pol, make_grant("g_fab", "11111111-86f1-41af-91ab-2d7cd011db47", "fabrikam",
 				     ",\"principals\":[\"someone\"]", 100));
 	assert_string_equal(decide(f, "siem", "nowhere", NULL, NULL, &d), "unknown_tenant");
 	/* a tenant outside the principal's list: denied, known or not */
@@ -138,28 +156,26 @@ static void test_refusal_order(void **state)
 	assert_non_null(strstr(d.message, "purpose"));
 	assert_string_equal(decide(f, "careful", "contoso", NULL, "INC-1", &d), "ok");
 	/* suspended before tenant questions, lockdown before everything */
-	f->b.susp = calloc(1, sizeof(*f->b.susp));
-	f->b.susp[0] = (struct suspension){strdup("siem"), strdup("alice"), strdup("finding"), 0};
-	f->b.n_susp = 1;
+	assert_int_equal(policy_suspend(f->pol, "siem", "alice", "finding", 0), 0);
 	assert_string_equal(decide(f, "siem", "nowhere", NULL, NULL, &d), "suspended");
 	assert_non_null(strstr(d.message, "finding"));
-	f->b.lockdown = true;
+	policy_lockdown_set(f->pol, true, "incident 7");
 	assert_string_equal(decide(f, "siem", "contoso", NULL, NULL, &d), "locked_down");
-	f->b.lockdown = false;
+	assert_non_null(strstr(d.message, "incident 7"));
+	policy_lockdown_set(f->pol, false, NULL);
+	policy_resume(f->pol, "siem");
+	assert_string_equal(decide(f, "siem", "contoso", NULL, NULL, &d), "ok");
 	/* revoked only */
-	g = grants_find(&f->b, "g_1");
-	g->revoked = true;
-	snprintf(g->revoked_by, sizeof(g->revoked_by), "bob");
-	snprintf(g->reason, sizeof(g->reason), "contract ended");
+	revoke(f, "g_1", "bob", "contract ended");
 	assert_string_equal(decide(f, "careful", "contoso", NULL, "x", &d), "revoked");
 	assert_non_null(strstr(d.message, "contract ended"));
 	assert_non_null(strstr(d.message, "g_1"));
 	/* pending wins over expired and revoked */
-	grants_put(&f->b, make_grant("g_exp", TID, "contoso",
+	policy_grant_put(f->pol, make_grant("g_exp", TID, "contoso",
 				     ",\"not_before\":\"2000-01-01T00:00:00Z\","
 				     "\"not_after\":\"2001-01-01T00:00:00Z\"", 50));
 	assert_string_equal(decide(f, "careful", "contoso", NULL, "x", &d), "grant_expired");
-	grants_put(&f->b, make_grant("g_pend", TID, "contoso",
+	policy_grant_put(f->pol, make_grant("g_pend", TID, "contoso",
 				     ",\"not_before\":\"2999-01-01T00:00:00Z\"", 60));
 	assert_string_equal(decide(f, "careful", "contoso", NULL, "x", &d), "grant_pending");
 }
@@ -169,8 +185,8 @@ static void test_ambiguous_name(void **state)
 	struct fixture *f = *state;
 	struct decision d;
 
-	grants_put(&f->b, make_grant("g_a", TID, "contoso", "", 100));
-	grants_put(&f->b, make_grant("g_b", "22222222-86f1-41af-91ab-2d7cd011db47", "Contoso", "",
+	policy_grant_put(f->pol, make_grant("g_a", TID, "contoso", "", 100));
+	policy_grant_put(f->pol, make_grant("g_b", "22222222-86f1-41af-91ab-2d7cd011db47", "Contoso", "",
 				     200));
 	/* two customers named themselves alike: never guess between them */
 	assert_string_equal(decide(f, "siem", "contoso", NULL, NULL, &d), "unknown_tenant");
@@ -188,16 +204,61 @@ static void test_rate_bucket(void **state)
 	struct fixture *f = *state;
 	struct decision d;
 
-	grants_put(&f->b, make_grant("g_1", TID, "contoso", "", 100));
+	policy_grant_put(f->pol, make_grant("g_1", TID, "contoso", "", 100));
 	assert_string_equal(decide(f, "slow", "contoso", NULL, NULL, &d), "ok");
 	assert_string_equal(decide(f, "slow", "contoso", NULL, NULL, &d), "ok");
 	assert_string_equal(decide(f, "slow", "contoso", NULL, NULL, &d), "rate_limited");
 	/* 0.5 per second: the next token is 2 s away */
 	assert_int_equal(d.retry_after, 2);
+	f->mono_ms += 2000;
+	assert_string_equal(decide(f, "slow", "contoso", NULL, NULL, &d), "ok");
+	assert_string_equal(decide(f, "slow", "contoso", NULL, NULL, &d), "rate_limited");
+	/* the re-check of a token already counted does not draw on it */
+	assert_string_equal(recheck(f, "slow", TID, "g_1", SCOPE_A, &d), "ok");
 	/* refusals before the bucket do not drain it */
 	assert_string_equal(decide(f, "slow", "nowhere", NULL, NULL, &d), "unknown_tenant");
 	/* other principals are not limited by it */
 	assert_string_equal(decide(f, "siem", "contoso", NULL, NULL, &d), "ok");
+}
+
+/* The re-check runs the same rules for the grant chosen before the audit:
+ * what changed meanwhile stops the token with the code and message it
+ * would have had before. */
+static void test_recheck(void **state)
+{
+	struct fixture *f = *state;
+	struct decision before, d;
+
+	policy_grant_put(f->pol, make_grant("g_1", TID, "contoso", "", 100));
+	policy_grant_put(f->pol, make_grant("g_2", TID, "contoso", "", 50));
+	assert_string_equal(decide(f, "siem", "contoso", NULL, NULL, &before), "ok");
+	assert_string_equal(before.grant->id, "g_1");
+	assert_string_equal(recheck(f, "siem", TID, "g_1", SCOPE_A, &d), "ok");
+	assert_ptr_equal(d.grant, policy_grant_find(f->pol, "g_1"));
+	/* only the chosen grant may serve: another active one does not */
+	revoke(f, "g_1", "bob", "leaked");
+	assert_string_equal(recheck(f, "siem", TID, "g_1", SCOPE_A, &d), "revoked");
+	assert_non_null(strstr(d.message, "leaked"));
+	assert_string_equal(decide(f, "siem", "contoso", NULL, NULL, &before), "ok");
+	assert_string_equal(before.grant->id, "g_2");
+	/* a grant the table no longer holds */
+	assert_string_equal(recheck(f, "siem", TID, "g_gone", SCOPE_A, &d), "revoked");
+	/* suspension and lockdown: the same messages as before the audit */
+	assert_int_equal(policy_suspend(f->pol, "siem", "alice", "finding", 0), 0);
+	assert_string_equal(decide(f, "siem", "contoso", NULL, NULL, &before), "suspended");
+	assert_string_equal(recheck(f, "siem", TID, "g_2", SCOPE_A, &d), "suspended");
+	assert_string_equal(d.message, before.message);
+	policy_resume(f->pol, "siem");
+	policy_lockdown_set(f->pol, true, "incident 7");
+	assert_string_equal(decide(f, "siem", "contoso", NULL, NULL, &before), "locked_down");
+	assert_string_equal(recheck(f, "siem", TID, "g_2", SCOPE_A, &d), "locked_down");
+	assert_string_equal(d.message, before.message);
+	policy_lockdown_set(f->pol, false, NULL);
+	/* a reload narrowed the policy: scope, tenant, the principal itself */
+	assert_string_equal(recheck(f, "tier1", TID, "g_2", SCOPE_A, &d), "denied");
+	assert_string_equal(recheck(f, "nobody", TID, "g_2", SCOPE_A, &d), "denied");
+	assert_non_null(strstr(d.message, "nobody"));
+	assert_string_equal(recheck(f, "siem", TID, "g_2", SCOPE_A, &d), "ok");
 }
 
 int main(void)
@@ -207,6 +268,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_refusal_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ambiguous_name, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rate_bucket, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recheck, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
