@@ -207,17 +207,118 @@ json_t *grant_json(const struct grant *g, int64_t now)
 		json_object_set_new(o, "revoked_by", json_string(g->revoked_by));
 		json_object_set_new(o, "reason", json_string(g->reason));
 	}
+	if (o != NULL) {
+		json_object_set_new(o, "credential", json_string(grant_credential_name(g->credential)));
+		if (g->credential != GRANT_CRED_UNTRIED)
+			json_object_set_new(o, "credential_checked_at", time_json(g->credential_at));
+		if (g->credential == GRANT_CRED_FAILED)
+			json_object_set_new(o, "credential_error", json_string(g->credential_error));
+	}
+	return o;
+}
+
+/* Which grant of its tenant serves token requests, and why: "serving"
+ * and "serving_why" on the grant's object o. best: the tenant's
+ * preferred active grant (tenant_serving), NULL when none is. */
+static void serving_json(json_t *o, const struct grant *g, const struct grant *best,
+			 int64_t now)
+{
+	enum grant_state st = grant_state(g, now);
+	char why[512];
+
+	if (o == NULL)
+		return;
+	if (st != GRANT_ACTIVE)
+		snprintf(why, sizeof(why), "%s: %s", grant_state_name(st),
+			 st == GRANT_PENDING   ? "not valid before its not_before"
+			 : st == GRANT_EXPIRED ? "past its not_after"
+					       : "revoked grants never serve again");
+	else if (g == best && g->credential == GRANT_CRED_FAILED)
+		snprintf(why, sizeof(why), "serves only because no other active grant of the tenant "
+			 "is left, though its credential failed (%s); the customer must seal a "
+			 "working grant", g->credential_error);
+	else if (g == best)
+		snprintf(why, sizeof(why), "the newest active grant of the tenant whose credential %s",
+			 g->credential == GRANT_CRED_WORKS ? "works"
+							   : "has not failed (never probed)");
+	else if (g->credential == GRANT_CRED_FAILED && best != NULL)
+		snprintf(why, sizeof(why), "standby: its credential failed (%s); %s serves",
+			 g->credential_error, best->id);
+	else
+		snprintf(why, sizeof(why), "standby: %s is newer and serves",
+			 best != NULL ? best->id : "another grant");
+	json_object_set_new(o, "serving", json_boolean(g == best));
+	json_object_set_new(o, "serving_why", json_string(why));
+}
+
+void grant_credential_note(struct broker *b, const char *id, enum grant_credential c,
+			   const char *error, bool always)
+{
+	const struct grant *g = policy_grant_find(b->policy, id);
+	int64_t now = util_now_us() / 1000000;
+	int rc;
+
+	if (g == NULL || g->revoked || (!always && g->credential == c))
+		return;
+	/* A fetch that works only clears a failure: marking every untried
+	 * grant on its first fetch would cost the cold path a vault sync per
+	 * tenant, and untried already counts as working. */
+	if (!always && c == GRANT_CRED_WORKS && g->credential == GRANT_CRED_UNTRIED)
+		return;
+	rc = vault_grant_set_credential(b->vault, id, c, error, now);
+	if (rc < 0) {
+		broker_log("grant %s: cannot record that its credential %s: %s", id,
+			   c == GRANT_CRED_WORKS ? "works" : "failed", strerror(-rc));
+		return;
+	}
+	if (g->credential != c)
+		broker_log("grant %s for tenant %s: credential %s%s%s", id, g->tenant_id,
+			   grant_credential_name(c), error != NULL && *error ? ": " : "",
+			   error != NULL ? error : "");
+	policy_grant_set_credential(b->policy, id, c, error, now);
+}
+
+/* grant_json with which grant serves its tenant. */
+static json_t *grant_json_serving(struct broker *b, const struct grant *g, int64_t now)
+{
+	json_t *o = grant_json(g, now);
+
+	serving_json(o, g, policy_tenant_serving(b->policy, g->tenant_id, now), now);
 	return o;
 }
 
 /* ---- grant.import ------------------------------------------------------- */
 
+/* The grant as it stands now (a probe may have marked its credential). */
 static json_t *import_reply(struct pending *p, json_t *id, bool already)
 {
-	json_t *r = reply_new(id, true);
+	struct broker *b = p->b;
+	const struct grant *g = policy_grant_find(b->policy, p->grant->id);
+	json_t *r = reply_new(id, true), *warnings = json_array();
 
-	json_object_set_new(r, "grant", grant_json(p->grant, util_now_us() / 1000000));
+	if (g == NULL)
+		g = p->grant;
+	json_object_set_new(r, "grant", grant_json_serving(b, g, util_now_us() / 1000000));
 	json_object_set_new(r, "already", json_boolean(already));
+	/* A principal the MSSP's config does not know can never use the
+	 * grant: a typo on either side, said now rather than at the first
+	 * refused token. */
+	for (size_t i = 0; warnings != NULL && i < g->n_principals; i++) {
+		bool known = false;
+
+		for (size_t k = 0; k < b->cfg->n_principals && !known; k++)
+			known = strcmp(b->cfg->principals[k].name, g->principals[i]) == 0;
+		if (!known)
+			json_array_append_new(warnings, json_sprintf(
+				"the grant names principal %s, which is not in this broker's config: "
+				"no tool can use the grant as that principal (add it to principals, "
+				"or ask the customer to seal the grant for a principal you have)",
+				g->principals[i]));
+	}
+	if (json_array_size(warnings) > 0)
+		json_object_set_new(r, "warnings", warnings);
+	else
+		json_decref(warnings);
 	return r;
 }
 
@@ -235,6 +336,18 @@ static void probe_answered(void *ctx, const struct token_reply *r)
 	bool already = p->already;
 
 	p->wait = NULL;
+	/* Kept with the grant, so a failed one is not preferred over a grant
+	 * that works, now and after a restart. A provider that could not be
+	 * reached said nothing about the credential. */
+	if (r->status == TOKEN_OK) {
+		grant_credential_note(p->b, p->grant->id, GRANT_CRED_WORKS, NULL, true);
+	} else if (r->status == TOKEN_UPSTREAM_REJECTED) {
+		char why[256];
+
+		snprintf(why, sizeof(why), "%s%s%s", r->upstream_error[0] ? r->upstream_error : "",
+			 r->upstream_error[0] ? ": " : "", r->message);
+		grant_credential_note(p->b, p->grant->id, GRANT_CRED_FAILED, why, true);
+	}
 	if (r->status == TOKEN_OK) {
 		probe = json_pack("{s:b}", "ok", 1);
 	} else {
@@ -286,6 +399,10 @@ static void op_import(struct pending *p, json_t *id, json_t *req)
 	rc = vault_grant_import(b->vault, json_string_value(sealed), json_string_length(sealed),
 				(const char *const *)b->cfg->upstream.allowed_hosts,
 				util_now_us() / 1000000, &g, &already, &err);
+	if (rc == -EKEYEXPIRED) {
+		admin_fail(p, id, "grant_expired", NULL, "%s", err.msg);
+		return;
+	}
 	if (rc < 0) {
 		const char *code = rc == -EIO || rc == -ENOMEM || rc == -ENOSPC ? "internal"
 										 : "bad_request";
@@ -294,8 +411,19 @@ static void op_import(struct pending *p, json_t *id, json_t *req)
 			   err.msg[0] ? err.msg : strerror(-rc));
 		return;
 	}
+	if (already && grant_state(g, util_now_us() / 1000000) == GRANT_EXPIRED) {
+		char at[UTIL_TIME_LEN] = "?";
+
+		util_time_format(g->not_after * 1000000, false, at);
+		admin_fail(p, id, "grant_expired", json_pack("{s:s,s:s}", "tenant", g->tenant_id, "grant", g->id),
+			   "grant %s is stored but expired at %s (its not_after): ask the customer "
+			   "to seal a new grant", g->id, at);
+		grant_free(g);
+		return;
+	}
 	p->grant = g;
-	policy_grant_put(b->policy, grant_dup(g));
+	if (!already || policy_grant_find(b->policy, g->id) == NULL)
+		policy_grant_put(b->policy, grant_dup(g));
 	broker_log("grant %s imported for tenant %s%s", g->id, g->tenant_id,
 		   already ? " (already there)" : "");
 	if (probe == NULL || !json_is_true(probe)) {
@@ -346,7 +474,7 @@ static void op_list(struct pending *p, json_t *id, json_t *req)
 		const struct grant *g = policy_grant_at(b->policy, i);
 
 		if (tenant == NULL || grant_names_tenant(g, tenant))
-			json_array_append_new(arr, grant_json(g, now));
+			json_array_append_new(arr, grant_json_serving(b, g, now));
 	}
 	r = reply_new(id, true);
 	json_object_set_new(r, "grants", arr);
@@ -371,7 +499,7 @@ static void op_show(struct pending *p, json_t *id, json_t *req)
 		return;
 	}
 	r = reply_new(id, true);
-	json_object_set_new(r, "grant", grant_json(g, util_now_us() / 1000000));
+	json_object_set_new(r, "grant", grant_json_serving(b, g, util_now_us() / 1000000));
 	admin_ok(p, r, json_pack("{s:s,s:s}", "tenant", g->tenant_id, "grant", g->id));
 }
 

@@ -10,6 +10,14 @@
  * suspension, lockdown or reload that landed meanwhile stops it with the
  * same code and message it would have had before the audit.
  *
+ * Among the grants that allow a request, the newest serves, except that a
+ * grant whose credential the provider rejected (a failed probe at import,
+ * or a token fetch refused as invalid_client) serves only when no other
+ * can: a bad import never displaces a grant that works. A grant never
+ * tried counts as working, so a rotation imported without --probe still
+ * takes over; should its secret be wrong, its first refusal marks it and
+ * the next request goes back to the older grant.
+ *
  * Owns (loop thread only): the grant table, its tenant index and expiry
  * marks, the suspensions, the lockdown and the rate buckets.
  */
@@ -538,6 +546,18 @@ static bool newer(const struct grant *a, const struct grant *b)
 	return a->not_before > b->not_before;
 }
 
+/* A grant whose credential failed serves only when no other can (it is
+ * kept: the failure may have been the provider's); else the newest. */
+static bool preferred(const struct grant *a, const struct grant *b)
+{
+	bool a_failed = a->credential == GRANT_CRED_FAILED;
+	bool b_failed = b->credential == GRANT_CRED_FAILED;
+
+	if (a_failed != b_failed)
+		return !a_failed;
+	return newer(a, b);
+}
+
 /* The grants a tenant string names, as slots in pol->grants (NULL: none):
  * by id when it is some grant's tenant id (*by_id), else by name.
  * *first: one of them. *ambiguous when a name belongs to grants of more
@@ -584,6 +604,42 @@ int policy_tenant_resolve(const struct policy *pol, const char *tenant, const ch
 		return -EEXIST;
 	*tenant_id = first->tenant_id;
 	return 0;
+}
+
+const struct grant *policy_tenant_serving(const struct policy *pol, const char *tenant_id,
+					   int64_t now_s)
+{
+	const struct grant *best = NULL, *first;
+	bool by_id, ambiguous;
+	json_t *slots, *v;
+	size_t i;
+
+	slots = tenant_slots(pol, tenant_id, &by_id, &first, &ambiguous);
+	json_array_foreach(slots, i, v) {
+		const struct grant *g = pol->grants[json_integer_value(v)];
+
+		if (strcasecmp(g->tenant_id, tenant_id) != 0 || grant_state(g, now_s) != GRANT_ACTIVE)
+			continue;
+		if (best == NULL || preferred(g, best))
+			best = g;
+	}
+	return best;
+}
+
+void policy_grant_set_credential(struct policy *pol, const char *id, enum grant_credential c,
+				 const char *error, int64_t at)
+{
+	for (size_t i = 0; i < pol->n_grants; i++) {
+		struct grant *g = pol->grants[i];
+
+		if (strcmp(g->id, id) != 0)
+			continue;
+		g->credential = c;
+		g->credential_at = at;
+		snprintf(g->credential_error, sizeof(g->credential_error), "%s",
+			 c == GRANT_CRED_FAILED && error != NULL ? error : "");
+		return;
+	}
 }
 
 void policy_decide(struct policy *pol, const struct policy_ask *a, struct decision *d)
@@ -676,7 +732,7 @@ void policy_decide(struct policy *pol, const struct policy_ask *a, struct decisi
 		n_scope++;
 		if (!grant_allows_principal(g, p->name))
 			continue;
-		if (best == NULL || newer(g, best)) {
+		if (best == NULL || preferred(g, best)) {
 			best = g;
 			best_scope = gs;
 		}

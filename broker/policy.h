@@ -54,6 +54,16 @@ int policy_tenant_resolve(const struct policy *pol, const char *tenant, const ch
  * op's list. NULL on allocation failure. */
 json_t *policy_tenants_json(const struct policy *pol, const struct principal_config *pc,
 			    int64_t now_s);
+/* The active grant of tenant_id (an id) a request prefers, ignoring
+ * principals and scopes: the newest whose credential has not failed, else
+ * the newest. NULL when none is active. */
+const struct grant *policy_tenant_serving(const struct policy *pol, const char *tenant_id,
+					   int64_t now_s);
+/* Set what the provider said of grant id's credential, in place (a
+ * request on its way may hold a pointer to the grant). The caller has
+ * stored it in the vault first. No-op for an unknown id. */
+void policy_grant_set_credential(struct policy *pol, const char *id, enum grant_credential c,
+				 const char *error, int64_t at);
 /* Counts of grants per state, indexed by enum grant_state. */
 void policy_grant_counts(const struct policy *pol, int64_t now_s, size_t counts[static 4]);
 

@@ -173,6 +173,10 @@ static void token_answered(void *ctx, const struct token_reply *r)
 		json_object_set_new(p->reply, "grant", json_string(p->grant_id));
 		json_object_set_new(p->reply, "cache", json_string(r->cache));
 		snprintf(p->cache, sizeof(p->cache), "%s", r->cache);
+		/* A fetch that worked clears a failure noted earlier (a probe
+		 * while the provider did not know the secret yet, say). */
+		if (strcmp(r->cache, "hit") != 0)
+			grant_credential_note(b, p->grant_id, GRANT_CRED_WORKS, NULL, false);
 		/* Cache hits are not logged one by one (a busy tool asks
 		 * thousands of times a second, and a write(2) per token was a
 		 * tenth of the hot path): each is in the audit store and
@@ -197,6 +201,17 @@ static void token_answered(void *ctx, const struct token_reply *r)
 		json_object_set_new(p->reply, "retry_after", json_integer(r->retry_after));
 		if (rec != NULL)
 			json_object_set_new(rec, "retry_after", json_integer(r->retry_after));
+	}
+	if (r->status == TOKEN_UPSTREAM_REJECTED &&
+	    (strcmp(r->upstream_error, "invalid_client") == 0 ||
+	     strcmp(r->upstream_error, "unauthorized_client") == 0)) {
+		/* The provider refused the credential itself (a wrong or
+		 * expired secret, an app gone): the next request prefers
+		 * another grant of the tenant, if one works. */
+		char why[256];
+
+		snprintf(why, sizeof(why), "%s: %s", r->upstream_error, r->message);
+		grant_credential_note(b, p->grant_id, GRANT_CRED_FAILED, why, false);
 	}
 	if (r->status == TOKEN_UPSTREAM_REJECTED) {
 		json_t *codes = json_array();

@@ -7,11 +7,13 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <sodium.h>
+#include <time.h>
 
 #include "vault.h"
 
@@ -39,7 +41,8 @@ static const char seal_usage[] =
 	"  --scope S               scope tools may ask for (repeatable; default\n"
 	"                          https://api.securitycenter.microsoft.com/.default)\n"
 	"  --not-before T          RFC 3339; default: valid at once\n"
-	"  --not-after T           RFC 3339; default: 180 days from now\n"
+	"  --not-after T           RFC 3339, in the future and after --not-before;\n"
+	"                          default: 180 days from now\n"
 	"  --token-endpoint URL    default: the Microsoft identity platform v2.0 endpoint\n"
 	"  --principal P           MSSP principal allowed to use it (repeatable; default: any\n"
 	"                          the MSSP's policy allows)\n"
@@ -53,14 +56,24 @@ static const char import_usage[] =
 	"\n"
 	"Options:\n"
 	"  --probe               then fetch one token to check the credential works,\n"
-	"                        retrying while the provider does not know a new secret yet;\n"
-	"                        a failed probe keeps the grant and exits 4\n"
+	"                        retrying for up to upstream.probe_wait_s (progress on\n"
+	"                        stderr) while the provider does not know a new secret yet;\n"
+	"                        a failed probe keeps the grant, never preferred over one\n"
+	"                        that works, and exits 4. Importing the same file again with\n"
+	"                        --probe probes again.\n"
+	"\n"
+	"A grant already expired is refused (exit 3). A principal named by the grant\n"
+	"that the config does not have draws a warning on stderr.\n"
 	CLI_COMMON_HELP;
 
 static const char list_usage[] =
 	"Usage: custody grant list [--tenant T] [--json]\n"
 	"\n"
-	"List the broker's grants (never a secret).\n"
+	"List the broker's grants (never a secret). SERVES says which grant of each\n"
+	"tenant token requests use (yes) and WHY: the newest active grant whose\n"
+	"credential has not failed; one whose probe failed only when no other is left.\n"
+	"CRED is what the provider last said of the credential (works, failed, or\n"
+	"untried: never probed).\n"
 	"\n"
 	"Options:\n"
 	"  --tenant T            only this tenant (id or name)\n"
@@ -312,9 +325,28 @@ static int grant_seal_main(struct cli_ctx *ctx, int argc, char **argv)
 	if ((nb && (rc = check_time("--not-before", nb, &nb_us)) != 0) ||
 	    (na && (rc = check_time("--not-after", na, &na_us)) != 0))
 		goto out;
+	/* A grant that can never be active is refused here, at the customer's,
+	 * rather than at the MSSP's import days later. */
+	if (na != NULL && na_us <= util_now_us()) {
+		rc = cli_usage_error("grant seal", "--not-after %s is in the past: the grant would "
+				     "have expired before anyone could use it", na);
+		goto out;
+	}
+	if (nb != NULL && na != NULL && nb_us >= na_us) {
+		rc = cli_usage_error("grant seal", "--not-before %s is not earlier than --not-after "
+				     "%s: the grant would never be valid", nb, na);
+		goto out;
+	}
 	if (na == NULL) {
-		util_time_format(util_now_us() + (int64_t)DEFAULT_VALID_DAYS * 86400 * 1000000,
-				 false, na_buf);
+		int64_t def = util_now_us() + (int64_t)DEFAULT_VALID_DAYS * 86400 * 1000000;
+
+		if (nb != NULL && nb_us >= def) {
+			rc = cli_usage_error("grant seal", "--not-before %s is past the default "
+					     "--not-after (%d days from now): give --not-after", nb,
+					     DEFAULT_VALID_DAYS);
+			goto out;
+		}
+		util_time_format(def, false, na_buf);
 		na = na_buf;
 	}
 	if (json_array_size(scopes) == 0)
@@ -389,16 +421,88 @@ out:
 	return rc;
 }
 
+static const char *str_of(json_t *o, const char *key)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+
+	return s && *s ? s : "-";
+}
+
 /* ---- import ---------------------------------------------------------- */
+
+/* While a probe waits (up to upstream.probe_wait_s), a line on stderr
+ * every few seconds says it is still waiting, so a person does not take a
+ * silent minute and a half for a hang. */
+#define PROGRESS_EVERY_S 5
+
+struct progress {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+	int wait_s;
+};
+
+static void *progress_run(void *arg)
+{
+	struct progress *pr = arg;
+	struct timespec at;
+	int64_t start = util_mono_ms();
+
+	clock_gettime(CLOCK_MONOTONIC, &at);
+	pthread_mutex_lock(&pr->lock);
+	while (!pr->done) {
+		at.tv_sec += PROGRESS_EVERY_S;
+		while (!pr->done && pthread_cond_timedwait(&pr->cond, &pr->lock, &at) == 0)
+			;
+		if (!pr->done) {
+			long waited = (long)((util_mono_ms() - start + 500) / 1000);
+
+			fprintf(stderr, "probe: still waiting for the provider (%ld s; it retries "
+				"for up to %d s while the secret is not known yet)\n", waited,
+				pr->wait_s);
+		}
+	}
+	pthread_mutex_unlock(&pr->lock);
+	return NULL;
+}
+
+static int admin_call_with_progress(struct cli_ctx *ctx, json_t *req, int wait_s, json_t **reply)
+{
+	struct progress pr = { .wait_s = wait_s };
+	pthread_condattr_t ca;
+	pthread_t th;
+	bool started;
+	int rc;
+
+	pthread_mutex_init(&pr.lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&pr.cond, &ca);
+	pthread_condattr_destroy(&ca);
+	fprintf(stderr, "probe: asking the provider for one token with this credential (up to "
+		"%d s while it does not know a new secret yet)\n", wait_s);
+	started = pthread_create(&th, NULL, progress_run, &pr) == 0;
+	rc = cli_admin_call(ctx, req, -1, reply);
+	if (started) {
+		pthread_mutex_lock(&pr.lock);
+		pr.done = true;
+		pthread_cond_signal(&pr.cond);
+		pthread_mutex_unlock(&pr.lock);
+		pthread_join(th, NULL);
+	}
+	pthread_cond_destroy(&pr.cond);
+	pthread_mutex_destroy(&pr.lock);
+	return rc;
+}
 
 static int grant_import_main(struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		CLI_COMMON_OPTIONS, { "probe", no_argument, NULL, 'p' }, { NULL, 0, NULL, 0 },
 	};
-	json_t *req = NULL, *reply = NULL, *probe;
+	json_t *req = NULL, *reply = NULL, *probe, *g, *w;
 	char *text = NULL;
-	size_t len = 0;
+	size_t len = 0, i;
 	bool do_probe = false;
 	int c, rc, status = EXIT_OK;
 
@@ -429,11 +533,22 @@ static int grant_import_main(struct cli_ctx *ctx, int argc, char **argv)
 		return cli_fail(EXIT_ERROR, "%s is not a sealed grant (not UTF-8 text); ask the "
 				"customer for the file 'custody grant seal' wrote", argv[optind]);
 	/* A probe may wait up to upstream.probe_wait_s for the provider. */
-	rc = cli_admin_call(ctx, req, do_probe ? -1 : ADMIN_TIMEOUT_MS, &reply);
+	if (do_probe)
+		rc = admin_call_with_progress(ctx, req, ctx->cfg ? ctx->cfg->upstream.probe_wait_s
+								 : 90, &reply);
+	else
+		rc = cli_admin_call(ctx, req, ADMIN_TIMEOUT_MS, &reply);
 	json_decref(req);
 	if (rc != 0)
 		return rc;
-	printf("%s\n", json_string_value(json_object_get(json_object_get(reply, "grant"), "id")));
+	g = json_object_get(reply, "grant");
+	printf("%s\n", json_string_value(json_object_get(g, "id")));
+	json_array_foreach(json_object_get(reply, "warnings"), i, w)
+		fprintf(stderr, "custody: warning: %s\n", json_string_value(w));
+	if (json_is_string(json_object_get(g, "state")) &&
+	    strcmp(json_string_value(json_object_get(g, "state")), "pending") == 0)
+		fprintf(stderr, "custody: note: the grant is pending: not valid before %s\n",
+			str_of(g, "not_before"));
 	probe = json_object_get(reply, "probe");
 	rc = EXIT_OK;
 	if (do_probe && json_is_true(json_object_get(probe, "ok"))) {
@@ -442,8 +557,9 @@ static int grant_import_main(struct cli_ctx *ctx, int argc, char **argv)
 		const char *m = json_string_value(json_object_get(probe, "message"));
 		const char *e = json_string_value(json_object_get(probe, "error"));
 
-		rc = cli_fail(EXIT_UPSTREAM, "grant stored, but the probe failed: %s (%s); ask the "
-			      "customer to check the app registration and secret",
+		rc = cli_fail(EXIT_UPSTREAM, "grant stored, but the probe failed: %s (%s); it is "
+			      "kept but not preferred while another grant of the tenant works; ask "
+			      "the customer to check the app registration and secret",
 			      m ? m : "no token", e ? e : "upstream_rejected");
 	}
 	json_decref(reply);
@@ -452,22 +568,19 @@ static int grant_import_main(struct cli_ctx *ctx, int argc, char **argv)
 
 /* ---- list / show ----------------------------------------------------- */
 
-static const char *str_of(json_t *o, const char *key)
-{
-	const char *s = json_string_value(json_object_get(o, key));
-
-	return s && *s ? s : "-";
-}
 
 static void print_grant_lines(json_t *g)
 {
 	static const char *const keys[] = {
 		"id", "tenant_id", "tenant_name", "client_id", "token_endpoint", "state",
-		"not_before", "not_after", "imported_at", "revoked_at", "revoked_by", "reason", NULL,
+		"not_before", "not_after", "imported_at", "revoked_at", "revoked_by", "reason",
+		"credential", "credential_checked_at", "credential_error", "serving_why", NULL,
 	};
 	json_t *v;
 	size_t i, j;
 
+	if (json_object_get(g, "serving") != NULL)
+		printf("serving: %s\n", json_is_true(json_object_get(g, "serving")) ? "yes" : "no");
 	for (i = 0; keys[i] != NULL; i++) {
 		if (json_object_get(g, keys[i]) == NULL)
 			continue;
@@ -533,13 +646,18 @@ static int grant_list_main(struct cli_ctx *ctx, int argc, char **argv)
 	if (as_json) {
 		cli_print_json(stdout, grants, true);
 	} else {
-		printf("%-36s %-20s %-8s %-20s %s\n", "ID", "TENANT", "STATE", "NOT_AFTER", "CLIENT_ID");
+		printf("%-36s %-20s %-8s %-8s %-6s %-20s %-36s %s\n", "ID", "TENANT", "STATE",
+		       "CRED", "SERVES", "NOT_AFTER", "CLIENT_ID", "WHY");
 		json_array_foreach(grants, i, g) {
 			const char *name = str_of(g, "tenant_name");
+			json_t *serving = json_object_get(g, "serving");
 
-			printf("%-36s %-20s %-8s %-20s %s\n", str_of(g, "id"),
+			printf("%-36s %-20s %-8s %-8s %-6s %-20s %-36s %s\n", str_of(g, "id"),
 			       strcmp(name, "-") ? name : str_of(g, "tenant_id"), str_of(g, "state"),
-			       str_of(g, "not_after"), str_of(g, "client_id"));
+			       str_of(g, "credential"),
+			       serving == NULL ? "-" : json_is_true(serving) ? "yes" : "no",
+			       str_of(g, "not_after"), str_of(g, "client_id"),
+			       str_of(g, "serving_why"));
 		}
 	}
 	json_decref(reply);

@@ -16,7 +16,8 @@ static const char usage[] =
 	"\n"
 	"Create the state directory (mode 0700), the master key file (mode 0600,\n"
 	"when the config names a key_file that does not exist yet), the vault and\n"
-	"the broker's key pairs. An existing vault is never overwritten. When the\n"
+	"the broker's key pairs. An existing vault is never overwritten, and no key\n"
+	"file is written for it when its key file is missing. When the\n"
 	"config file does not exist, the default config is written there first:\n"
 	"at /etc/custody/custody.json with /var/lib/custody, /run/custody and\n"
 	"/etc/custody/master.key; anywhere else with state/, run/ and master.key\n"
@@ -114,6 +115,18 @@ int cmd_init(struct cli_ctx *ctx, int argc, char **argv)
 		return cli_fail(EXIT_ERROR, "cannot create state directory %s: %s; check state_dir "
 				"in %s", ctx->cfg->state_dir, strerror(-rc), ctx->cfg->path);
 	broker_config_key_source(ctx->cfg, &src);
+	/* The vault first: a key written for a vault that already exists
+	 * opens nothing, and a person might take it for the lost one. */
+	if (vault_exists(ctx->cfg->vault_dir)) {
+		if (src.key_file != NULL && access(src.key_file, F_OK) < 0 && errno == ENOENT)
+			return cli_fail(EXIT_ERROR, "a vault already exists in %s but its master key "
+					"file %s is missing; no new key was written (it could not "
+					"open this vault): restore the key file from your offline copy",
+					ctx->cfg->vault_dir, src.key_file);
+		return cli_fail(EXIT_ERROR, "a vault already exists in %s; it is never overwritten "
+				"(to start over, stop custodyd and move that directory away)",
+				ctx->cfg->vault_dir);
+	}
 	if (src.key_file != NULL && access(src.key_file, F_OK) < 0 && errno == ENOENT) {
 		rc = make_key_file(src.key_file);
 		if (rc != 0)

@@ -115,6 +115,19 @@ enum grant_state grant_state(const struct grant *g, int64_t now_s)
 	return GRANT_ACTIVE;
 }
 
+const char *grant_credential_name(enum grant_credential c)
+{
+	switch (c) {
+	case GRANT_CRED_UNTRIED:
+		return "untried";
+	case GRANT_CRED_WORKS:
+		return "works";
+	case GRANT_CRED_FAILED:
+		return "failed";
+	}
+	return "unknown";
+}
+
 const char *grant_state_name(enum grant_state s)
 {
 	switch (s) {

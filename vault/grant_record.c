@@ -56,7 +56,13 @@ static char *meta_encode(const struct grant *g)
 	    json_object_set_new(o, "revoked", json_boolean(g->revoked)) == 0 &&
 	    json_object_set_new(o, "revoked_at", json_integer(g->revoked_at)) == 0 &&
 	    json_object_set_new(o, "revoked_by", json_string(g->revoked_by)) == 0 &&
-	    json_object_set_new(o, "reason", json_string(g->reason)) == 0)
+	    json_object_set_new(o, "reason", json_string(g->reason)) == 0 &&
+	    /* only once tried: records of untried grants read as before */
+	    (g->credential == GRANT_CRED_UNTRIED ||
+	     (json_object_set_new(o, "credential",
+				  json_string(grant_credential_name(g->credential))) == 0 &&
+	      json_object_set_new(o, "credential_at", json_integer(g->credential_at)) == 0 &&
+	      json_object_set_new(o, "credential_error", json_string(g->credential_error)) == 0)))
 		s = json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(o);
 	return s;
@@ -115,6 +121,29 @@ static int meta_list(json_t *o, const char *name, char ***out, size_t *n_out)
 	return 0;
 }
 
+/* Absent (a grant never tried, or stored before custody kept this): untried. */
+static int meta_credential(json_t *o, struct grant *g)
+{
+	json_t *c = json_object_get(o, "credential");
+	int rc;
+
+	if (c == NULL)
+		return 0;
+	if (!json_is_string(c))
+		return -EBADMSG;
+	if (strcmp(json_string_value(c), "works") == 0)
+		g->credential = GRANT_CRED_WORKS;
+	else if (strcmp(json_string_value(c), "failed") == 0)
+		g->credential = GRANT_CRED_FAILED;
+	else
+		return -EBADMSG;
+	if ((rc = meta_int(o, "credential_at", false, 0, &g->credential_at)) < 0 ||
+	    (rc = meta_str(o, "credential_error", g->credential_error,
+			   sizeof(g->credential_error))) < 0)
+		return rc;
+	return 0;
+}
+
 static int meta_decode(const char *s, size_t len, const char *id, struct grant **out)
 {
 	json_t *o, *v;
@@ -155,6 +184,9 @@ static int meta_decode(const char *s, size_t len, const char *id, struct grant *
 		goto out;
 	}
 	g->revoked = json_is_true(json_object_get(o, "revoked"));
+	rc = meta_credential(o, g);
+	if (rc < 0)
+		goto out;
 	*out = g;
 	g = NULL;
 	rc = 0;

@@ -50,6 +50,9 @@ struct vault;
 int vault_key_file_create(const char *path, struct cerr *err)
 	__attribute__((warn_unused_result));
 
+/* Is there a vault in dir (its data file exists, whatever its state)? */
+bool vault_exists(const char *dir);
+
 /* Create a new vault in dir (created 0700 with parents) with fresh broker
  * keys. -EEXIST if a vault is already there (never overwritten). */
 int vault_create(const char *dir, const struct vault_key_source *src, struct cerr *err)
@@ -79,6 +82,11 @@ int vault_vkey_format(const char *origin, const uint8_t sign_pk[static 32], char
 
 enum grant_state { GRANT_PENDING, GRANT_ACTIVE, GRANT_EXPIRED, GRANT_REVOKED };
 
+/* What the provider last said of a grant's credential (grant.import
+ * --probe, or a token fetch). A grant whose credential failed is kept but
+ * not preferred while another active grant of its tenant may work. */
+enum grant_credential { GRANT_CRED_UNTRIED, GRANT_CRED_WORKS, GRANT_CRED_FAILED };
+
 /* A grant's metadata. Never holds the client secret (see vault_grant_secret). */
 struct grant {
 	char id[GRANT_ID_LEN];
@@ -97,12 +105,16 @@ struct grant {
 	int64_t revoked_at;
 	char revoked_by[128];
 	char reason[512];
+	enum grant_credential credential;
+	int64_t credential_at;    /* unix seconds; 0 while untried */
+	char credential_error[256]; /* why it failed, "" otherwise; never a secret */
 };
 
 void grant_free(struct grant *g);
 struct grant *grant_dup(const struct grant *g);
 enum grant_state grant_state(const struct grant *g, int64_t now_s);
 const char *grant_state_name(enum grant_state s);   /* "pending", "active", ... */
+const char *grant_credential_name(enum grant_credential c); /* "untried", "works", "failed" */
 bool grant_has_scope(const struct grant *g, const char *scope);
 bool grant_allows_principal(const struct grant *g, const char *principal);
 
@@ -127,12 +139,20 @@ int grant_id_of_envelope(const char *envelope, size_t len, char id[static GRANT_
 
 /* Broker side: open, validate and store a sealed grant. Idempotent: the same
  * envelope again gives the stored grant and *already = true. -EBADMSG
- * tampered, -ENOKEY sealed for a different broker (message names the key
+ * tampered, -EKEYEXPIRED a new grant whose not_after has passed (not
+ * stored; the message says when), -ENOKEY sealed for a different broker (message names the key
  * id), -EINVAL invalid grant (message names the field). *out: a copy of the
  * stored metadata. */
 int vault_grant_import(struct vault *v, const char *envelope, size_t len,
 		       const char *const *allowed_hosts, int64_t now_s, struct grant **out,
 		       bool *already, struct cerr *err) __attribute__((warn_unused_result));
+
+/* Record what the provider said of a grant's credential; the record is
+ * rewritten (secret kept) durably before returning. error: why it failed
+ * (NULL: ""; cut at 255 bytes). -ENOENT no grant, -EKEYREVOKED revoked
+ * (nothing to record), -EINVAL error not UTF-8. */
+int vault_grant_set_credential(struct vault *v, const char *id, enum grant_credential c,
+			       const char *error, int64_t now_s) __attribute__((warn_unused_result));
 
 /* -ENOENT when there is no such grant. */
 int vault_grant_get(struct vault *v, const char *id, struct grant **out)

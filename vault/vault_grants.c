@@ -73,6 +73,15 @@ int vault_grant_import(struct vault *v, const char *envelope, size_t len,
 	rc = grant_validate((const char *)plain, plen, allowed_hosts, &g, &secret, err);
 	if (rc < 0)
 		goto out;
+	if (g->not_after != INT64_MAX && g->not_after <= now_s) {
+		/* it could never serve: storing it would only clutter the list */
+		char at[UTIL_TIME_LEN] = "?";
+
+		util_time_format(g->not_after * 1000000, false, at);
+		rc = cerr_set(err, -EKEYEXPIRED, "grant %s expired at %s (its not_after); not "
+			      "imported: ask the customer to seal a new grant", id, at);
+		goto out;
+	}
 	memcpy(g->id, id, GRANT_ID_LEN);
 	g->imported_at = now_s;
 	dup = grant_dup(g);
@@ -323,6 +332,67 @@ int vault_grant_revoke(struct vault *v, const char *id, const char *actor, const
 	}
 	if (rc < 0)
 		cerr_set(err, rc, "cannot store the revocation of grant %s: %s", id, strerror(-rc));
+out:
+	if (txn != NULL)
+		mdb_txn_abort(txn);
+	free(ct);
+	vault_plain_free(rec, reclen);
+	vault_plain_free(pt, ptlen);
+	grant_free(g);
+	return rc;
+}
+
+int vault_grant_set_credential(struct vault *v, const char *id, enum grant_credential c,
+			       const char *error, int64_t now_s)
+{
+	struct grant *g = NULL;
+	uint8_t *pt = NULL, *rec = NULL, *ct = NULL;
+	size_t ptlen = 0, reclen = 0, ctlen = 0, slen = 0, idlen = strlen(id), elen;
+	const uint8_t *secret = NULL;
+	MDB_txn *txn = NULL;
+	MDB_val key = {.mv_size = idlen, .mv_data = (void *)id}, val;
+	int rc;
+
+	error = error != NULL ? error : "";
+	elen = strlen(error);
+	if (elen >= sizeof(g->credential_error))
+		elen = sizeof(g->credential_error) - 1;
+	while (elen > 0 && !util_utf8_valid(error, elen))
+		elen--;   /* cut on a character boundary */
+	if (idlen == 0 || idlen >= GRANT_ID_LEN)
+		return -ENOENT;
+	/* read and rewrite in one write transaction, like a revocation: a
+	 * revocation in between cannot be undone by this write */
+	rc = vault_mdb_errno(mdb_txn_begin(v->env, NULL, 0, &txn));
+	if (rc == 0)
+		rc = vault_mdb_errno(mdb_get(txn, v->db_grants, &key, &val));
+	if (rc == 0)
+		rc = vault_record_open(v->sec->rec, REC_GRANT, id, idlen, val.mv_data, val.mv_size,
+				       &pt, &ptlen);
+	if (rc == 0)
+		rc = grant_record_parse(pt, ptlen, id, &g, &secret, &slen);
+	if (rc < 0)
+		goto out;
+	if (g->revoked) {
+		rc = -EKEYREVOKED;
+		goto out;
+	}
+	g->credential = c;
+	g->credential_at = now_s;
+	memcpy(g->credential_error, error, elen);
+	g->credential_error[elen] = '\0';
+	rc = grant_record_build(g, (const char *)secret, slen, &rec, &reclen);
+	if (rc == 0)
+		rc = vault_record_seal(v->sec->rec, REC_GRANT, id, idlen, rec, reclen, &ct, &ctlen);
+	if (rc == 0) {
+		val.mv_data = ct;
+		val.mv_size = ctlen;
+		rc = vault_mdb_errno(mdb_put(txn, v->db_grants, &key, &val, 0));
+	}
+	if (rc == 0) {
+		rc = vault_mdb_errno(mdb_txn_commit(txn)); /* synchronous: durable */
+		txn = NULL;
+	}
 out:
 	if (txn != NULL)
 		mdb_txn_abort(txn);

@@ -38,6 +38,11 @@ static bool file_exists(const char *dir, const char *name)
 	return yes;
 }
 
+bool vault_exists(const char *dir)
+{
+	return file_exists(dir, VAULT_DATA);
+}
+
 static int fsync_dir(const char *dir)
 {
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
