@@ -261,6 +261,39 @@ static void test_recheck(void **state)
 	assert_string_equal(recheck(f, "siem", TID, "g_2", SCOPE_A, &d), "ok");
 }
 
+/* A grant whose credential failed is kept but serves only when no other
+ * active grant is left; one never tried counts as working (issue 13 #6). */
+static void test_failed_credential_not_preferred(void **state)
+{
+	struct fixture *f = *state;
+	struct decision d;
+
+	policy_grant_put(f->pol, make_grant("g_works", TID, "contoso", "", 100));
+	policy_grant_put(f->pol, make_grant("g_bad", TID, "contoso", "", 200));
+	policy_grant_set_credential(f->pol, "g_works", GRANT_CRED_WORKS, NULL, 100);
+	policy_grant_set_credential(f->pol, "g_bad", GRANT_CRED_FAILED,
+				    "invalid_client: AADSTS7000215", 200);
+	assert_string_equal(policy_grant_find(f->pol, "g_bad")->credential_error,
+			    "invalid_client: AADSTS7000215");
+	assert_string_equal(decide(f, "siem", "contoso", NULL, NULL, &d), "ok");
+	assert_string_equal(d.grant->id, "g_works");
+	assert_string_equal(policy_tenant_serving(f->pol, TID, time(NULL))->id, "g_works");
+	/* a newer grant never tried takes over (a rotation without --probe) */
+	policy_grant_put(f->pol, make_grant("g_rotated", TID, "contoso", "", 300));
+	assert_string_equal(decide(f, "siem", "contoso", NULL, NULL, &d), "ok");
+	assert_string_equal(d.grant->id, "g_rotated");
+	/* the failed one serves only when it is the last one left */
+	revoke(f, "g_rotated", "bob", "x");
+	revoke(f, "g_works", "bob", "x");
+	assert_string_equal(decide(f, "siem", "contoso", NULL, NULL, &d), "ok");
+	assert_string_equal(d.grant->id, "g_bad");
+	assert_string_equal(policy_tenant_serving(f->pol, TID, time(NULL))->id, "g_bad");
+	/* a fetch that works clears the mark */
+	policy_grant_set_credential(f->pol, "g_bad", GRANT_CRED_WORKS, "ignored", 400);
+	assert_int_equal(policy_grant_find(f->pol, "g_bad")->credential, GRANT_CRED_WORKS);
+	assert_string_equal(policy_grant_find(f->pol, "g_bad")->credential_error, "");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -269,6 +302,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_ambiguous_name, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rate_bucket, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recheck, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_failed_credential_not_preferred, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

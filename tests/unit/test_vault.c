@@ -890,6 +890,52 @@ static void test_revoke(void **state)
 	free(env);
 }
 
+/* What the provider said of a credential is kept with the grant, its
+ * secret untouched, across a reopen; an expired grant is not imported. */
+static void test_credential(void **state)
+{
+	struct fx *f = *state;
+	struct cerr err = {{0}};
+	struct vault *v = open_ok(f);
+	char *env = seal(vault_public_keys(v), ""), *secret = NULL;
+	char *old = seal(vault_public_keys(v), "\"not_before\":\"2001-01-01T00:00:00Z\","
+			 "\"not_after\":\"2002-01-01T00:00:00Z\"");
+	struct grant *g = import_ok(v, env, false), *g2 = NULL;
+	size_t slen = 0;
+
+	assert_int_equal(g->credential, GRANT_CRED_UNTRIED);
+	assert_int_equal(vault_grant_set_credential(v, g->id, GRANT_CRED_FAILED,
+						    "invalid_client: AADSTS7000215", NOW + 1), 0);
+	assert_int_equal(vault_grant_set_credential(v, "g_0000", GRANT_CRED_WORKS, NULL, NOW),
+			 -ENOENT);
+	assert_int_equal(vault_grant_import(v, old, strlen(old), hosts, NOW, NULL, NULL, &err),
+			 -EKEYEXPIRED);
+	assert_non_null(strstr(err.msg, "2002-01-01T00:00:00Z"));
+	vault_close(v);
+
+	v = open_ok(f);
+	assert_int_equal(vault_grant_get(v, g->id, &g2), 0);
+	assert_int_equal(g2->credential, GRANT_CRED_FAILED);
+	assert_int_equal(g2->credential_at, NOW + 1);
+	assert_string_equal(g2->credential_error, "invalid_client: AADSTS7000215");
+	grant_free(g2);
+	assert_int_equal(vault_grant_secret(v, g->id, &secret, &slen), 0);
+	assert_string_equal(secret, SECRET);
+	vault_secret_free(secret);
+	assert_int_equal(vault_grant_set_credential(v, g->id, GRANT_CRED_WORKS, NULL, NOW + 2), 0);
+	assert_int_equal(vault_grant_get(v, g->id, &g2), 0);
+	assert_int_equal(g2->credential, GRANT_CRED_WORKS);
+	assert_string_equal(g2->credential_error, "");
+	grant_free(g2);
+	assert_int_equal(vault_grant_revoke(v, g->id, "alice", "x", NOW + 3, &err), 0);
+	assert_int_equal(vault_grant_set_credential(v, g->id, GRANT_CRED_WORKS, NULL, NOW + 4),
+			 -EKEYREVOKED);
+	vault_close(v);
+	grant_free(g);
+	free(env);
+	free(old);
+}
+
 static void test_states(void **state)
 {
 	struct grant *g;
@@ -1483,6 +1529,7 @@ int main(void)
 		cmocka_unit_test(test_validate_accepts),
 		cmocka_unit_test_setup_teardown(test_import_invalid_grant, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_revoke, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_credential, setup, teardown),
 		cmocka_unit_test(test_states),
 		cmocka_unit_test_setup_teardown(test_officer_state, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_record_tamper, setup, teardown),
