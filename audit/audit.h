@@ -153,4 +153,139 @@ int audit_verify_export(const char *path, const char *vkey, struct audit_verify_
  * (origin not a valid key name), -ENOMEM. */
 int audit_vkey(const char *origin, const uint8_t public_key[static 32], char **out);
 
+/* ---- C2SP signed notes, cosignatures and witnesses (cosig.c) -----------
+ *
+ * A cosignature (c2sp.org/tlog-cosignature, Ed25519 "cosignature/v1") is a
+ * note signature line "— <witness name> base64(key id(4) || timestamp(8,
+ * big-endian) || Ed25519 sig(64))" over "cosignature/v1\ntime <secs>\n"
+ * followed by the checkpoint's body; key id = SHA-256(name || 0x0A || 0x04
+ * || public key)[:4]. Stored in the audit database's `cosignatures` table
+ * (size, witness, key_id, time, line, received) beside the checkpoint it
+ * signs; exports carry them as extra signature lines of the note.
+ */
+
+#define AUDIT_KEY_NAME_MAX 256
+#define AUDIT_NOTE_MAX (64 * 1024)   /* a longer signed note is refused */
+#define AUDIT_NOTE_SIGS_MAX 64       /* more signature lines are refused */
+#define AUDIT_WITNESS_MAX 16         /* witnesses one check can name */
+#define AUDIT_SIG_TYPE_ED25519 0x01
+#define AUDIT_SIG_TYPE_COSIG_V1 0x04
+
+/* A verifier key "<name>+<hex key id>+base64(type || public key)". */
+struct audit_vkey {
+	char name[AUDIT_KEY_NAME_MAX];
+	uint8_t type;                /* AUDIT_SIG_TYPE_* */
+	uint8_t id[4];
+	uint8_t pk[32];
+};
+
+/* Parse a verifier key of the given type (0: either). 0 or -EINVAL (err
+ * says which part is wrong). */
+int audit_vkey_parse(const char *vkey, uint8_t type, struct audit_vkey *k, struct cerr *err)
+	__attribute__((warn_unused_result));
+/* Format a verifier key of the type, malloc'd. 0, -EINVAL, -ENOMEM. */
+int audit_vkey_format_type(const char *name, uint8_t type, const uint8_t pk[static 32],
+			   char **out);
+
+/* A parsed checkpoint note; pointers into the text given to the parser. */
+struct audit_note_sig {
+	const char *line;            /* "— name base64...", no newline */
+	size_t line_len;
+	const char *name;
+	size_t name_len;
+	uint8_t raw[128];            /* decoded signature: key id || ... */
+	size_t raw_len;
+};
+
+struct audit_note {
+	const char *text;
+	size_t len;
+	size_t body_len;             /* signed text: up to its last '\n' before the blank line */
+	char origin[AUDIT_KEY_NAME_MAX];
+	uint64_t size;
+	uint8_t root[32];
+	size_t nsigs;
+	struct audit_note_sig sig[AUDIT_NOTE_SIGS_MAX];
+};
+
+/* Parse a checkpoint note (c2sp.org/tlog-checkpoint, signed-note): body of
+ * origin, size, base64 root and optional extension lines; a blank line;
+ * one or more signature lines; UTF-8, no control characters but '\n',
+ * at most AUDIT_NOTE_MAX bytes, ends with '\n'. No signature is checked.
+ * 0 or -EBADMSG (err says what is wrong). */
+int audit_note_parse(const char *text, size_t len, struct audit_note *n, struct cerr *err)
+	__attribute__((warn_unused_result));
+/* Check the note's signatures by k (type 0x01: the log's signature over
+ * the body; 0x04: a cosignature/v1, its timestamp into *time when not
+ * NULL). 0 one verifies; -ENOENT no line has k's name and key id;
+ * -EBADMSG a line of k's does not verify (err says so). */
+int audit_note_verify_sig(const struct audit_note *n, const struct audit_vkey *k,
+			  uint64_t *time, struct cerr *err) __attribute__((warn_unused_result));
+
+/* Sign the checkpoint body (body_len bytes) as cosigner (name, Ed25519
+ * secret key sk) at time t: *line malloc'd "— name base64(...)\n".
+ * 0, -EINVAL, -ENOMEM. */
+int audit_cosig_sign(const char *name, const uint8_t sk[static 64], const char *body,
+		     size_t body_len, uint64_t t, char **line);
+
+/* A witness check: the note's cosignatures by each of the keys. */
+struct audit_witness_check {
+	uint64_t size;               /* the checkpoint's tree size */
+	unsigned valid;              /* keys with a valid cosignature */
+	struct {
+		int rc;              /* 0 valid, -ENOENT none, -EBADMSG does not verify,
+				      * -ERANGE timestamp in the future */
+		uint64_t time;       /* cosignature time (when rc is 0 or -ERANGE) */
+	} w[AUDIT_WITNESS_MAX];
+};
+/* Check note's cosignatures by keys[0..n) at now_s (a timestamp later
+ * than now_s + 60 counts as future). 0 (see out), or -EBADMSG when the
+ * note itself does not parse, -EINVAL when n > AUDIT_WITNESS_MAX. */
+int audit_witness_check_note(const char *note, const struct audit_vkey *keys, size_t n,
+			     int64_t now_s, struct audit_witness_check *out, struct cerr *err)
+	__attribute__((warn_unused_result));
+/* One line naming what each failing key lacks ("w1: no cosignature; w2:
+ * timestamp in the future"), into buf. */
+void audit_witness_check_describe(const struct audit_witness_check *c,
+				  const struct audit_vkey *keys, size_t n, char *buf, size_t cap);
+
+/* Store one verified cosignature line of witness k for the stored
+ * checkpoint at size (its own connection; may wait for the writer's
+ * lock, so call it off the event loop). Idempotent. 0, -ENOENT (no such
+ * checkpoint), -EBADMSG (the line does not verify over that checkpoint),
+ * -EIO. */
+int audit_cosig_store(struct audit *a, uint64_t size, const struct audit_vkey *k,
+		      const char *line, size_t line_len, struct cerr *err)
+	__attribute__((warn_unused_result));
+/* The stored checkpoint at size with every stored cosignature line
+ * appended (malloc'd). 0, -ENOENT, -EIO, -ENOMEM. */
+int audit_checkpoint_cosigned(struct audit *a, uint64_t size, char **note);
+/* The largest stored checkpoint size k has cosigned (0: none). */
+int audit_cosig_last_size(struct audit *a, const struct audit_vkey *k, uint64_t *size);
+/* The newest stored checkpoint with valid cosignatures by at least quorum
+ * of keys[0..n), cosignature lines appended; -ENOENT when none has. */
+int audit_checkpoint_witnessed(struct audit *a, const struct audit_vkey *keys, size_t n,
+			       unsigned quorum, uint64_t *size, char **note);
+/* The RFC 6962 consistency proof from size m to size n (0 < m <= n, both
+ * within the tree) as base64 hashes, one per line each ending '\n'
+ * (malloc'd; "" when m == n). -EINVAL, -EBADMSG, -EIO, -ENOMEM. */
+int audit_consistency_lines(struct audit *a, uint64_t m, uint64_t n, char **lines);
+/* RFC 6962 consistency check of two tree heads (wraps the verifier). */
+bool audit_consistency_ok(uint64_t size1, uint64_t size2, const uint8_t root1[static 32],
+			  const uint8_t root2[static 32], const uint8_t (*proof)[32], size_t count)
+	__attribute__((warn_unused_result));
+
+/* audit verify --witness: the database's newest checkpoint carrying the
+ * quorum of valid cosignatures by keys (out describes it, or the newest
+ * checkpoint's shortfall when none does: then -EBADMSG with err naming
+ * what failed). Opens path read-only. */
+int audit_verify_db_witnessed(const char *path, const struct audit_vkey *keys, size_t n,
+			      unsigned quorum, int64_t now_s, struct audit_witness_check *out,
+			      struct cerr *err) __attribute__((warn_unused_result));
+/* The same for an export: its checkpoint (the one its proofs end at)
+ * must carry the quorum. */
+int audit_verify_export_witnessed(const char *path, const struct audit_vkey *keys, size_t n,
+				  unsigned quorum, int64_t now_s, struct audit_witness_check *out,
+				  struct cerr *err) __attribute__((warn_unused_result));
+
 #endif

@@ -939,5 +939,6 @@ int main(void)
 	rc |= audit_group_store();
 	rc |= audit_group_verify();
 	rc |= audit_group_fault();
+	rc |= audit_group_cosig();
 	return rc ? 1 : 0;
 }

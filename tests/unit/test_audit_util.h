@@ -30,5 +30,6 @@ void tsql(const char *path, const char *sql);
 int audit_group_store(void);
 int audit_group_verify(void);
 int audit_group_fault(void);
+int audit_group_cosig(void);
 
 #endif
