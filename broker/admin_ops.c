@@ -370,11 +370,6 @@ static void probe_answered(void *ctx, const struct token_reply *r)
 		json_object_set_new(extra, "probe", probe);
 	else
 		json_decref(probe);
-	if (p->in_get) {
-		/* answered inside tokens_probe: finish after it returns */
-		p->deferred = json_pack("{s:o,s:o}", "reply", reply, "extra", extra);
-		return;
-	}
 	admin_ok(p, reply, extra);
 }
 
@@ -383,7 +378,7 @@ static void op_import(struct pending *p, json_t *id, json_t *req)
 	struct broker *b = p->b;
 	json_t *sealed = json_object_get(req, "sealed"), *probe = json_object_get(req, "probe");
 	struct grant *g = NULL;
-	struct token_wait *w = NULL;
+	struct token_reply now;
 	struct cerr err = {0};
 	bool already = false;
 	int rc;
@@ -431,9 +426,7 @@ static void op_import(struct pending *p, json_t *id, json_t *req)
 		return;
 	}
 	p->already = already;
-	p->in_get = true;
-	rc = tokens_probe(b->tokens, g, g->scopes[0], probe_answered, p, &w);
-	p->in_get = false;
+	rc = tokens_probe(b->tokens, g, g->scopes[0], &now, probe_answered, p, &p->wait);
 	if (rc < 0) {
 		json_t *reply = import_reply(p, id, already);
 
@@ -443,16 +436,8 @@ static void op_import(struct pending *p, json_t *id, json_t *req)
 		admin_ok(p, reply, import_record(p, already));
 		return;
 	}
-	if (p->deferred != NULL) {
-		json_t *d = p->deferred;
-
-		p->deferred = NULL;
-		admin_ok(p, json_incref(json_object_get(d, "reply")),
-			 json_incref(json_object_get(d, "extra")));
-		json_decref(d);
-		return;
-	}
-	p->wait = w;
+	if (rc == 1)
+		probe_answered(p, &now);   /* could not start: answered at once */
 }
 
 /* ---- grant.list / grant.show ----------------------------------------------- */

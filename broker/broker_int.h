@@ -133,9 +133,6 @@ struct pending {
 	json_t *request;          /* parsed request (token/probe ops) */
 	int principal_ix;
 	char principal_name[72];  /* "" when the peer maps to no principal */
-	bool in_get;              /* inside tokens_get: a synchronous answer is deferred */
-	json_t *deferred;         /* record to queue once tokens_get returns */
-	bool deferred_fail;
 	char cache[16];
 	bool checkpoint_reply;    /* audit.checkpoint: the note goes in the reply */
 	bool already;             /* grant.import: the grant was there before */
@@ -209,7 +206,6 @@ void tool_op(struct conn *c, struct pending *p, const char *op, json_t *req);
 bool tool_op_known(const char *op);
 const char *const *tool_op_fields(const char *op);
 void token_recheck_and_send(struct pending *p, uint64_t seq);
-void pending_flush_deferred(struct pending *p);
 json_t *broker_keys_json(struct broker *b);
 
 void admin_op(struct conn *c, struct pending *p, const char *op, json_t *req);

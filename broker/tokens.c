@@ -191,12 +191,8 @@ static void reply_from_result(struct token_reply *r, const struct upstream_token
 	memcpy(r->upstream_codes, res->codes, sizeof(r->upstream_codes));
 }
 
-/* Unlink and free w, then run its callback (w is gone by then). */
-static void wait_complete(struct token_wait *w, const struct token_reply *r)
+static void wait_free(struct token_wait *w)
 {
-	token_cb cb = w->cb;
-	void *ctx = w->ctx;
-
 	link_del(&w->node);
 	loop_timer_free(w->timer);
 	if (w->call != NULL)
@@ -204,6 +200,15 @@ static void wait_complete(struct token_wait *w, const struct token_reply *r)
 	grant_free(w->grant);
 	free(w->scope);
 	free(w);
+}
+
+/* Unlink and free w, then run its callback (w is gone by then). */
+static void wait_complete(struct token_wait *w, const struct token_reply *r)
+{
+	token_cb cb = w->cb;
+	void *ctx = w->ctx;
+
+	wait_free(w);
 	cb(ctx, r);
 }
 
@@ -466,24 +471,17 @@ static void wait_deadline(struct loop *l, struct loop_timer *tm, void *ctx)
 	wait_complete(ctx, &r);
 }
 
-static void answer_now(const struct token_reply *r, token_cb cb, void *ctx,
-		       struct token_wait **wait_out)
-{
-	if (wait_out != NULL)
-		*wait_out = NULL;
-	cb(ctx, r);
-}
-
-int tokens_get(struct tokens *t, const struct token_request *req, token_cb cb, void *ctx,
-	       struct token_wait **wait_out)
+int tokens_get(struct tokens *t, const struct token_request *req, struct token_reply *now_r,
+	       token_cb cb, void *ctx, struct token_wait **wait_out)
 {
 	struct entry *e;
 	struct token_wait *w;
-	struct token_reply r;
 	int64_t now = now_s(), mono = util_mono_ms();
 	int need, rc;
 
-	if (req == NULL || req->grant == NULL || req->scope == NULL || cb == NULL)
+	if (wait_out != NULL)
+		*wait_out = NULL;
+	if (req == NULL || req->grant == NULL || req->scope == NULL || cb == NULL || now_r == NULL)
 		return -EINVAL;
 	need = req->min_ttl > MIN_SERVE_S ? req->min_ttl : MIN_SERVE_S;
 	e = entry_find(t, req->grant->id, req->scope);
@@ -493,24 +491,21 @@ int tokens_get(struct tokens *t, const struct token_request *req, token_cb cb, v
 	if (e->token != NULL && e->expires_at - now >= need) {
 		e->used = true;
 		t->st.hits++;
-		reply_from_entry(&r, e, "hit");
-		answer_now(&r, cb, ctx, wait_out);
-		return 0;
+		reply_from_entry(now_r, e, "hit");
+		return 1;
 	}
 	if (e->hold_until_ms > mono) {
-		reply_init(&r, TOKEN_RATE_LIMITED, "");
-		r.retry_after = (int)((e->hold_until_ms - mono + 999) / 1000);
-		r.http_status = 429;
-		snprintf(r.message, sizeof(r.message),
+		reply_init(now_r, TOKEN_RATE_LIMITED, "");
+		now_r->retry_after = (int)((e->hold_until_ms - mono + 999) / 1000);
+		now_r->http_status = 429;
+		snprintf(now_r->message, sizeof(now_r->message),
 			 "identity provider is throttling requests for this tenant; retry after %d s",
-			 r.retry_after);
-		answer_now(&r, cb, ctx, wait_out);
-		return 0;
+			 now_r->retry_after);
+		return 1;
 	}
 	if (req->deadline_ms > 0 && req->deadline_ms <= mono) {
-		reply_init(&r, TOKEN_UPSTREAM_UNAVAILABLE, "identity provider did not answer in time");
-		answer_now(&r, cb, ctx, wait_out);
-		return 0;
+		reply_init(now_r, TOKEN_UPSTREAM_UNAVAILABLE, "identity provider did not answer in time");
+		return 1;
 	}
 
 	w = calloc(1, sizeof(*w));
@@ -529,12 +524,10 @@ int tokens_get(struct tokens *t, const struct token_request *req, token_cb cb, v
 	}
 	link_add_tail(&e->waiters, &w->node);
 	t->st.misses++;
-	if (e->call == NULL && entry_fetch(e, &r) < 0) {
+	if (e->call == NULL && entry_fetch(e, now_r) < 0) {
 		/* No fetch, so w is the only waiter. */
-		if (wait_out != NULL)
-			*wait_out = NULL;
-		wait_complete(w, &r);
-		return 0;
+		wait_free(w);
+		return 1;
 	}
 	if (wait_out != NULL)
 		*wait_out = w;
@@ -594,13 +587,14 @@ static void probe_fetched(void *ctx, struct upstream_token *res)
 	wait_complete(w, &r);
 }
 
-int tokens_probe(struct tokens *t, const struct grant *g, const char *scope, token_cb cb,
-		 void *ctx, struct token_wait **wait_out)
+int tokens_probe(struct tokens *t, const struct grant *g, const char *scope,
+		 struct token_reply *now, token_cb cb, void *ctx, struct token_wait **wait_out)
 {
 	struct token_wait *w;
-	struct token_reply fail;
 
-	if (g == NULL || scope == NULL || cb == NULL)
+	if (wait_out != NULL)
+		*wait_out = NULL;
+	if (g == NULL || scope == NULL || cb == NULL || now == NULL)
 		return -EINVAL;
 	w = calloc(1, sizeof(*w));
 	if (w == NULL)
@@ -619,11 +613,9 @@ int tokens_probe(struct tokens *t, const struct grant *g, const char *scope, tok
 		return -ENOMEM;
 	}
 	link_add_tail(&t->probes, &w->node);
-	if (probe_start(w, &fail) < 0) {
-		if (wait_out != NULL)
-			*wait_out = NULL;
-		wait_complete(w, &fail);
-		return 0;
+	if (probe_start(w, now) < 0) {
+		wait_free(w);
+		return 1;
 	}
 	if (wait_out != NULL)
 		*wait_out = w;

@@ -78,18 +78,28 @@ void tokens_free(struct tokens *t);
 /* New upstream settings after a reload (copied). */
 int tokens_configure(struct tokens *t, const struct upstream_config *cfg);
 
-/* Ask for a token. The callback runs exactly once — possibly before this
- * returns (cache hit) — unless tokens_cancel is called first. *wait_out (may
- * be NULL) receives a handle valid until the callback has run. */
-int tokens_get(struct tokens *t, const struct token_request *req, token_cb cb, void *ctx,
-	       struct token_wait **wait_out);
+/* Ask for a token. Either answered at once or later, never both and never
+ * from inside the call:
+ *   1  answered now in *now (a cache hit, or a refusal known without the
+ *      provider: throttled, past the deadline, the fetch could not start);
+ *      cb is not called. A token in *now stays valid until the next call
+ *      into tokens or the loop runs again: copy it before either.
+ *   0  waiting: cb runs exactly once later, from the loop, unless
+ *      tokens_cancel(*wait_out) comes first. *wait_out (may be NULL) is
+ *      valid until then.
+ *   <0 -EINVAL, -ENOMEM: nothing happens. */
+int tokens_get(struct tokens *t, const struct token_request *req, struct token_reply *now,
+	       token_cb cb, void *ctx, struct token_wait **wait_out)
+	__attribute__((warn_unused_result));
 void tokens_cancel(struct token_wait *w);
 
 /* grant.import --probe: one fetch bypassing the cache, retried while the
  * provider answers AADSTS7000215 (a new secret not yet known) for up to
- * probe_wait_s. The callback gets the final answer (access_token NULL). */
-int tokens_probe(struct tokens *t, const struct grant *g, const char *scope, token_cb cb,
-		 void *ctx, struct token_wait **wait_out);
+ * probe_wait_s. The final answer has access_token NULL. Returns as
+ * tokens_get: 1 answered in *now (the fetch could not start), 0 cb later. */
+int tokens_probe(struct tokens *t, const struct grant *g, const char *scope,
+		 struct token_reply *now, token_cb cb, void *ctx, struct token_wait **wait_out)
+	__attribute__((warn_unused_result));
 
 /* Wipe every cached token of the grant and complete its waiters with
  * TOKEN_REVOKED. Used on revoke and expiry. */

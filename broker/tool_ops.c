@@ -150,9 +150,8 @@ static void token_answered(void *ctx, const struct token_reply *r)
 			p->kind = PENDING_PLAIN;
 			p->reply = reply_error(id, "internal", "out of memory");
 			broker_count_outcome(b, "internal");
-			p->deferred = token_record(p, "token", "internal");
-			p->deferred_fail = p->deferred == NULL;
-			goto out;
+			pending_audit(p, token_record(p, "token", "internal"));
+			return;
 		}
 		memcpy(p->token, r->access_token, r->token_len);
 		p->token[r->token_len] = '\0';
@@ -186,8 +185,8 @@ static void token_answered(void *ctx, const struct token_reply *r)
 				 "token ok: principal=%s tenant=%s grant=%s cache=%s",
 				 p->principal_name, p->tenant_id, p->grant_id, r->cache);
 		p->kind = PENDING_TOKEN;
-		p->deferred = rec;
-		goto out;
+		pending_audit(p, rec);
+		return;
 	}
 	rec = token_record(p, "token", code);
 	if (rec != NULL) {
@@ -231,24 +230,6 @@ static void token_answered(void *ctx, const struct token_reply *r)
 	snprintf(p->log, sizeof(p->log), "token %s: principal=%s tenant=%s grant=%s", code,
 		 p->principal_name, p->tenant_id, p->grant_id);
 	p->kind = PENDING_PLAIN;
-	p->deferred = rec;
-	if (rec == NULL)
-		p->deferred_fail = true;
-out:
-	/* The record is queued by whoever called tokens_get, after it returns,
-	 * so a synchronous answer (cache hit) never frees p under its feet. */
-	if (!p->in_get)
-		pending_flush_deferred(p);
-}
-
-void pending_flush_deferred(struct pending *p)
-{
-	json_t *rec = p->deferred;
-
-	if (rec == NULL && !p->deferred_fail)
-		return;
-	p->deferred = NULL;
-	p->deferred_fail = false;
 	pending_audit(p, rec);
 }
 
@@ -262,7 +243,7 @@ static void op_token(struct pending *p, json_t *id, json_t *req)
 	struct policy_ask ask;
 	struct decision d;
 	struct token_request treq;
-	struct token_wait *w = NULL;
+	struct token_reply now;
 	int rc;
 
 	if (tenant == NULL || !json_is_string(tenant) || json_string_length(tenant) == 0 ||
@@ -339,18 +320,14 @@ static void op_token(struct pending *p, json_t *id, json_t *req)
 		.deadline_ms = loop_now_ms(b->loop) +
 			       (int64_t)b->cfg->upstream.timeout_ms * (b->cfg->upstream.retries + 1) + 5000,
 	};
-	p->in_get = true;
-	rc = tokens_get(b->tokens, &treq, token_answered, p, &w);
-	p->in_get = false;
+	rc = tokens_get(b->tokens, &treq, &now, token_answered, p, &p->wait);
 	if (rc < 0) {
 		answer_error(p, "token", id, "internal", "the token cache failed: see custodyd's log",
 			     NULL);
 		return;
 	}
-	if (p->deferred != NULL || p->deferred_fail)
-		pending_flush_deferred(p);   /* answered synchronously */
-	else
-		p->wait = w;
+	if (rc == 1)
+		token_answered(p, &now);   /* a hit: last thing here, it may free p */
 }
 
 /* Write the token reply: the token is spliced into the serialized reply
