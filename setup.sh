@@ -13,7 +13,7 @@ set -eu
 cd "$(dirname "$0")"
 
 PKGS="meson ninja-build pkg-config gcc libc6-dev libsodium-dev liblmdb-dev libsqlite3-dev
-libcurl4-openssl-dev libjansson-dev libcmocka-dev python3 openssl ca-certificates
+libcurl4-openssl-dev libjansson-dev libcmocka-dev libmicrohttpd-dev python3 openssl ca-certificates
 valgrind util-linux procps"
 # What each part of the project needs beyond PKGS, one line per part so that
 # work on one part edits its own line. DEMO_* lines are installed for the
@@ -27,7 +27,7 @@ TEST_PKGS_trust=""
 TEST_PKGS_audit=""
 TEST_PKGS_grants=""
 TEST_PKGS_broker=""
-TEST_PKGS_witness=""
+TEST_PKGS_witness="python3-cryptography rsyslog rsyslog-gnutls"
 DEMO_PKGS="$DEMO_PKGS_alerts $DEMO_PKGS_report"
 TEST_PKGS="$DEMO_PKGS $TEST_PKGS_alerts $TEST_PKGS_report $TEST_PKGS_service $TEST_PKGS_trust
 $TEST_PKGS_audit $TEST_PKGS_grants $TEST_PKGS_broker $TEST_PKGS_witness"

@@ -119,6 +119,7 @@ int cmd_token(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_status(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_audit(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_vault(struct cli_ctx *ctx, int argc, char **argv);
+int cmd_witness(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_demo(struct cli_ctx *ctx, int argc, char **argv);
 
 /* Run a command group's sub-table: argv[0] is the group name. */

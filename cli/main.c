@@ -19,6 +19,7 @@ static const struct cli_cmd commands[] = {
 	{ "status", cmd_status, "the broker's health in short" },
 	{ "audit", cmd_audit, "list, export, verify and follow the audit trail" },
 	{ "vault", cmd_vault, "vault maintenance (rekey)" },
+	{ "witness", cmd_witness, "run a C2SP witness that cosigns a broker's audit checkpoints" },
 	{ "demo", cmd_demo, "the whole story on this machine, in a throw-away directory" },
 	{ NULL, NULL, NULL },
 };
