@@ -64,6 +64,9 @@ struct broker_limits {
 	unsigned max_connections_per_uid;  /* 64 */
 	size_t max_request_bytes;          /* 65536 */
 	unsigned idle_timeout_s;           /* 60 */
+	uint64_t max_exe_bytes;            /* 256 MiB: largest executable hashed for exe_sha256 */
+	unsigned max_refusals;             /* 20: refused requests per uid per window, audited one by one */
+	unsigned refusal_window_s;         /* 10 */
 };
 
 struct broker_config {

@@ -12,7 +12,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -33,6 +35,10 @@
 
 /* ---- peer identity (peer.c) ------------------------------------------ */
 
+/* Where the executable's SHA-256 stands (only principals with exe_sha256
+ * ask for it). */
+enum peer_hash { PEER_HASH_NONE = 0, PEER_HASH_PENDING, PEER_HASH_DONE, PEER_HASH_FAILED };
+
 struct peer {
 	pid_t pid;
 	uid_t uid;
@@ -42,22 +48,47 @@ struct peer {
 	uint64_t start_time;      /* /proc/<pid>/stat field 22; 0: unknown */
 	int pidfd;                /* the peer process itself; valid if has_pidfd */
 	bool has_pidfd;
-	char *exe;                /* readlink /proc/<pid>/exe; NULL: unknown */
-	bool have_exe_sha256;
-	uint8_t exe_sha256[32];
+	char *exe;                /* readlink /proc/<pid>/exe, for logs only; NULL: unknown */
+	/* The executable itself, from fstat of /proc/<pid>/exe at accept:
+	 * what `exe` matches and what the token re-check compares. */
+	bool have_exe_id;
+	dev_t exe_dev;
+	ino_t exe_ino;
+	off_t exe_size;
+	struct timespec exe_mtime, exe_ctime;
+	int exe_fd;               /* open for hashing while hash is PENDING; else -1 */
+	enum peer_hash hash;
+	int hash_err;             /* FAILED: -E2BIG (over limits.max_exe_bytes) or -errno */
+	uint8_t exe_sha256[32];   /* valid when hash is DONE */
 	char user[64];            /* uid's name, or "uid:N" */
 	json_t *json;             /* peer_json's cached object */
 };
 
-/* Fill p from a connected socket. 0 or -errno (the peer is then unusable). */
+struct conn;
+
+/* Fill p from a connected socket: SO_PEERCRED, the pidfd, groups and the
+ * executable's identity. 0 or -errno (the peer is then unusable). */
 int peer_from_socket(int fd, struct peer *p);
 void peer_clear(struct peer *p);
+/* Tool connections: start hashing the executable when some principal of
+ * the config in force asks for exe_sha256 and could match this peer
+ * otherwise. Answered from the cache at once, or hashed on the offload
+ * worker (the connection reads no request until it is done). */
+void peer_resolve(struct conn *c);
 /* True when the pid still runs the process seen at accept. */
 bool peer_still_same(const struct peer *p);
 /* Before a token leaves: 0 when the client is still there and still the
- * same process, -EPIPE when it hung up, -ESRCH when the process is gone
- * or the pid was recycled. One poll(2) when a pidfd is held. */
-int peer_check_conn(const struct peer *p, int sock);
+ * same process (and, with same_exe, still runs the executable seen at
+ * accept: same device and inode), -EPIPE when it hung up, -ESRCH when the
+ * process is gone, the pid was recycled or it exec'd something else. */
+int peer_check_conn(const struct peer *p, int sock, bool same_exe);
+/* recv(2) that also returns the kernel's word on who sent the bytes
+ * (SCM_CREDENTIALS; SO_PASSCRED is on for every client socket). *have is
+ * false when no credentials came with them. Any passed fds are closed.
+ * Bytes read, 0 at EOF, or -errno. */
+ssize_t peer_recv(int fd, void *buf, size_t len, struct ucred *sender, bool *have);
+/* Did the process that connected send these bytes (same pid, uid, gid)? */
+bool peer_sent_by(const struct peer *p, const struct ucred *sender, bool have);
 /* Index of the first matching principal of c, or -1. */
 int peer_match_principal(struct peer *p, const struct broker_config *c);
 bool peer_in_group(const struct peer *p, gid_t g);
@@ -105,6 +136,8 @@ char *conn_out_reserve(struct conn *c, size_t len);
 void conn_out_commit(struct conn *c, size_t len);
 void conn_close(struct conn *c);
 void conn_unref(struct conn *c);
+/* Reading may go on again (the executable's hash is in). */
+void conn_resume(struct conn *c);
 /* A request finished (its reply was queued or dropped). */
 void conn_request_done(struct conn *c);
 
@@ -199,6 +232,10 @@ void request_parsed_clear(struct request_parsed *r);
 void request_line(struct conn *c, const char *line, size_t len);
 /* too_large: answered and the connection closes after the reply. */
 void request_too_large(struct conn *c);
+/* Bytes on c were sent by a process other than the one that connected
+ * (sender NULL: the kernel named none): unauthenticated, audited with the
+ * sender's credentials, and the connection closes after the reply. */
+void request_foreign_sender(struct conn *c, const struct ucred *sender);
 
 /* ---- ops ---------------------------------------------------------------- */
 

@@ -632,7 +632,8 @@ static int parse_audit(struct cfgctx *x, json_t *o, struct broker_config *c)
 static int parse_limits(struct cfgctx *x, json_t *o, struct broker_limits *l)
 {
 	static const char *const keys[] = {"max_connections", "max_connections_per_uid",
-					   "max_request_bytes", "idle_timeout_s", NULL};
+					   "max_request_bytes", "idle_timeout_s", "max_exe_bytes",
+					   "max_refusals", "refusal_window_s", NULL};
 	json_t *v;
 	json_int_t n;
 	int rc;
@@ -663,6 +664,24 @@ static int parse_limits(struct cfgctx *x, json_t *o, struct broker_limits *l)
 		if (rc < 0)
 			return rc;
 		l->idle_timeout_s = (unsigned)n;
+	}
+	if ((v = json_object_get(o, "max_exe_bytes")) != NULL) {
+		rc = get_int(x, v, "limits.max_exe_bytes", 1024, (json_int_t)1 << 40, &n);
+		if (rc < 0)
+			return rc;
+		l->max_exe_bytes = (uint64_t)n;
+	}
+	if ((v = json_object_get(o, "max_refusals")) != NULL) {
+		rc = get_int(x, v, "limits.max_refusals", 1, 1000000, &n);
+		if (rc < 0)
+			return rc;
+		l->max_refusals = (unsigned)n;
+	}
+	if ((v = json_object_get(o, "refusal_window_s")) != NULL) {
+		rc = get_int(x, v, "limits.refusal_window_s", 1, 86400, &n);
+		if (rc < 0)
+			return rc;
+		l->refusal_window_s = (unsigned)n;
 	}
 	return 0;
 }
@@ -708,6 +727,9 @@ static int set_defaults(struct broker_config *c)
 		.max_connections_per_uid = 64,
 		.max_request_bytes = 65536,
 		.idle_timeout_s = 60,
+		.max_exe_bytes = 256 * 1024 * 1024,
+		.max_refusals = 20,
+		.refusal_window_s = 10,
 	};
 	if (c->runtime_dir == NULL || c->key_file == NULL || c->upstream.allowed_hosts == NULL ||
 	    c->audit_origin == NULL)
@@ -980,7 +1002,7 @@ char *broker_config_default_text(const char *state_dir, const char *runtime_dir,
 			  0, "auditor", "uids", 0);
 	root = json_pack(
 		"{s:s,s:s,s:s,s:{s:s,s:s},s:{s:s,s:s},s:o,s:[],s:{s:n,s:i,s:i,s:i,s:o},"
-		"s:{s:s,s:i,s:i},s:{s:i,s:i,s:i,s:i}}",
+		"s:{s:s,s:i,s:i},s:{s:i,s:i,s:i,s:i,s:I,s:i,s:i}}",
 		"state_dir", state_dir ? state_dir : "/var/lib/custody",
 		"runtime_dir", runtime_dir ? runtime_dir : "/run/custody",
 		"key_file", key_file ? key_file : "/etc/custody/master.key",
@@ -993,7 +1015,8 @@ char *broker_config_default_text(const char *state_dir, const char *runtime_dir,
 		"audit", "origin", "custody.example.net/audit", "checkpoint_every", 1000,
 		"checkpoint_interval_s", 60,
 		"limits", "max_connections", 1024, "max_connections_per_uid", 64,
-		"max_request_bytes", 65536, "idle_timeout_s", 60);
+		"max_request_bytes", 65536, "idle_timeout_s", 60, "max_exe_bytes", (json_int_t)256 * 1024 * 1024,
+		"max_refusals", 20, "refusal_window_s", 10);
 	if (root == NULL)
 		return NULL;
 	text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

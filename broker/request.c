@@ -218,8 +218,8 @@ void broker_audit_ready(struct loop *l, int fd, uint32_t events, void *ctx)
 /* ---- parsing ------------------------------------------------------------ */
 
 /* Answer a request that never reached an op: audited as event "request". */
-static void answer_bad(struct conn *c, json_t *id, const char *code, const char *msg,
-		       bool close_after)
+static void answer_bad_extra(struct conn *c, json_t *id, const char *code, const char *msg,
+			     bool close_after, json_t *extra)
 {
 	struct broker *b = c->b;
 	struct pending *p;
@@ -240,8 +240,33 @@ static void answer_bad(struct conn *c, json_t *id, const char *code, const char 
 	if (rec != NULL) {
 		json_object_set_new(rec, "error", json_string(code));
 		json_object_set_new(rec, "socket", json_string(c->admin ? "admin" : "tool"));
+		if (extra != NULL)
+			json_object_update(rec, extra);
 	}
+	json_decref(extra);
 	pending_audit(p, rec);
+}
+
+static void answer_bad(struct conn *c, json_t *id, const char *code, const char *msg,
+		       bool close_after)
+{
+	answer_bad_extra(c, id, code, msg, close_after, NULL);
+}
+
+void request_foreign_sender(struct conn *c, const struct ucred *sender)
+{
+	json_t *extra = sender != NULL
+		? json_pack("{s:{s:I,s:I,s:I}}", "sender", "pid", (json_int_t)sender->pid, "uid",
+			    (json_int_t)sender->uid, "gid", (json_int_t)sender->gid)
+		: json_pack("{s:n}", "sender");
+
+	broker_log("request from pid %d on the connection of pid %d (uid %u): refused, connection closed",
+		   sender ? (int)sender->pid : 0, (int)c->peer.pid, (unsigned)c->peer.uid);
+	/* a half line already buffered may be the other half of it */
+	c->in_len = 0;
+	answer_bad_extra(c, NULL, "unauthenticated",
+			 "this request was sent by another process than the one that connected: each process must open its own connection",
+			 true, extra);
 }
 
 void request_too_large(struct conn *c)

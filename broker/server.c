@@ -162,7 +162,12 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *ctx)
 {
 	struct broker *b = ctx;
 	bool admin = lfd == b->admin_fd;
+	int one = 1;
 
+	/* accepted sockets inherit it, so no byte a client sends after
+	 * accept comes without its sender's credentials (bytes sent before
+	 * accept always carry them); also set on each client below */
+	(void)setsockopt(lfd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
 	for (int i = 0; i < 64; i++) {
 		struct conn *c;
 		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -228,10 +233,12 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *ctx)
 		if (b->conns != NULL)
 			b->conns->prev = c;
 		b->conns = c;
-		if (admin)
+		if (admin) {
 			b->n_admin++;
-		else
+		} else {
 			b->n_tool++;
+			peer_resolve(c);
+		}
 	}
 }
 
@@ -241,7 +248,8 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *ctx)
  * the broker (and is dropped by the idle sweep if it never reads). */
 static bool conn_can_take(const struct conn *c)
 {
-	return !c->dead && !c->closing && !c->hung_up && c->inflight < BROKER_MAX_INFLIGHT &&
+	return !c->dead && !c->closing && !c->hung_up && c->peer.hash != PEER_HASH_PENDING &&
+	       c->inflight < BROKER_MAX_INFLIGHT &&
 	       c->out_len - c->out_off <= BROKER_READ_PAUSE_BACKLOG;
 }
 
@@ -262,6 +270,11 @@ static void conn_update_events(struct conn *c)
 	/* complete lines already buffered get no EPOLLIN of their own */
 	if (c->lines_waiting && conn_can_take(c))
 		loop_timer_arm(c->b->drain_timer, 0);
+}
+
+void conn_resume(struct conn *c)
+{
+	conn_update_events(c);
 }
 
 static void conn_free(struct conn *c)
@@ -475,6 +488,8 @@ static int conn_in_grow(struct conn *c, size_t need)
 static void conn_read(struct conn *c)
 {
 	for (;;) {
+		struct ucred sender;
+		bool have_sender;
 		ssize_t n;
 		size_t room;
 
@@ -490,11 +505,19 @@ static void conn_read(struct conn *c)
 			break;
 		if (room > READ_CHUNK)
 			room = READ_CHUNK;
-		n = recv(c->fd, c->in + c->in_len, room, MSG_DONTWAIT);
-		if (n < 0 && errno == EINTR)
+		n = peer_recv(c->fd, c->in + c->in_len, room, &sender, &have_sender);
+		if (n == -EINTR)
 			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (n == -EAGAIN || n == -EWOULDBLOCK)
 			break;
+		if (n > 0 && !peer_sent_by(&c->peer, &sender, have_sender)) {
+			/* another process wrote on this connection (a forked
+			 * child, a passed socket): its bytes are dropped unread */
+			request_foreign_sender(c, have_sender ? &sender : NULL);
+			if (!c->dead)
+				conn_update_events(c);
+			return;
+		}
 		if (n <= 0) {
 			/* EOF: stop reading; replies still due are sent (a client
 			 * may have shut down only its writing side), then close. */

@@ -233,6 +233,19 @@ static void token_answered(void *ctx, const struct token_reply *r)
 	pending_audit(p, rec);
 }
 
+/* Why a peer maps to no principal, for the person reading the error. */
+static const char *unauth_message(const struct conn *c, char *buf, size_t len)
+{
+	if (c != NULL && c->peer.hash == PEER_HASH_FAILED && c->peer.hash_err == -E2BIG) {
+		snprintf(buf, len,
+			 "this executable (%lld bytes) is larger than limits.max_exe_bytes (%llu), so exe_sha256 principals cannot match it",
+			 (long long)c->peer.exe_size,
+			 (unsigned long long)c->b->cfg->limits.max_exe_bytes);
+		return buf;
+	}
+	return "this process maps to no principal: ask an admin to add a match for your uid/group/executable to the config";
+}
+
 static void op_token(struct pending *p, json_t *id, json_t *req)
 {
 	struct broker *b = p->b;
@@ -244,6 +257,7 @@ static void op_token(struct pending *p, json_t *id, json_t *req)
 	struct decision d;
 	struct token_request treq;
 	struct token_reply now;
+	char msg[256];
 	int rc;
 
 	if (tenant == NULL || !json_is_string(tenant) || json_string_length(tenant) == 0 ||
@@ -271,8 +285,7 @@ static void op_token(struct pending *p, json_t *id, json_t *req)
 		return;
 	}
 	if (pc == NULL) {
-		answer_error(p, "token", id, "unauthenticated",
-			     "this process maps to no principal: ask an admin to add a match for your uid/group/executable to the config",
+		answer_error(p, "token", id, "unauthenticated", unauth_message(p->conn, msg, sizeof(msg)),
 			     json_pack("{s:s}", "requested_tenant", json_string_value(tenant)));
 		return;
 	}
@@ -383,6 +396,19 @@ static int send_token(struct pending *p)
 	return p->conn->dead ? -EPIPE : 0;
 }
 
+/* Does the principal match on the executable? Then the process must still
+ * run that file when its token leaves (an exec keeps pid and pidfd). */
+static bool principal_uses_exe(struct broker *b, const char *name)
+{
+	for (size_t i = 0; i < b->cfg->n_principals; i++) {
+		const struct principal_config *pc = &b->cfg->principals[i];
+
+		if (strcmp(pc->name, name) == 0)
+			return pc->match.exe != NULL || pc->match.has_exe_sha256;
+	}
+	return false;
+}
+
 void token_recheck_and_send(struct pending *p, uint64_t seq)
 {
 	struct broker *b = p->b;
@@ -409,13 +435,14 @@ void token_recheck_and_send(struct pending *p, uint64_t seq)
 		snprintf(msg, sizeof(msg), "%s", d.message);
 	} else {
 		peer_rc = p->conn == NULL || p->conn->dead ? -EPIPE
-							   : peer_check_conn(&p->conn->peer, p->conn->fd);
+							   : peer_check_conn(&p->conn->peer, p->conn->fd,
+									     principal_uses_exe(b, p->principal_name));
 		if (peer_rc == -EPIPE) {
 			code = "gone";
 			snprintf(msg, sizeof(msg), "the client closed its connection");
 		} else if (peer_rc < 0) {
 			code = "unauthenticated";
-			snprintf(msg, sizeof(msg), "the requesting process exited or changed (pid reused): ask again");
+			snprintf(msg, sizeof(msg), "the requesting process exited, was replaced (pid reused) or now runs another executable: ask again");
 		}
 	}
 	if (code == NULL)
@@ -472,9 +499,9 @@ void tool_op(struct conn *c, struct pending *p, const char *op, json_t *req)
 		return;
 	}
 	if (pc == NULL) {
-		answer_error(p, op, id, "unauthenticated",
-			     "this process maps to no principal: ask an admin to add a match for your uid/group/executable to the config",
-			     NULL);
+		char msg[256];
+
+		answer_error(p, op, id, "unauthenticated", unauth_message(c, msg, sizeof(msg)), NULL);
 		return;
 	}
 	if (strcmp(op, "whoami") == 0) {

@@ -219,16 +219,22 @@ class Tokens(unittest.TestCase):
         self.assertEqual(ok[0]["seq"], recs[0]["token_seq"])
 
     def test_process_gone_is_withheld(self):
-        # A child connects (the kernel records its pid), hands the socket to
-        # us and exits; a token asked for on that socket must not leave.
+        # A child connects (the kernel records its pid), sends its own
+        # request, hands the socket to us and exits while the token is
+        # being fetched; the token must not leave to whoever holds the
+        # socket now. (A request *sent* by another process than the one
+        # that connected is refused earlier: test_sec_identity.)
         g, tid = env.new_tenant("pid-co")
         env.import_grant(g)
+        env.idp.set_fault("slow", tenant=tid, delay_s=1.0)
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:
             try:
                 c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 c.connect(env.tool_path)
+                c.sendall(json.dumps({"v": 1, "id": 1, "op": "token",
+                                      "tenant": "pid-co"}).encode() + b"\n")
                 socket.send_fds(b, [b"x"], [c.fileno()])
             finally:
                 os._exit(0)
@@ -241,8 +247,6 @@ class Tokens(unittest.TestCase):
         s = socket.socket(fileno=fds[0])
         s.settimeout(20)
         try:
-            s.sendall(json.dumps({"v": 1, "id": 1, "op": "token", "tenant": "pid-co"}).encode()
-                      + b"\n")
             buf = b""
             while not buf.endswith(b"\n"):
                 d = s.recv(65536)
@@ -251,6 +255,7 @@ class Tokens(unittest.TestCase):
                 buf += d
         finally:
             s.close()
+            env.idp.set_fault("ok", tenant=tid)
         r = json.loads(buf)
         expect_error(r, "unauthenticated")
         self.assertIn("pid reused", r["message"])

@@ -1,0 +1,307 @@
+#!/usr/bin/env python3
+"""Caller identity that cannot be borrowed (issue 12): each test performs
+an attack of the hostile review against the real custodyd, as another
+local uid where the attack needs one, and checks it gets nothing.
+
+    item 1  test_1_mount_namespace_bind_mount      unshare -Urm + mount --bind over the exe path
+    item 2  test_2_fork_exec_hash_principal        connect, fork, parent execs the allowed
+                                                   binary, child sends (exe_sha256 principal)
+            test_2_fork_exec_path_principal_late_accept
+                                                   the same with accept landing after the exec
+            test_2_exec_after_request              the process execs another program while
+                                                   its token is fetched
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Env, wait_for  # noqa: E402
+
+# Debian's interpreter (sys.executable may be a pyenv shim, a script)
+PYTHON = os.path.realpath("/usr/bin/python3")
+SLEEP = os.path.realpath(shutil.which("sleep"))
+
+env = None
+P = {}   # paths made in setUpModule
+
+# A client: connect, send each request given as JSON on the command line,
+# print each reply (or {"closed": true} at EOF) as one JSON line.
+CLIENT = r'''
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(30)
+s.connect(sys.argv[1])
+f = s.makefile("rb")
+for i, req in enumerate(sys.argv[2:]):
+    o = json.loads(req)
+    o.setdefault("v", 1)
+    o.setdefault("id", i + 1)
+    s.sendall(json.dumps(o).encode() + b"\n")
+    line = f.readline()
+    print(line.decode().strip() if line else json.dumps({"closed": True}), flush=True)
+'''
+
+# connect, fork; the parent execs the allowed binary (same pid, holding
+# the socket), the child sends once the parent runs it, on the inherited
+# socket. argv: socket, allowed binary, request JSON, marker file or "-".
+FORKER = r'''
+import json, os, signal, socket, sys, time
+path, allowed, req, marker = sys.argv[1:5]
+s = socket.socket(socket.AF_UNIX)
+s.connect(path)
+os.set_inheritable(s.fileno(), True)
+parent = os.getpid()
+if os.fork() != 0:
+    os.execv(allowed, [allowed, "30"])
+try:
+    real = os.path.realpath(allowed)
+    end = time.monotonic() + 10
+    while os.readlink("/proc/%d/exe" % parent) != real:
+        if time.monotonic() > end:
+            raise SystemExit("parent never ran the allowed binary")
+        time.sleep(0.005)
+    s.sendall(req.encode() + b"\n")
+    if marker != "-":
+        open(marker, "w").close()
+    s.settimeout(30)
+    buf = b""
+    while not buf.endswith(b"\n"):
+        d = s.recv(65536)
+        if not d:
+            break
+        buf += d
+    tail = b""
+    try:
+        s.settimeout(5)
+        tail = s.recv(1)
+    except OSError:
+        pass
+    print(json.dumps({"reply": json.loads(buf) if buf.strip() else None,
+                      "closed_after": tail == b"", "child": os.getpid(),
+                      "parent": parent}), flush=True)
+finally:
+    os.kill(parent, signal.SIGKILL)
+'''
+
+# run by the allowed binary: connect, ask for a token (the IdP is slow),
+# then exec another program that keeps the socket and reads the reply.
+EXECER = r'''
+import json, os, socket, sys, time
+path, other, req = sys.argv[1:4]
+s = socket.socket(socket.AF_UNIX)
+s.connect(path)
+s.sendall(req.encode() + b"\n")
+time.sleep(0.5)          # custodyd has read the request and waits upstream
+os.set_inheritable(s.fileno(), True)
+reader = ("import socket,sys,json\n"
+          "s=socket.socket(fileno=int(sys.argv[1]));s.settimeout(30)\n"
+          "b=b''\n"
+          "while not b.endswith(b'\\n'):\n"
+          "  d=s.recv(65536)\n"
+          "  if not d: break\n"
+          "  b+=d\n"
+          "print(json.dumps({'reply': json.loads(b) if b.strip() else None, 'pid': __import__('os').getpid()}))\n")
+os.execv(other, [other, "-c", reader, str(s.fileno())])
+'''
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def as_uid(uid, argv, timeout=60, **kw):
+    return subprocess.run(["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid,
+                           "--clear-groups"] + argv, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def json_lines(p):
+    if p.returncode != 0:
+        raise AssertionError("client failed (%s): %s %s" % (p.returncode, p.stdout, p.stderr))
+    return [json.loads(x) for x in p.stdout.splitlines() if x.strip()]
+
+
+def req(op, **kw):
+    o = {"v": 1, "id": 1, "op": op}
+    o.update(kw)
+    return json.dumps(o)
+
+
+def setUpModule():
+    global env
+    env = Env("custody-sec-id")
+    try:
+        opt = os.path.join(env.base, "opt")
+        os.makedirs(opt, mode=0o755)
+        os.chmod(opt, 0o755)
+        P["drop"] = os.path.join(env.base, "drop")          # written by the attackers' uids
+        os.makedirs(P["drop"])
+        os.chmod(P["drop"], 0o777)
+        P["siem"] = os.path.join(opt, "siem-pull")          # the allowed tool: a python
+        shutil.copy2(PYTHON, P["siem"])
+        P["sleeper"] = os.path.join(opt, "sleeper")         # an allowed binary that holds
+        shutil.copy2(SLEEP, P["sleeper"])                   # its inherited socket
+        for name, text in (("client", CLIENT), ("forker", FORKER), ("execer", EXECER)):
+            P[name] = os.path.join(env.base, name + ".py")
+            with open(P[name], "w") as f:
+                f.write(text)
+            os.chmod(P[name], 0o644)
+        for k in ("siem", "sleeper"):
+            os.chmod(P[k], 0o755)
+        env.init_vault()
+        env.start_idp()
+        env.config["principals"] = [
+            {"name": "root-tool", "match": {"uid": 0}, "tenants": ["*"]},
+            {"name": "siem", "match": {"uid": 65534, "exe": P["siem"]}, "tenants": ["*"]},
+            {"name": "hashed-sleeper", "match": {"uid": 65533,
+                                                 "exe_sha256": sha256_file(P["sleeper"])},
+             "tenants": ["*"]},
+            {"name": "path-sleeper", "match": {"uid": 65532, "exe": P["sleeper"]},
+             "tenants": ["*"]},
+        ]
+        env.config["tool_socket"]["mode"] = "0666"
+        env.start_broker()
+        g, P["contoso"] = env.new_tenant("contoso")
+        env.import_grant(g)
+        g, P["slow"] = env.new_tenant("slow-co")
+        env.import_grant(g)
+    except Exception:
+        env.close()
+        raise
+
+
+def tearDownModule():
+    if env is not None:
+        env.close()
+
+
+def token_records(**filt):
+    return [r for r in env.audit_records(**filt) if r["event"] == "token"]
+
+
+class Identity(unittest.TestCase):
+    def assert_refused(self, r, code="unauthenticated"):
+        shown = {k: v for k, v in r.items() if k != "access_token"}   # never in test output
+        self.assertNotIn("access_token", r, shown)
+        self.assertIs(r.get("ok"), False, shown)
+        self.assertEqual(r.get("error"), code, shown)
+
+    def test_0_allowed_binary_is_recognised(self):
+        # the control: the real tool, run as its uid, is the principal
+        p = as_uid(65534, [P["siem"], P["client"], env.tool_path, req("whoami"),
+                           req("token", tenant="contoso")])
+        who, tok = json_lines(p)
+        self.assertEqual(who.get("principal"), "siem", who)
+        self.assertEqual(who.get("exe"), P["siem"])
+        self.assertTrue(tok.get("ok"), tok)
+
+    def test_1_mount_namespace_bind_mount(self):
+        # As the allowed uid, in a private mount namespace, python is bind
+        # mounted over the allowed path and run from there: the path text
+        # custodyd reads names the allowed tool, the file is python.
+        before = len(token_records(tenant=P["contoso"]))
+        script = 'mount --bind "$1" "$2" && exec "$2" "$3" "$4" "$5" "$6"'
+        p = as_uid(65534, ["unshare", "-Urm", "sh", "-c", script, "sh", PYTHON, P["siem"],
+                           P["client"], env.tool_path, req("whoami"),
+                           req("token", tenant="contoso")])
+        lines = json_lines(p)
+        self.assertEqual(len(lines), 2, lines)
+        for r in lines:
+            self.assert_refused(r)
+        self.assertEqual(len(token_records(tenant=P["contoso"])), before)
+        # the audit shows what happened: the path text lied, nothing was issued
+        rec = [r for r in env.audit_records(event="token")
+               if r.get("requested_tenant") == "contoso" and r["peer"]["uid"] == 65534][-1]
+        self.assertEqual(rec["outcome"], "unauthenticated")
+        self.assertEqual(rec["peer"]["exe"], P["siem"])
+        self.assertNotIn("principal", rec)
+
+    def forker(self, uid, marker="-", before_run=None, after_start=None):
+        cmd = ["setpriv", "--reuid=%d" % uid, "--regid=%d" % uid, "--clear-groups", PYTHON,
+               P["forker"], env.tool_path, P["sleeper"], req("token", tenant="contoso"),
+               marker]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            if after_start is not None:
+                after_start(proc)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        # the parent (the process started) ends killed by its child, which
+        # printed the result on the stdout they share
+        self.assertTrue(out.strip(), "attacker printed nothing: %s" % err)
+        return json.loads(out)
+
+    def check_foreign_refused(self, res):
+        self.assert_refused(res["reply"])
+        self.assertIn("another process", res["reply"]["message"])
+        self.assertTrue(res["closed_after"], "connection not closed after the refusal")
+        rec = [r for r in env.audit_records(event="request")
+               if r.get("sender", {}) and r["sender"].get("pid") == res["child"]]
+        self.assertEqual(len(rec), 1, rec)
+        self.assertEqual(rec[0]["outcome"], "unauthenticated")
+        self.assertEqual(rec[0]["peer"]["pid"], res["parent"])
+
+    def test_2_fork_exec_hash_principal(self):
+        # The hash principal: custodyd used to hash lazily at the first
+        # request, by which time the connecting pid runs the allowed binary.
+        before = len(token_records(tenant=P["contoso"]))
+        res = self.forker(65533)
+        self.check_foreign_refused(res)
+        self.assertEqual(len(token_records(tenant=P["contoso"])), before)
+
+    def test_2_fork_exec_path_principal_late_accept(self):
+        # The exe path principal, with custodyd's accept landing after the
+        # exec (the review got there with 55 queued connections; here the
+        # broker is stopped while the attacker connects, forks and execs).
+        before = len(token_records(tenant=P["contoso"]))
+        marker = os.path.join(P["drop"], "sent-%d" % time.monotonic_ns())
+
+        def stopped_while_attacking(proc):
+            env.broker.send_signal(signal.SIGSTOP)
+            try:
+                wait_for(lambda: os.path.exists(marker) or proc.poll() is not None, 20,
+                         what="the attacker to send")
+            finally:
+                env.broker.send_signal(signal.SIGCONT)
+        res = self.forker(65532, marker=marker, after_start=stopped_while_attacking)
+        self.check_foreign_refused(res)
+        self.assertEqual(len(token_records(tenant=P["contoso"])), before)
+
+    def test_2_exec_after_request(self):
+        # The allowed tool asks, then execs another program (same pid, same
+        # pidfd) that holds the socket when the token is due: withheld.
+        env.idp.set_fault("slow", tenant=P["slow"], delay_s=1.5)
+        try:
+            p = as_uid(65534, [P["siem"], P["execer"], env.tool_path, PYTHON,
+                               req("token", tenant="slow-co")])
+        finally:
+            env.idp.set_fault("ok", tenant=P["slow"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        res = json.loads(p.stdout)
+        self.assert_refused(res["reply"])
+        self.assertIn("another executable", res["reply"]["message"])
+        recs = wait_for(lambda: [r for r in env.audit_records(tenant=P["slow"])
+                                 if r["event"] == "token.withheld"], 10,
+                        what="token.withheld record")
+        self.assertEqual(recs[-1]["outcome"], "unauthenticated")
+        self.assertEqual(recs[-1]["principal"], "siem")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
