@@ -132,21 +132,76 @@ int audit_export(struct audit *a, const char *tenant, int64_t since_us, int64_t 
 		 const char *from_checkpoint, FILE *out, struct cerr *err)
 	__attribute__((warn_unused_result));
 
-struct audit_verify_stats {
-	uint64_t records;
-	uint64_t checkpoints;
-	uint64_t tenants;
+#define AUDIT_NOTE_MAX 8192   /* a checkpoint note kept in the result */
+
+/* What to verify against. */
+struct audit_verify_opts {
+	/* the verifier key "<origin>+<hex>+<base64>"; NULL: hashes and
+	 * chains only, no signature, nothing counts as covered */
+	const char *vkey;
+	/* the text of a signed checkpoint note the user trusts (kept from an
+	 * earlier verification or export), or NULL: the log must hold exactly
+	 * the tree it signed (the root at its size must match) */
+	const char *checkpoint;
 };
 
-/* Verify a database file offline (opened read-only). vkey: the verifier
- * key "<origin>+<hex>+<base64>"; NULL checks hashes and chains but no
- * signatures (the stats say so via checkpoints == 0 ... callers should
- * insist on a key). 0 ok, -EBADMSG tampered, -EIO/-ENOENT unreadable. */
+/* The result, filled as far as verification got (records and tenants
+ * count what was checked before a mismatch). */
+struct audit_verify_stats {
+	uint64_t records;
+	uint64_t checkpoints;      /* signed checkpoints verified */
+	uint64_t tenants;
+	/* Records 1..covered are under a verified signed checkpoint (the
+	 * newest stored one, or the trusted one when it is larger); the
+	 * uncovered ones from seq uncovered_from on are not, and anyone who
+	 * could write the file could have rewritten them. */
+	uint64_t covered;
+	uint64_t uncovered;
+	uint64_t uncovered_from;   /* 0 when uncovered is 0 */
+	/* the newest verified checkpoint (have_cp false: none) */
+	bool have_cp;
+	uint64_t cp_size;
+	uint8_t cp_root[32];
+	char cp_key_id[9];         /* 8 lowercase hex digits */
+	char cp_note[AUDIT_NOTE_MAX]; /* its text; "" when longer than that */
+	/* opts.checkpoint matched the log at this size */
+	bool trusted;
+	uint64_t trusted_size;
+	/* exports: the window the export states, and the tenant chain it
+	 * holds (0: unbounded / none) */
+	int64_t since_us, until_us;
+	uint64_t first_tenant_seq, last_tenant_seq;
+};
+
+/* Verify a database file offline (opened read-only), or an export file
+ * with only the verifier key. Results:
+ *   0              verified; st->uncovered records (if any) are not under
+ *                  a signed checkpoint yet (a running broker signs every
+ *                  checkpoint_every records / checkpoint_interval_s)
+ *   -EBADMSG       tampered: err names the first record or checkpoint that
+ *                  does not match (also: opts.checkpoint does not match)
+ *   -EKEYREJECTED  the key is not the key of this log (another origin or
+ *                  key id signed it); err names both
+ *   -ENODATA       not verified, nothing shown tampered: records exist but
+ *                  no signed checkpoint covers any of them, or an export
+ *                  cannot be checked against opts.checkpoint
+ *   -EINVAL        a malformed key or opts.checkpoint
+ *   -EIO/-ENOENT   cannot read */
+int audit_verify_db_with(const char *path, const struct audit_verify_opts *o,
+			 struct audit_verify_stats *st, struct cerr *err)
+	__attribute__((warn_unused_result));
+int audit_verify_export_with(const char *path, const struct audit_verify_opts *o,
+			     struct audit_verify_stats *st, struct cerr *err)
+	__attribute__((warn_unused_result));
+/* The same with only a key (NULL for the database: hashes and chains). */
 int audit_verify_db(const char *path, const char *vkey, struct audit_verify_stats *st,
 		    struct cerr *err) __attribute__((warn_unused_result));
-/* Verify an export file offline with only the verifier key. */
 int audit_verify_export(const char *path, const char *vkey, struct audit_verify_stats *st,
 			struct cerr *err) __attribute__((warn_unused_result));
+
+/* The newest signed checkpoint's size (0: none yet); records beyond it are
+ * not covered by a signature yet. */
+uint64_t audit_checkpoint_size(struct audit *a);
 
 /* The verifier key for a signer: "<origin>+<hex key id>+base64(0x01 ||
  * public key)" (C2SP signed-note form), malloc'd into *out. 0, -EINVAL

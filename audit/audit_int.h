@@ -101,6 +101,7 @@ struct audit {
 	int close_rc;
 
 	atomic_uint_fast64_t size;    /* committed records */
+	atomic_uint_fast64_t cp_size; /* the newest signed checkpoint's size */
 	atomic_bool writable;
 	atomic_int fail_rc;           /* why not writable */
 

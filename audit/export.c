@@ -81,6 +81,55 @@ static int emit(FILE *out, const char *prefix, json_t *v)
 	return rc;
 }
 
+/* {"seq", "body", "leaf_index", "inclusion"} of one stored row. */
+static json_t *record_json(const struct merkle_tree *t, uint64_t seq, const char *body, size_t len)
+{
+	uint8_t(*path)[MERKLE_HASH] = NULL;
+	size_t n = 0;
+	json_t *r;
+
+	if (body == NULL || merkle_tree_inclusion(t, seq - 1, &path, &n) < 0)
+		return NULL;
+	r = json_pack("{s:I,s:s%,s:I,s:o}", "seq", (json_int_t)seq, "body", body, len, "leaf_index",
+		      (json_int_t)(seq - 1), "inclusion",
+		      proof_json((const uint8_t(*)[MERKLE_HASH])path, n));
+	free(path);
+	return r;
+}
+
+/* The tenant's newest record before since (up to the checkpoint), which
+ * shows where the window starts: the first exported record chains to it,
+ * and it is older than since. json null when there is none. */
+static int previous_json(sqlite3 *db, const struct merkle_tree *t, const char *tenant,
+			 uint64_t size, const char *since, json_t **out)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = 0, src;
+
+	*out = NULL;
+	if (sqlite3_prepare_v2(db, "SELECT seq, body FROM events WHERE tenant = ?1 AND seq <= ?2"
+			       " AND time < ?3 ORDER BY time DESC, seq DESC LIMIT 1", -1, &st,
+			       NULL) != SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_text(st, 1, tenant, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
+	sqlite3_bind_text(st, 3, since, -1, SQLITE_STATIC);
+	src = sqlite3_step(st);
+	if (src == SQLITE_ROW) {
+		*out = record_json(t, (uint64_t)sqlite3_column_int64(st, 0),
+				   (const char *)sqlite3_column_text(st, 1),
+				   (size_t)sqlite3_column_bytes(st, 1));
+		if (*out == NULL)
+			rc = -ENOMEM;
+	} else if (src == SQLITE_DONE) {
+		*out = json_null();
+	} else {
+		rc = -EIO;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
 static int consistency_json(const struct merkle_tree *t, const struct note_checkpoint *cp,
 			    const char *from_note, const struct note_key *key, json_t **out,
 			    struct cerr *err)
@@ -133,9 +182,10 @@ int audit_export(struct audit *a, const char *tenant, int64_t since_us, int64_t 
 	uint8_t(*leaves)[MERKLE_HASH] = NULL, root[MERKLE_HASH];
 	char since[UTIL_TIME_LEN], until[UTIL_TIME_LEN];
 	char *note = NULL;
-	json_t *cons = NULL;
+	json_t *cons = NULL, *prev = NULL;
 	sqlite3_stmt *st = NULL;
 	uint64_t size = 0;
+	int64_t first_ts = 0, last_ts = 0;
 	struct cerr e2 = {{0}};
 	bool first = true;
 	int rc, src;
@@ -194,6 +244,15 @@ int audit_export(struct audit *a, const char *tenant, int64_t since_us, int64_t 
 			goto out;
 	}
 
+	if (since_us) {
+		rc = previous_json(a->rdb, &t, tenant, size, since, &prev);
+		if (rc < 0) {
+			cerr_set(err, rc, "cannot read the record before the window: %s",
+				 rc == -EIO ? sqlite3_errmsg(a->rdb) : strerror(-rc));
+			goto out;
+		}
+	}
+
 	/* the origin is the checkpoint's first line (verified against the
 	 * signer's name above when there is one) */
 	{
@@ -206,10 +265,20 @@ int audit_export(struct audit *a, const char *tenant, int64_t since_us, int64_t 
 	}
 	if (rc == 0)
 		rc = emit(out, ",\"tenant\":", json_string(tenant));
+	/* the window asked for: a verifier checks every record is inside it
+	 * and, without since, that the export starts at the tenant's first */
+	if (rc == 0)
+		rc = emit(out, ",\"since\":", since_us ? json_string(since) : json_null());
+	if (rc == 0)
+		rc = emit(out, ",\"until\":", until_us ? json_string(until) : json_null());
 	if (rc == 0)
 		rc = emit(out, ",\"checkpoint\":", json_string(note));
 	if (rc == 0)
 		rc = emit(out, ",\"tree_size\":", json_integer((json_int_t)size));
+	if (rc == 0) {
+		rc = emit(out, ",\"previous\":", prev ? prev : json_null());
+		prev = NULL;
+	}
 	if (rc == 0 && fputs(",\"records\":[", out) == EOF)
 		rc = -EIO;
 	if (rc < 0) {
@@ -220,8 +289,8 @@ int audit_export(struct audit *a, const char *tenant, int64_t since_us, int64_t 
 		char sql[256];
 
 		snprintf(sql, sizeof(sql),
-			 "SELECT seq, body FROM events WHERE tenant = ?1 AND seq <= ?2%s%s"
-			 " ORDER BY time, seq",
+			 "SELECT seq, body, json_extract(body, '$.tenant_seq') FROM events"
+			 " WHERE tenant = ?1 AND seq <= ?2%s%s ORDER BY seq",
 			 since_us ? " AND time >= ?3" : "", until_us ? " AND time <= ?4" : "");
 		if (sqlite3_prepare_v2(a->rdb, sql, -1, &st, NULL) != SQLITE_OK) {
 			rc = cerr_set(err, -EIO, "cannot read records: %s", sqlite3_errmsg(a->rdb));
@@ -236,20 +305,17 @@ int audit_export(struct audit *a, const char *tenant, int64_t since_us, int64_t 
 		sqlite3_bind_text(st, 4, until, -1, SQLITE_STATIC);
 	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
 		uint64_t seq = (uint64_t)sqlite3_column_int64(st, 0);
-		const char *body = (const char *)sqlite3_column_text(st, 1);
-		uint8_t(*path)[MERKLE_HASH] = NULL;
-		size_t n = 0;
 		json_t *r;
 
-		rc = merkle_tree_inclusion(&t, seq - 1, &path, &n);
-		if (rc < 0 || body == NULL) {
-			rc = cerr_set(err, rc < 0 ? rc : -EIO, "cannot prove record %" PRIu64, seq);
+		r = record_json(&t, seq, (const char *)sqlite3_column_text(st, 1),
+				(size_t)sqlite3_column_bytes(st, 1));
+		if (r == NULL) {
+			rc = cerr_set(err, -ENOMEM, "cannot prove record %" PRIu64, seq);
 			goto out;
 		}
-		r = json_pack("{s:I,s:s%,s:I,s:o}", "seq", (json_int_t)seq, "body", body,
-			      (size_t)sqlite3_column_bytes(st, 1), "leaf_index", (json_int_t)(seq - 1),
-			      "inclusion", proof_json((const uint8_t(*)[MERKLE_HASH])path, n));
-		free(path);
+		if (first)
+			first_ts = sqlite3_column_int64(st, 2);
+		last_ts = sqlite3_column_int64(st, 2);
 		rc = emit(out, first ? "" : ",", r);
 		if (rc < 0) {
 			cerr_set(err, rc, "cannot write the export");
@@ -261,7 +327,15 @@ int audit_export(struct audit *a, const char *tenant, int64_t since_us, int64_t 
 		rc = cerr_set(err, -EIO, "cannot read records: %s", sqlite3_errmsg(a->rdb));
 		goto out;
 	}
-	rc = emit(out, "],\"consistency\":", cons ? cons : json_null());
+	rc = fputs("]", out) == EOF ? -EIO : 0;
+	if (rc == 0)
+		rc = emit(out, ",\"first_tenant_seq\":",
+			  first ? json_null() : json_integer((json_int_t)first_ts));
+	if (rc == 0)
+		rc = emit(out, ",\"last_tenant_seq\":",
+			  first ? json_null() : json_integer((json_int_t)last_ts));
+	if (rc == 0)
+		rc = emit(out, ",\"consistency\":", cons ? cons : json_null());
 	cons = NULL;
 	if (rc == 0 && (fputs("}\n", out) == EOF || fflush(out) == EOF))
 		rc = -EIO;
@@ -271,6 +345,7 @@ out:
 	sqlite3_finalize(st);
 	pthread_mutex_unlock(&a->rlock);
 	json_decref(cons);
+	json_decref(prev);
 	merkle_tree_free(&t);
 	free(leaves);
 	free(note);

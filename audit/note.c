@@ -218,6 +218,84 @@ int note_checkpoint_verify(const char *note, const struct note_key *k, struct no
 	return 0;
 }
 
+/* The key id of a signature line "— name base64(id || sig)". */
+static bool sig_line_id(const char *p, const char *eol, const char **name, size_t *nlen,
+			uint8_t id[static 4])
+{
+	uint8_t raw[128];
+	size_t got = 0;
+	const char *sp, *end = NULL;
+
+	if (strncmp(p, EM_DASH " ", 4) != 0)
+		return false;
+	*name = p + 4;
+	sp = memchr(*name, ' ', (size_t)(eol - *name));
+	if (sp == NULL || sp == *name)
+		return false;
+	*nlen = (size_t)(sp - *name);
+	if (sodium_base642bin(raw, sizeof(raw), sp + 1, (size_t)(eol - sp - 1), NULL, &got, &end,
+			      sodium_base64_VARIANT_ORIGINAL) != 0 ||
+	    end != eol || got < 4)
+		return false;
+	memcpy(id, raw, 4);
+	return true;
+}
+
+int note_signer(const char *note, char origin[static NOTE_NAME_MAX], uint8_t id[static 4],
+		bool *has_id)
+{
+	const char *l1, *sep, *p;
+	size_t olen;
+
+	*has_id = false;
+	origin[0] = '\0';
+	if (note == NULL || (sep = strstr(note, "\n\n")) == NULL)
+		return -EBADMSG;
+	l1 = strchr(note, '\n');
+	olen = (size_t)(l1 - note);
+	if (olen == 0 || olen >= NOTE_NAME_MAX)
+		return -EBADMSG;
+	memcpy(origin, note, olen);
+	origin[olen] = '\0';
+	for (p = sep + 2; *p;) {
+		const char *eol = strchr(p, '\n'), *name;
+		size_t nlen;
+
+		if (eol == NULL)
+			break;
+		if (sig_line_id(p, eol, &name, &nlen, id) && nlen == olen &&
+		    memcmp(name, origin, olen) == 0) {
+			*has_id = true;
+			return 0;
+		}
+		p = eol + 1;
+	}
+	return 0;
+}
+
+bool note_names_key(const char *note, const struct note_key *k)
+{
+	size_t nlen = strlen(k->name);
+	const char *sep, *p;
+
+	if (note == NULL || strncmp(note, k->name, nlen) != 0 || note[nlen] != '\n' ||
+	    (sep = strstr(note, "\n\n")) == NULL)
+		return false;
+	for (p = sep + 2; *p;) {
+		const char *eol = strchr(p, '\n'), *name;
+		size_t len;
+		uint8_t id[4];
+
+		if (eol == NULL)
+			break;
+		if (sig_line_id(p, eol, &name, &len, id) && len == nlen &&
+		    memcmp(name, k->name, nlen) == 0 && memcmp(id, k->id, 4) == 0)
+			return true;
+		p = eol + 1;
+	}
+	return false;
+}
+
 int note_vkey_format(const char *name, const uint8_t pk[static 32], char **out)
 {
 	char b64[sodium_base64_ENCODED_LEN(33, sodium_base64_VARIANT_ORIGINAL)];

@@ -43,6 +43,17 @@ int note_checkpoint_sign(const struct audit_signer *s, uint64_t size, const uint
 int note_checkpoint_verify(const char *note, const struct note_key *k, struct note_checkpoint *out,
 			   struct cerr *err) __attribute__((warn_unused_result));
 
+/* Who signed a note, without checking any signature: its origin (the
+ * first line) and the key id of the first signature line in the origin's
+ * name (*has_id false when there is none). Other signature lines (a
+ * witness's cosignatures) are skipped. 0, or -EBADMSG when the note has no
+ * origin line or signature block. */
+int note_signer(const char *note, char origin[static NOTE_NAME_MAX], uint8_t id[static 4],
+		bool *has_id);
+/* True when the note is in k's name and has a signature line with k's key
+ * id (the signature itself is not checked here). */
+bool note_names_key(const char *note, const struct note_key *k);
+
 /* "<name>+<hex id>+<base64(0x01 || pk)>", malloc'd. 0, -EINVAL, -ENOMEM. */
 int note_vkey_format(const char *name, const uint8_t pk[static 32], char **out);
 

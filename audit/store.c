@@ -262,6 +262,7 @@ int audit_state_load(struct audit *a, struct cerr *err)
 	a->tenants = tm;
 	a->last_cp_size = cp;
 	a->have_cp = ncp > 0;
+	atomic_store(&a->cp_size, cp);
 	atomic_store(&a->size, size);
 	return 0;
 fail_sql:
@@ -397,6 +398,41 @@ static void wal_prefill(struct audit *a)
 	}
 }
 
+/* The log's name and key are fixed by its first checkpoint: a store signed
+ * as one origin (or with one key) and then as another would verify with
+ * neither verifier key, and the keys customers hold would stop working. */
+static int signer_check(struct audit *a, struct cerr *err)
+{
+	char origin[NOTE_NAME_MAX], *note = NULL;
+	char have_hex[9] = "none", want_hex[9];
+	uint8_t id[4], want[4];
+	uint64_t size = 0;
+	bool has_id = false;
+	int rc;
+
+	if (!a->has_signer || !a->have_cp)
+		return 0;
+	rc = audit_newest_checkpoint(a->db, &size, &note);
+	if (rc < 0)
+		return cerr_set(err, rc, "cannot read the newest checkpoint of %s", a->path);
+	rc = note_signer(note, origin, id, &has_id);
+	free(note);
+	if (rc < 0)
+		return cerr_set(err, -EBADMSG, "the newest checkpoint of %s (size %" PRIu64 ") is "
+				"malformed: run `custody audit verify`", a->path, size);
+	note_key_id(a->signer.origin, a->signer.public_key, want);
+	util_hex(want, 4, want_hex);
+	if (has_id)
+		util_hex(id, 4, have_hex);
+	if (strcmp(origin, a->signer.origin) != 0 || !has_id || memcmp(id, want, 4) != 0)
+		return cerr_set(err, -EKEYREJECTED,
+				"the audit store %s is signed as origin %s (key id %s), but this "
+				"broker signs as audit.origin %s (key id %s): the origin and key are "
+				"fixed at init; set audit.origin back to %s", a->path, origin,
+				have_hex, a->signer.origin, want_hex, origin);
+	return 0;
+}
+
 static int open_writer(struct audit *a, struct cerr *err)
 {
 	struct stat sb;
@@ -451,6 +487,9 @@ static int open_writer(struct audit *a, struct cerr *err)
 		return cerr_set(err, rc, "cannot prepare audit statements: %s",
 				sqlite3_errmsg(a->db));
 	rc = audit_state_load(a, err);
+	if (rc < 0)
+		return rc;
+	rc = signer_check(a, err);
 	if (rc < 0)
 		return rc;
 	/* the WAL exists now (the schema transaction wrote it): watch it too,
@@ -544,9 +583,14 @@ int audit_open(const char *path, const struct audit_opts *o, struct audit **out,
 			uint64_t size = 0;
 
 			rc = get_u64(a->rdb, "SELECT coalesce(max(seq), 0) FROM events", &size);
+			if (rc == 0)
+				atomic_store(&a->size, size);
+			if (rc == 0)
+				rc = get_u64(a->rdb, "SELECT coalesce(max(size), 0) FROM checkpoints",
+					     &size);
 			if (rc < 0)
 				cerr_set(err, rc, "cannot read %s: %s", path, sqlite3_errmsg(a->rdb));
-			atomic_store(&a->size, size);
+			atomic_store(&a->cp_size, size);
 		}
 	}
 	if (rc < 0)
@@ -627,6 +671,11 @@ int audit_close(struct audit *a)
 uint64_t audit_size(struct audit *a)
 {
 	return atomic_load(&a->size);
+}
+
+uint64_t audit_checkpoint_size(struct audit *a)
+{
+	return atomic_load(&a->cp_size);
 }
 
 bool audit_writable(struct audit *a)

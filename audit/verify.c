@@ -46,6 +46,7 @@ struct vderived {
 
 struct vstate {
 	const struct note_key *key;
+	const struct note_checkpoint *trusted; /* opts.checkpoint, parsed */
 	struct tenant_map tenants;
 	struct merkle_range range;
 	struct vderived d;
@@ -570,6 +571,21 @@ static int verify_row(struct vstate *v, const struct vbatch *b, const struct vro
 	return chain_check(v, tenant, &cf, r->seq, leaf, false);
 }
 
+/* The walk has reached the size of the checkpoint the user trusts: the
+ * log's root there must be the one that checkpoint signed. */
+static int trusted_check_at(struct vstate *v)
+{
+	uint8_t root[MERKLE_HASH];
+
+	merkle_range_root(&v->range, root);
+	if (sodium_memcmp(root, v->trusted->root, MERKLE_HASH) != 0)
+		return cerr_set(v->err, -EBADMSG,
+				"the checkpoint you trust (size %" PRIu64 ") does not match this "
+				"log: its records 1..%" PRIu64 " were rewritten, or the log forked",
+				v->trusted->size, v->trusted->size);
+	return 0;
+}
+
 static int verify_rows(sqlite3 *db, struct vstate *v, struct stored_cp *cps, size_t ncps,
 		       uint64_t *records)
 {
@@ -587,6 +603,11 @@ static int verify_rows(sqlite3 *db, struct vstate *v, struct stored_cp *cps, siz
 	}
 	if (v->d.have_row && v->d.size == 0) {
 		rc = derived_check_at(v);
+		if (rc < 0)
+			return rc;
+	}
+	if (v->trusted != NULL && v->trusted->size == 0) {
+		rc = trusted_check_at(v);
 		if (rc < 0)
 			return rc;
 	}
@@ -624,6 +645,8 @@ static int verify_rows(sqlite3 *db, struct vstate *v, struct stored_cp *cps, siz
 				if (rc < 0)
 					break;
 			}
+			if (rc == 0 && v->trusted != NULL && v->trusted->size == expect)
+				rc = trusted_check_at(v);
 			/* after the signed roots: a mismatch there names more */
 			if (rc == 0 && v->d.have_row && v->d.size == expect)
 				rc = derived_check_at(v);
@@ -650,8 +673,12 @@ static int verify_rows(sqlite3 *db, struct vstate *v, struct stored_cp *cps, siz
 		rc = cerr_set(v->err, -EBADMSG,
 			      "checkpoint at size %" PRIu64 " covers records that are missing "
 			      "(the store ends at %" PRIu64 ")", cps[ci].size, expect - 1);
-	if (rc == 0)
-		*records = expect - 1;
+	if (rc == 0 && v->trusted != NULL && v->trusted->size > expect - 1)
+		rc = cerr_set(v->err, -EBADMSG,
+			      "the store ends at record %" PRIu64 ", before the checkpoint you trust "
+			      "(size %" PRIu64 "): records were removed or the store was replaced",
+			      expect - 1, v->trusted->size);
+	*records = expect - 1;
 out_nothread:
 	sqlite3_finalize(vp->st);
 	pthread_cond_destroy(&vp->cond);
@@ -662,25 +689,113 @@ out_nothread:
 	return rc;
 }
 
-int audit_verify_db(const char *path, const char *vkey, struct audit_verify_stats *st,
-		    struct cerr *err)
+/* Parse the key and the trusted checkpoint of o into key/trusted; v->key
+ * and v->trusted point at them when given. */
+static int opts_load(const struct audit_verify_opts *o, struct vstate *v, struct note_key *key,
+		     struct note_checkpoint *trusted, struct cerr *err)
+{
+	struct cerr e2 = {{0}};
+	int rc;
+
+	if (o->vkey != NULL) {
+		rc = note_vkey_parse(o->vkey, key, err);
+		if (rc < 0)
+			return rc;
+		v->key = key;
+	}
+	if (o->checkpoint != NULL) {
+		if (v->key == NULL)
+			return cerr_set(err, -EINVAL, "a checkpoint to check against needs the "
+					"verifier key");
+		if (note_checkpoint_verify(o->checkpoint, key, trusted, &e2) < 0)
+			return cerr_set(err, -EINVAL, "the checkpoint you gave is not one signed by "
+					"the key %s: %s", key->name, e2.msg);
+		v->trusted = trusted;
+	}
+	return 0;
+}
+
+static void key_id_hex(const uint8_t id[static 4], char out[static 9])
+{
+	util_hex(id, 4, out);
+}
+
+/* A log none of whose checkpoints names the key was signed by another
+ * key: that is a wrong key, not tampering (a forged checkpoint among
+ * genuine ones still shows as tampering). */
+static int key_check(const struct note_key *k, const char *note, size_t n_signed,
+		     struct cerr *err)
+{
+	char origin[NOTE_NAME_MAX], want[9], have[9] = "none";
+	uint8_t id[4];
+	bool has_id = false;
+
+	if (n_signed > 0 || note == NULL)
+		return 0;
+	(void)note_signer(note, origin, id, &has_id);
+	key_id_hex(k->id, want);
+	if (has_id)
+		key_id_hex(id, have);
+	return cerr_set(err, -EKEYREJECTED,
+			"this key is not the key of this log: key id %s (%s), log signed by %s (%s)",
+			want, k->name, have, origin[0] ? origin : "no origin");
+}
+
+/* Coverage and the newest checkpoint into st, once the walk is done. */
+static void stats_cover(struct audit_verify_stats *st, const struct vstate *v,
+			const char *note, uint64_t size, const uint8_t root[static MERKLE_HASH])
+{
+	if (v->key != NULL && note != NULL) {
+		st->have_cp = true;
+		st->cp_size = size;
+		memcpy(st->cp_root, root, MERKLE_HASH);
+		key_id_hex(v->key->id, st->cp_key_id);
+		if (strlen(note) < sizeof(st->cp_note))
+			snprintf(st->cp_note, sizeof(st->cp_note), "%s", note);
+		st->covered = size;
+	}
+	if (v->trusted != NULL) {
+		st->trusted = true;
+		st->trusted_size = v->trusted->size;
+		if (v->trusted->size > st->covered)
+			st->covered = v->trusted->size;
+	}
+	if (st->covered > st->records)
+		st->covered = st->records;
+	st->uncovered = st->records - st->covered;
+	st->uncovered_from = st->uncovered ? st->covered + 1 : 0;
+}
+
+static int nothing_covered(struct cerr *err, uint64_t records)
+{
+	return cerr_set(err, -ENODATA,
+			"none of its %" PRIu64 " records is covered by a signed checkpoint, so "
+			"nothing shows they are the ones the broker wrote (records 1..%" PRIu64
+			" are unverified); check it against a checkpoint you kept (--checkpoint "
+			"NOTE)", records, records);
+}
+
+int audit_verify_db_with(const char *path, const struct audit_verify_opts *o,
+			 struct audit_verify_stats *st, struct cerr *err)
 {
 	struct note_key key;
+	struct note_checkpoint trusted;
 	struct vstate v = {.err = err};
+	struct audit_verify_stats dummy;
 	struct stored_cp *cps = NULL;
-	size_t ncps = 0;
+	size_t ncps = 0, n_signed = 0;
 	sqlite3 *db = NULL;
 	struct stat sb;
 	uint64_t records = 0, schema = 0;
 	sqlite3_stmt *q = NULL;
 	int rc;
 
-	if (vkey != NULL) {
-		rc = note_vkey_parse(vkey, &key, err);
-		if (rc < 0)
-			return rc;
-		v.key = &key;
-	}
+	if (st == NULL)
+		st = &dummy;
+	memset(st, 0, sizeof(*st));
+	rc = opts_load(o, &v, &key, &trusted, err);
+	if (rc < 0)
+		return rc;
 	if (stat(path, &sb) < 0)
 		return cerr_set(err, -errno, "cannot open %s: %s", path, strerror(errno));
 	rc = wal_check(path, err);
@@ -709,20 +824,31 @@ int audit_verify_db(const char *path, const char *vkey, struct audit_verify_stat
 	rc = load_cps(db, &cps, &ncps, err);
 	if (rc < 0)
 		goto out;
+	if (v.key != NULL) {
+		for (size_t i = 0; i < ncps; i++)
+			n_signed += note_names_key(cps[i].note, v.key);
+		rc = key_check(v.key, ncps ? cps[ncps - 1].note : NULL, n_signed, err);
+		if (rc < 0)
+			goto out;
+	}
 	rc = derived_load(db, &v, err);
 	if (rc < 0)
 		goto out;
 	rc = verify_rows(db, &v, cps, ncps, &records);
+	st->records = records;
+	st->tenants = v.tenants.count;
 	if (rc < 0)
 		goto out;
 	rc = derived_check_end(&v, records);
 	if (rc < 0)
 		goto out;
-	if (st != NULL) {
-		st->records = records;
-		st->checkpoints = v.key ? ncps : 0;
-		st->tenants = v.tenants.count;
-	}
+	st->checkpoints = v.key ? ncps : 0;
+	if (ncps > 0)
+		stats_cover(st, &v, cps[ncps - 1].note, cps[ncps - 1].size, cps[ncps - 1].root);
+	else
+		stats_cover(st, &v, NULL, 0, (const uint8_t[MERKLE_HASH]){0});
+	if (v.key != NULL && records > 0 && st->covered == 0)
+		rc = nothing_covered(err, records);
 out:
 	sqlite3_finalize(q);
 	cps_free(cps, ncps);
@@ -730,6 +856,14 @@ out:
 	tenant_map_free(&v.tenants);
 	sqlite3_close(db);
 	return rc;
+}
+
+int audit_verify_db(const char *path, const char *vkey, struct audit_verify_stats *st,
+		    struct cerr *err)
+{
+	struct audit_verify_opts o = {.vkey = vkey};
+
+	return audit_verify_db_with(path, &o, st, err);
 }
 
 /* ---- exports ------------------------------------------------------------- */
@@ -768,88 +902,197 @@ static int hash_list(json_t *arr, uint8_t (**out)[MERKLE_HASH], size_t *count)
 	return 0;
 }
 
-static int export_records(struct vstate *v, json_t *recs, const char *tenant,
-			  const struct note_checkpoint *cp, uint64_t *count)
+/* The export's window and chain claims. */
+struct xwin {
+	int64_t since, until;      /* 0: unbounded */
+	bool has_first;
+	uint64_t first_ts, last_ts;
+};
+
+/* One exported record (or the one before the window): its proof against
+ * the checkpoint, its seq, tenant and time; the parsed body in *body_out. */
+static int export_record(struct vstate *v, json_t *r, const char *what, const char *tenant,
+			 const struct note_checkpoint *cp, uint64_t *seq_out,
+			 uint8_t leaf[static MERKLE_HASH], json_t **body_out, int64_t *time_out)
 {
-	uint64_t last = 0;
+	json_t *jseq = json_object_get(r, "seq"), *jbody = json_object_get(r, "body");
+	json_t *jidx = json_object_get(r, "leaf_index"), *body, *bt;
+	uint8_t(*path)[MERKLE_HASH] = NULL;
+	size_t npath = 0;
+	uint64_t seq;
+	int rc;
+
+	if (!json_is_integer(jseq) || json_integer_value(jseq) < 1 || !json_is_string(jbody) ||
+	    !json_is_integer(jidx))
+		return cerr_set(v->err, -EBADMSG, "export: %s is malformed", what);
+	seq = (uint64_t)json_integer_value(jseq);
+	if (seq > cp->size || (uint64_t)json_integer_value(jidx) != seq - 1)
+		return cerr_set(v->err, -EBADMSG,
+				"record %" PRIu64 ": not in the checkpoint's tree of %" PRIu64, seq,
+				cp->size);
+	merkle_leaf_hash(json_string_value(jbody), json_string_length(jbody), leaf);
+	rc = hash_list(json_object_get(r, "inclusion"), &path, &npath);
+	if (rc < 0)
+		return cerr_set(v->err, rc == -ENOMEM ? rc : -EBADMSG,
+				"record %" PRIu64 ": malformed inclusion proof", seq);
+	if (!merkle_verify_inclusion(seq - 1, cp->size, leaf, (const uint8_t(*)[MERKLE_HASH])path,
+				     npath, cp->root)) {
+		free(path);
+		return cerr_set(v->err, -EBADMSG,
+				"record %" PRIu64 ": body is not in the signed tree (inclusion "
+				"proof does not verify)", seq);
+	}
+	free(path);
+	body = json_loadb(json_string_value(jbody), json_string_length(jbody),
+			  JSON_REJECT_DUPLICATES, NULL);
+	bt = json_object_get(body, "tenant");
+	if (!json_is_object(body) || !json_is_integer(json_object_get(body, "seq")) ||
+	    (uint64_t)json_integer_value(json_object_get(body, "seq")) != seq)
+		rc = cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": body does not say seq %" PRIu64,
+			      seq, seq);
+	else if (!json_is_string(bt) || strcmp(json_string_value(bt), tenant) != 0)
+		rc = cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": belongs to another tenant", seq);
+	else if (!json_is_string(json_object_get(body, "time")) ||
+		 util_time_parse(json_string_value(json_object_get(body, "time")), time_out) < 0)
+		rc = cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": body has no valid time", seq);
+	if (rc < 0) {
+		json_decref(body);
+		return rc;
+	}
+	*seq_out = seq;
+	*body_out = body;
+	return 0;
+}
+
+static int export_records(struct vstate *v, json_t *recs, json_t *prev, const char *tenant,
+			  const struct note_checkpoint *cp, struct xwin *w, uint64_t *count)
+{
+	uint64_t last = 0, pseq = 0;
 	size_t i;
-	json_t *r;
+	json_t *r, *body = NULL;
+	uint8_t leaf[MERKLE_HASH];
+	struct chain_fields cf;
+	int64_t t;
+	int rc;
 
 	if (!json_is_array(recs))
 		return cerr_set(v->err, -EBADMSG, "export: records is not an array");
-	json_array_foreach(recs, i, r) {
-		json_t *jseq = json_object_get(r, "seq"), *jbody = json_object_get(r, "body");
-		json_t *jidx = json_object_get(r, "leaf_index"), *body = NULL, *bt;
-		uint8_t leaf[MERKLE_HASH], (*path)[MERKLE_HASH] = NULL;
-		size_t npath = 0;
-		uint64_t seq;
-		int rc;
-
-		if (!json_is_integer(jseq) || json_integer_value(jseq) < 1 || !json_is_string(jbody) ||
-		    !json_is_integer(jidx))
-			return cerr_set(v->err, -EBADMSG, "export: record #%zu is malformed", i + 1);
-		seq = (uint64_t)json_integer_value(jseq);
-		if (seq <= last)
+	/* The record before the window anchors its start: it is older than
+	 * since and the first exported record chains to it, so none between
+	 * them can be left out. Without since the export must start at the
+	 * tenant's first record. */
+	if (prev != NULL && !json_is_null(prev)) {
+		if (w->since == 0)
 			return cerr_set(v->err, -EBADMSG,
-					"record %" PRIu64 ": out of order (after %" PRIu64 ")", seq, last);
-		if (seq > cp->size || (uint64_t)json_integer_value(jidx) != seq - 1)
-			return cerr_set(v->err, -EBADMSG,
-					"record %" PRIu64 ": not in the checkpoint's tree of %" PRIu64,
-					seq, cp->size);
-		merkle_leaf_hash(json_string_value(jbody), json_string_length(jbody), leaf);
-		rc = hash_list(json_object_get(r, "inclusion"), &path, &npath);
+					"export: a record before the window, but no since");
+		rc = export_record(v, prev, "the record before the window", tenant, cp, &pseq, leaf,
+				   &body, &t);
 		if (rc < 0)
-			return cerr_set(v->err, rc == -ENOMEM ? rc : -EBADMSG,
-					"record %" PRIu64 ": malformed inclusion proof", seq);
-		if (!merkle_verify_inclusion(seq - 1, cp->size, leaf,
-					     (const uint8_t(*)[MERKLE_HASH])path, npath, cp->root)) {
-			free(path);
-			return cerr_set(v->err, -EBADMSG,
-					"record %" PRIu64 ": body is not in the signed tree (inclusion "
-					"proof does not verify)", seq);
-		}
-		free(path);
-		body = json_loadb(json_string_value(jbody), json_string_length(jbody),
-				  JSON_REJECT_DUPLICATES, NULL);
-		bt = json_object_get(body, "tenant");
-		if (!json_is_object(body) || !json_is_integer(json_object_get(body, "seq")) ||
-		    (uint64_t)json_integer_value(json_object_get(body, "seq")) != seq)
-			rc = cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": body does not say seq %" PRIu64,
-				      seq, seq);
-		else if (!json_is_string(bt) || strcmp(json_string_value(bt), tenant) != 0)
+			return rc;
+		/* cf points into body: checked before body goes */
+		chain_fields_json(body, &cf);
+		if (t >= w->since)
 			rc = cerr_set(v->err, -EBADMSG,
-				      "record %" PRIu64 ": belongs to another tenant", seq);
-		else {
-			struct chain_fields cf;
-
-			chain_fields_json(body, &cf);
-			rc = chain_check(v, tenant, &cf, seq, leaf, true);
-		}
+				      "record %" PRIu64 ": given as the one before the window but "
+				      "is not older than since", pseq);
+		else
+			rc = chain_check(v, tenant, &cf, pseq, leaf, true);
 		json_decref(body);
 		if (rc < 0)
 			return rc;
+		last = pseq;
+	}
+	if (json_array_size(recs) != 0 && !w->has_first)
+		return cerr_set(v->err, -EBADMSG, "export: records but no first_tenant_seq");
+	if (json_array_size(recs) == 0 && w->has_first)
+		return cerr_set(v->err, -EBADMSG, "export: a first_tenant_seq but no records");
+	if (w->has_first && w->first_ts > 1 && pseq == 0)
+		return cerr_set(v->err, -EBADMSG,
+				w->since == 0
+					? "tenant %s: the export starts at its record %" PRIu64 " (tenant_seq): "
+					  "its oldest records are missing"
+					: "tenant %s: the export starts at its record %" PRIu64 " (tenant_seq) "
+					  "without the record before its window: records at the start may be "
+					  "missing", tenant, w->first_ts);
+	json_array_foreach(recs, i, r) {
+		uint64_t seq;
+		char what[48];
+
+		snprintf(what, sizeof(what), "record #%zu", i + 1);
+		rc = export_record(v, r, what, tenant, cp, &seq, leaf, &body, &t);
+		if (rc < 0)
+			return rc;
+		if (seq <= last) {
+			json_decref(body);
+			return cerr_set(v->err, -EBADMSG,
+					"record %" PRIu64 ": out of order (after %" PRIu64 ")", seq, last);
+		}
+		if ((w->since && t < w->since) || (w->until && t > w->until)) {
+			json_decref(body);
+			return cerr_set(v->err, -EBADMSG,
+					"record %" PRIu64 ": its time is outside the export's window",
+					seq);
+		}
+		chain_fields_json(body, &cf);
+		if (i == 0 && (!cf.ts_ok || cf.ts != w->first_ts))
+			rc = cerr_set(v->err, -EBADMSG,
+				      "tenant %s: the first exported record %" PRIu64 " is not "
+				      "first_tenant_seq %" PRIu64, tenant, seq, w->first_ts);
+		else
+			/* no record may start anywhere: it chains to nothing
+			 * (tenant_seq 1) or to the record before the window */
+			rc = chain_check(v, tenant, &cf, seq, leaf, false);
+		json_decref(body);
+		if (rc < 0)
+			return rc;
+		w->last_ts = cf.ts;
 		last = seq;
 	}
+	if (w->has_first && i > 0 && w->last_ts != w->first_ts + i - 1)
+		return cerr_set(v->err, -EBADMSG, "tenant %s: the export's chain is not dense", tenant);
 	*count = i;
 	return 0;
 }
 
-int audit_verify_export(const char *path, const char *vkey, struct audit_verify_stats *st,
-			struct cerr *err)
+/* "since"/"until": present, null or an RFC 3339 time. */
+static int window_time(json_t *doc, const char *k, int64_t *out)
+{
+	json_t *j = json_object_get(doc, k);
+
+	*out = 0;
+	if (j == NULL)
+		return -EINVAL;
+	if (json_is_null(j))
+		return 0;
+	if (!json_is_string(j) || util_time_parse(json_string_value(j), out) < 0 || *out == 0)
+		return -EINVAL;
+	return 0;
+}
+
+int audit_verify_export_with(const char *path, const struct audit_verify_opts *o,
+			     struct audit_verify_stats *st, struct cerr *err)
 {
 	struct note_key key;
-	struct note_checkpoint cp, from;
-	struct vstate v = {.err = err, .key = &key};
-	json_t *doc = NULL, *cons;
+	struct note_checkpoint cp, from, trusted;
+	struct vstate v = {.err = err};
+	struct audit_verify_stats dummy;
+	struct xwin w = {0};
+	json_t *doc = NULL, *cons, *jf;
 	json_error_t jerr;
-	const char *tenant, *fmt, *origin;
+	const char *tenant, *fmt, *origin, *note;
 	char *buf = NULL;
 	size_t len = 0;
 	uint64_t nrec = 0, ncp = 1;
+	bool have_from = false;
 	struct cerr e2 = {{0}};
 	int rc;
 
-	rc = note_vkey_parse(vkey, &key, err);
+	if (st == NULL)
+		st = &dummy;
+	memset(st, 0, sizeof(*st));
+	if (o->vkey == NULL)
+		return cerr_set(err, -EINVAL, "an export is verified with the verifier key");
+	rc = opts_load(o, &v, &key, &trusted, err);
 	if (rc < 0)
 		return rc;
 	rc = util_read_file(path, EXPORT_MAX, &buf, &len);
@@ -868,16 +1111,33 @@ int audit_verify_export(const char *path, const char *vkey, struct audit_verify_
 	fmt = json_string_value(json_object_get(doc, "format"));
 	tenant = json_string_value(json_object_get(doc, "tenant"));
 	origin = json_string_value(json_object_get(doc, "origin"));
+	note = json_string_value(json_object_get(doc, "checkpoint"));
 	if (fmt == NULL || strcmp(fmt, "custody-audit-export/1") != 0) {
 		rc = cerr_set(err, -EBADMSG, "%s is not a custody-audit-export/1 document", path);
 		goto out;
 	}
-	if (tenant == NULL || origin == NULL || strcmp(origin, key.name) != 0) {
-		rc = cerr_set(err, -EBADMSG, "export: tenant missing or origin is not %s", key.name);
+	if (tenant == NULL || origin == NULL) {
+		rc = cerr_set(err, -EBADMSG, "export: tenant or origin missing");
 		goto out;
 	}
-	rc = note_checkpoint_verify(json_string_value(json_object_get(doc, "checkpoint")), &key, &cp,
-				    &e2);
+	/* another log's export, or this log's with another key: a wrong key,
+	 * not tampering */
+	if (strcmp(origin, key.name) != 0 || (note != NULL && !note_names_key(note, &key))) {
+		char n[NOTE_NAME_MAX], want[9], have[9] = "none";
+		uint8_t id[4];
+		bool has_id = false;
+
+		if (note != NULL && note_signer(note, n, id, &has_id) == 0 && has_id)
+			key_id_hex(id, have);
+		key_id_hex(key.id, want);
+		if (strcmp(origin, key.name) != 0 || has_id) {
+			rc = cerr_set(err, -EKEYREJECTED,
+				      "this key is not the key of this log: key id %s (%s), log "
+				      "signed by %s (%s)", want, key.name, have, origin);
+			goto out;
+		}
+	}
+	rc = note_checkpoint_verify(note, &key, &cp, &e2);
 	if (rc < 0) {
 		rc = cerr_set(err, -EBADMSG, "export checkpoint: %s", e2.msg);
 		goto out;
@@ -887,7 +1147,21 @@ int audit_verify_export(const char *path, const char *vkey, struct audit_verify_
 		rc = cerr_set(err, -EBADMSG, "export: tree_size differs from its checkpoint");
 		goto out;
 	}
-	rc = export_records(&v, json_object_get(doc, "records"), tenant, &cp, &nrec);
+	if (window_time(doc, "since", &w.since) < 0 || window_time(doc, "until", &w.until) < 0) {
+		rc = cerr_set(err, -EBADMSG, "export: since/until missing or not RFC 3339 times "
+			      "(an export from an older custody? export again)");
+		goto out;
+	}
+	jf = json_object_get(doc, "first_tenant_seq");
+	if (jf == NULL || (!json_is_null(jf) && (!json_is_integer(jf) || json_integer_value(jf) < 1))) {
+		rc = cerr_set(err, -EBADMSG, "export: first_tenant_seq missing or malformed");
+		goto out;
+	}
+	w.has_first = json_is_integer(jf);
+	w.first_ts = w.has_first ? (uint64_t)json_integer_value(jf) : 0;
+	rc = export_records(&v, json_object_get(doc, "records"), json_object_get(doc, "previous"),
+			    tenant, &cp, &w, &nrec);
+	st->records = nrec;
 	if (rc < 0)
 		goto out;
 	cons = json_object_get(doc, "consistency");
@@ -921,13 +1195,52 @@ int audit_verify_export(const char *path, const char *vkey, struct audit_verify_
 			goto out;
 		}
 		free(proof);
+		have_from = true;
 		ncp++;
 	}
-	if (st != NULL) {
-		st->records = nrec;
-		st->checkpoints = ncp;
-		st->tenants = 1;
+	if (v.trusted != NULL) {
+		if (trusted.size > cp.size) {
+			rc = cerr_set(err, -ENODATA,
+				      "the export ends at size %" PRIu64 ", before the checkpoint you "
+				      "trust (size %" PRIu64 "): it cannot show the log still holds "
+				      "what that checkpoint signed; ask for a newer export", cp.size,
+				      trusted.size);
+			goto out;
+		}
+		if (trusted.size == cp.size) {
+			if (sodium_memcmp(trusted.root, cp.root, MERKLE_HASH) != 0) {
+				rc = cerr_set(err, -EBADMSG,
+					      "the export's checkpoint at size %" PRIu64 " has another "
+					      "root than the checkpoint you trust: the log was rewritten "
+					      "or forked", cp.size);
+				goto out;
+			}
+		} else if (!have_from || from.size != trusted.size) {
+			rc = cerr_set(err, -ENODATA,
+				      "the export holds no consistency proof from the checkpoint you "
+				      "trust (size %" PRIu64 "): ask for an export made with "
+				      "--from-checkpoint of it", trusted.size);
+			goto out;
+		} else if (sodium_memcmp(trusted.root, from.root, MERKLE_HASH) != 0) {
+			rc = cerr_set(err, -EBADMSG,
+				      "the export's earlier checkpoint at size %" PRIu64 " has another "
+				      "root than the checkpoint you trust: the log was rewritten or "
+				      "forked", trusted.size);
+			goto out;
+		}
 	}
+	st->checkpoints = ncp;
+	st->tenants = 1;
+	st->since_us = w.since;
+	st->until_us = w.until;
+	st->first_tenant_seq = w.first_ts;
+	st->last_tenant_seq = w.last_ts;
+	/* every exported record is in the signed tree (its inclusion proof) */
+	st->records = nrec;
+	stats_cover(st, &v, note, cp.size, cp.root);
+	st->covered = nrec;
+	st->uncovered = 0;
+	st->uncovered_from = 0;
 	rc = 0;
 out:
 	if (rc == -ENOMEM)
@@ -936,4 +1249,12 @@ out:
 	free(buf);
 	tenant_map_free(&v.tenants);
 	return rc;
+}
+
+int audit_verify_export(const char *path, const char *vkey, struct audit_verify_stats *st,
+			struct cerr *err)
+{
+	struct audit_verify_opts o = {.vkey = vkey};
+
+	return audit_verify_export_with(path, &o, st, err);
 }

@@ -396,6 +396,7 @@ static int checkpoint_make(struct audit *a, char **note_out, uint64_t *size_out)
 	derived_written(a);
 	a->last_cp_size = size;
 	a->have_cp = true;
+	atomic_store(&a->cp_size, size);
 	a->last_cp_ms = util_mono_ms();
 out:
 	if (rc == 0) {

@@ -800,6 +800,15 @@ static void op_status(struct pending *p, json_t *id, json_t *req)
 		admin_fail(p, id, "internal", NULL, "out of memory");
 		return;
 	}
+	{
+		/* records the newest signed checkpoint does not cover yet */
+		uint64_t size = audit_size(b->audit), cp = audit_checkpoint_size(b->audit);
+		json_t *au = json_object_get(st, "audit");
+
+		json_object_set_new(au, "checkpoint_size", json_integer((json_int_t)cp));
+		json_object_set_new(au, "uncovered",
+				    json_integer((json_int_t)(size > cp ? size - cp : 0)));
+	}
 	r = reply_new(id, true);
 	json_object_set_new(r, "status", st);
 	admin_ok(p, r, NULL);

@@ -45,21 +45,37 @@ static const char export_usage[] =
 	"Options:\n"
 	"  --tenant T            the tenant (required)\n"
 	"  --since T, --until T  RFC 3339 times\n"
-	"  --from-checkpoint FILE  a signed checkpoint note from an earlier export\n"
-	"  --output FILE         where to write the export (required)\n" CLI_COMMON_HELP;
+	"  --from-checkpoint FILE  the previous export itself, or a checkpoint note saved\n"
+	"                        with 'audit verify --save-checkpoint': the new export\n"
+	"                        then proves the log only grew since\n"
+	"  --output FILE         where to write the export (required); written to a new\n"
+	"                        file and renamed into place, never through a symlink\n"
+	CLI_COMMON_HELP;
 
 static const char verify_usage[] =
 	"Usage: custody audit verify [--db FILE | --export FILE] [--key VKEY]\n"
+	"                            [--checkpoint NOTE] [--save-checkpoint NOTE]\n"
 	"\n"
 	"Verify offline: every leaf hash, the root at every checkpoint, every\n"
-	"signature and every tenant chain. Names the first record that does not\n"
-	"match. Exit 0 verified, 6 verification failed, 1 cannot read.\n"
+	"signature and every tenant chain; for an export also its window (since,\n"
+	"until, the tenant's first record). Names the first record that does not\n"
+	"match. Records after the newest signed checkpoint are not covered by a\n"
+	"signature: verify says how many, from which seq.\n"
+	"\n"
+	"Exit 0 verified (records not yet covered are listed), 6 verification\n"
+	"failed: tampered, no signed checkpoint covers any record, the key is not\n"
+	"this log's, or --checkpoint does not match; 1 cannot read.\n"
 	"\n"
 	"Options:\n"
 	"  --db FILE             the audit database (default: state_dir/audit.db)\n"
 	"  --export FILE         a tenant export instead\n"
 	"  --key VKEY            the verifier key (or a file holding it); default: the\n"
-	"                        audit_verifier_key 'custody keys' prints\n" CLI_COMMON_HELP;
+	"                        audit_verifier_key 'custody keys' prints\n"
+	"  --checkpoint NOTE     a checkpoint you kept (a note file, or an earlier\n"
+	"                        export): the log must hold exactly what it signed\n"
+	"  --save-checkpoint NOTE  after success, write the verified checkpoint note\n"
+	"                        there, for the next --checkpoint/--from-checkpoint\n"
+	CLI_COMMON_HELP;
 
 static const char tail_usage[] =
 	"Usage: custody audit tail [--follow]\n"
@@ -79,6 +95,36 @@ struct aq {
 	unsigned limit;
 	bool desc;
 };
+
+/* A checkpoint note from a file: the note itself, or an export (its
+ * "checkpoint"). 0, or an exit status (error printed). */
+static int checkpoint_load(const char *opt, const char *path, char **out)
+{
+	char *text = NULL;
+	size_t len = 0;
+	json_t *doc;
+	int rc;
+
+	rc = util_read_file(path, (size_t)1 << 31, &text, &len);
+	if (rc < 0)
+		return cli_fail(EXIT_ERROR, "%s: cannot read %s: %s", opt, path, strerror(-rc));
+	if (len > 0 && text[0] == '{') {
+		const char *note;
+
+		doc = json_loadb(text, len, 0, NULL);
+		note = json_string_value(json_object_get(doc, "checkpoint"));
+		free(text);
+		text = note ? strdup(note) : NULL;
+		json_decref(doc);
+		if (note == NULL)
+			return cli_fail(EXIT_ERROR, "%s: %s is JSON but not an audit export with a "
+					"checkpoint; pass an export or a checkpoint note", opt, path);
+		if (text == NULL)
+			return cli_fail(EXIT_ERROR, "out of memory");
+	}
+	*out = text;
+	return 0;
+}
 
 /* Where records come from: the broker, or the file when it does not run. */
 struct source {
@@ -410,9 +456,10 @@ static int audit_export_main(struct cli_ctx *ctx, int argc, char **argv)
 	struct cerr err = { "" };
 	struct source s = { 0 };
 	int64_t since_us = 0, until_us = 0;
-	char *note = NULL, *text = NULL;
-	size_t note_len = 0, n = 0;
+	char *note = NULL, *text = NULL, tmp[PATH_MAX];
+	size_t n = 0;
 	FILE *fp = NULL;
+	int fd = -1;
 	int c, rc, status = EXIT_OK;
 
 	cli_getopt_reset();
@@ -443,27 +490,38 @@ static int audit_export_main(struct cli_ctx *ctx, int argc, char **argv)
 	if (tenant == NULL || output == NULL)
 		return cli_usage_error("audit export", "--tenant and --output are required");
 	if (cp_file != NULL) {
-		rc = util_read_file(cp_file, 65536, &note, &note_len);
-		if (rc < 0)
-			return cli_fail(EXIT_ERROR, "cannot read checkpoint %s: %s; pass the "
-					"checkpoint note from an earlier export", cp_file, strerror(-rc));
+		rc = checkpoint_load("--from-checkpoint", cp_file, &note);
+		if (rc != 0)
+			return rc;
 	}
 	rc = source_open(ctx, &s);
 	if (rc != 0)
 		goto out;
 	if (s.a != NULL) {
-		fp = fopen(output, "we");
-		if (fp == NULL) {
+		rc = util_tmp_create(output, 0644, tmp, &fd);
+		if (rc == 0 && (fp = fdopen(fd, "w")) == NULL) {
+			rc = -errno;
+			close(fd);
+			unlink(tmp);
+		}
+		if (rc < 0) {
 			rc = cli_fail(EXIT_ERROR, "cannot write %s: %s; check the --output path",
-				      output, strerror(errno));
+				      output, strerror(-rc));
 			goto out;
 		}
 		rc = audit_export(s.a, tenant, since_us, until_us, note, fp, &err);
-		if (fclose(fp) != 0 && rc == 0)
+		if (fflush(fp) != 0 && rc == 0)
 			rc = -EIO;
+		if (rc == 0) {
+			/* fsync, close and rename; fp's descriptor goes with it */
+			rc = util_tmp_commit(tmp, output, dup(fileno(fp)));
+			fclose(fp);
+		} else {
+			fclose(fp);
+			unlink(tmp);
+		}
 		fp = NULL;
 		if (rc < 0) {
-			unlink(output);
 			rc = cli_fail(EXIT_ERROR, "cannot export tenant %s: %s", tenant,
 				      err.msg[0] ? err.msg : strerror(-rc));
 			goto out;
@@ -527,6 +585,53 @@ static char *load_vkey(const char *arg)
 	return text;
 }
 
+/* What verification showed, in one line on stdout. */
+static void verify_print(const char *what, const struct audit_verify_stats *st, bool export)
+{
+	char trusted[96] = "";
+
+	if (st->trusted)
+		snprintf(trusted, sizeof(trusted), "; it matches the checkpoint you trust (size %llu)",
+			 (unsigned long long)st->trusted_size);
+	if (export) {
+		char since[UTIL_TIME_LEN] = "the tenant's first record",
+		     until[UTIL_TIME_LEN] = "the checkpoint";
+
+		if (st->since_us)
+			util_time_format(st->since_us, false, since);
+		if (st->until_us)
+			util_time_format(st->until_us, false, until);
+		char chain[64] = "none";
+
+		if (st->records > 0)
+			snprintf(chain, sizeof(chain), "tenant_seq %llu..%llu",
+				 (unsigned long long)st->first_tenant_seq,
+				 (unsigned long long)st->last_tenant_seq);
+		printf("ok: %s verified: %llu records (%s, from %s to %s), all in "
+		       "the signed checkpoint at size %llu (key id %s), %llu signed checkpoints%s\n",
+		       what, (unsigned long long)st->records, chain, since, until,
+		       (unsigned long long)st->cp_size, st->cp_key_id,
+		       (unsigned long long)st->checkpoints, trusted);
+		return;
+	}
+	if (st->uncovered == 0) {
+		printf("ok: %s verified: %llu records, %llu signed checkpoints, %llu tenant chains; "
+		       "the newest checkpoint (size %llu, key id %s) leaves 0 records uncovered%s\n",
+		       what, (unsigned long long)st->records, (unsigned long long)st->checkpoints,
+		       (unsigned long long)st->tenants, (unsigned long long)st->cp_size,
+		       st->have_cp ? st->cp_key_id : "-", trusted);
+		return;
+	}
+	printf("partly verified: %s: records 1..%llu of %llu are covered by a signed checkpoint "
+	       "(newest at size %llu, key id %s; %llu signed checkpoints, %llu tenant chains)%s; "
+	       "%llu records from seq %llu on are NOT covered by any signed checkpoint yet and "
+	       "could have been rewritten: verify again after the broker's next checkpoint\n",
+	       what, (unsigned long long)st->covered, (unsigned long long)st->records,
+	       (unsigned long long)st->cp_size, st->have_cp ? st->cp_key_id : "-",
+	       (unsigned long long)st->checkpoints, (unsigned long long)st->tenants, trusted,
+	       (unsigned long long)st->uncovered, (unsigned long long)st->uncovered_from);
+}
+
 static int audit_verify_main(struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -534,13 +639,17 @@ static int audit_verify_main(struct cli_ctx *ctx, int argc, char **argv)
 		{ "db", required_argument, NULL, 'd' },
 		{ "export", required_argument, NULL, 'x' },
 		{ "key", required_argument, NULL, 'k' },
+		{ "checkpoint", required_argument, NULL, 'c' },
+		{ "save-checkpoint", required_argument, NULL, 'S' },
 		{ NULL, 0, NULL, 0 },
 	};
-	const char *db = NULL, *export = NULL, *key_arg = NULL, *what;
-	struct audit_verify_stats st = { 0 };
+	const char *db = NULL, *export = NULL, *key_arg = NULL, *what, *cp_file = NULL;
+	const char *save = NULL;
+	struct audit_verify_stats st;
+	struct audit_verify_opts vo = { 0 };
 	struct cerr err = { "" };
 	json_t *keys = NULL;
-	char *vkey = NULL;
+	char *vkey = NULL, *trusted = NULL;
 	int c, rc, status = EXIT_OK;
 
 	cli_getopt_reset();
@@ -551,6 +660,8 @@ static int audit_verify_main(struct cli_ctx *ctx, int argc, char **argv)
 		case 'd': db = optarg; continue;
 		case 'x': export = optarg; continue;
 		case 'k': key_arg = optarg; continue;
+		case 'c': cp_file = optarg; continue;
+		case 'S': save = optarg; continue;
 		default: break;
 		}
 		if (cli_common_stop(ctx, c, verify_usage, &status))
@@ -560,44 +671,83 @@ static int audit_verify_main(struct cli_ctx *ctx, int argc, char **argv)
 		return cli_usage_error("audit verify", "unexpected argument '%s'", argv[optind]);
 	if (db != NULL && export != NULL)
 		return cli_usage_error("audit verify", "give --db FILE or --export FILE, not both");
+	if (cp_file != NULL) {
+		rc = checkpoint_load("--checkpoint", cp_file, &trusted);
+		if (rc != 0)
+			return rc;
+	}
 	if (key_arg != NULL) {
 		vkey = load_vkey(key_arg);
 	} else {
 		rc = cli_keys_get(ctx, &keys);
 		if (rc != 0) {
 			fprintf(stderr, "custody: without a config, pass the verifier key: --key VKEY\n");
+			free(trusted);
 			return rc;
 		}
 		vkey = strdup(json_string_value(json_object_get(keys, "audit_verifier_key")));
 		json_decref(keys);
 	}
-	if (vkey == NULL)
+	if (vkey == NULL) {
+		free(trusted);
 		return cli_fail(EXIT_ERROR, "out of memory");
+	}
 	if (export == NULL && db == NULL) {
 		if ((rc = cli_config(ctx)) != 0)
 			goto out;
 		db = ctx->cfg->audit_db;
 	}
 	what = export ? export : db;
-	rc = export ? audit_verify_export(export, vkey, &st, &err)
-		    : audit_verify_db(db, vkey, &st, &err);
-	if (rc == -EBADMSG) {
+	vo.vkey = vkey;
+	vo.checkpoint = trusted;
+	rc = export ? audit_verify_export_with(export, &vo, &st, &err)
+		    : audit_verify_db_with(db, &vo, &st, &err);
+	switch (rc) {
+	case 0:
+		break;
+	case -EBADMSG:
 		rc = cli_fail(EXIT_VERIFY, "audit verification FAILED for %s: %s; keep the file "
 			      "as evidence and compare it with a copy you trust", what,
 			      err.msg[0] ? err.msg : "a record does not match");
 		goto out;
-	}
-	if (rc < 0) {
+	case -EKEYREJECTED:
+		rc = cli_fail(EXIT_VERIFY, "audit verification not possible for %s: %s; ask the "
+			      "broker's operator for this log's verifier key ('custody keys')", what,
+			      err.msg);
+		goto out;
+	case -ENODATA:
+		rc = cli_fail(EXIT_VERIFY, "audit verification INCOMPLETE for %s: %s", what, err.msg);
+		goto out;
+	case -EINVAL:
+		rc = cli_fail(EXIT_ERROR, "cannot verify %s: %s", what, err.msg);
+		goto out;
+	default:
 		rc = cli_fail(EXIT_ERROR, "cannot verify %s: %s; check the path and permissions",
 			      what, err.msg[0] ? err.msg : strerror(-rc));
 		goto out;
 	}
-	printf("ok: %s verified: %llu records, %llu signed checkpoints, %llu tenant chains\n",
-	       what, (unsigned long long)st.records, (unsigned long long)st.checkpoints,
-	       (unsigned long long)st.tenants);
+	verify_print(what, &st, export != NULL);
 	rc = EXIT_OK;
+	if (save != NULL) {
+		if (!st.have_cp || st.cp_note[0] == '\0') {
+			rc = cli_fail(EXIT_ERROR, "--save-checkpoint: %s has no signed checkpoint to "
+				      "save", what);
+			goto out;
+		}
+		rc = util_write_file(save, st.cp_note, strlen(st.cp_note), 0644);
+		if (rc < 0) {
+			rc = cli_fail(EXIT_ERROR, "--save-checkpoint: cannot write %s: %s", save,
+				      strerror(-rc));
+			goto out;
+		}
+		printf("saved the checkpoint at size %llu to %s: pass it to 'custody audit export "
+		       "--from-checkpoint' or 'audit verify --checkpoint' next time\n",
+		       (unsigned long long)st.cp_size, save);
+		rc = EXIT_OK;
+	}
 out:
 	free(vkey);
+	free(trusted);
 	return rc;
 }
 

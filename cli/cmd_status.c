@@ -59,9 +59,11 @@ static void print_status(json_t *s)
 	       (long long)num(s, "cache", "refreshes"), (long long)num(s, "cache", "entries"));
 	printf("upstream: %lld calls, %lld errors\n", (long long)num(s, "upstream", "calls"),
 	       (long long)num(s, "upstream", "errors"));
-	printf("audit: %lld records, %s\n", (long long)num(s, "audit", "seq"),
+	printf("audit: %lld records, %s; newest signed checkpoint at size %lld leaves %lld "
+	       "records uncovered\n", (long long)num(s, "audit", "seq"),
 	       json_is_true(json_object_get(json_object_get(s, "audit"), "writable")) ?
-	       "writable" : "NOT WRITABLE (tokens are refused)");
+	       "writable" : "NOT WRITABLE (tokens are refused)",
+	       (long long)num(s, "audit", "checkpoint_size"), (long long)num(s, "audit", "uncovered"));
 	printf("connections: %lld tool, %lld admin\n", (long long)num(s, "connections", "tool"),
 	       (long long)num(s, "connections", "admin"));
 }

@@ -278,21 +278,64 @@ static int fsync_dir_of(const char *path)
 	return rc;
 }
 
+int util_tmp_create(const char *path, mode_t mode, char tmp[static PATH_MAX], int *fd_out)
+{
+	for (int tries = 0; tries < 16; tries++) {
+		char rnd[17];
+		uint8_t b[8];
+		int fd;
+
+		/* random and created exclusively, never through a symlink: another
+		 * user who can write the directory cannot guess the name, make us
+		 * write through a link, or share the file with us */
+		randombytes_buf(b, sizeof(b));
+		util_hex(b, sizeof(b), rnd);
+		if (snprintf(tmp, PATH_MAX, "%s.tmp.%s", path, rnd) >= PATH_MAX)
+			return -ENAMETOOLONG;
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+		if (fd < 0 && errno == EEXIST)
+			continue;
+		if (fd < 0)
+			return -errno;
+		if (fchmod(fd, mode) < 0) {
+			int rc = -errno;
+
+			close(fd);
+			unlink(tmp);
+			return rc;
+		}
+		*fd_out = fd;
+		return 0;
+	}
+	return -EEXIST;
+}
+
+int util_tmp_commit(const char *tmp, const char *path, int fd)
+{
+	int rc = 0;
+
+	if (fsync(fd) < 0)
+		rc = -errno;
+	if (close(fd) < 0 && rc == 0)
+		rc = -errno;
+	if (rc == 0 && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		unlink(tmp);
+		return rc;
+	}
+	return fsync_dir_of(path);
+}
+
 int util_write_file(const char *path, const void *buf, size_t len, mode_t mode)
 {
 	char tmp[PATH_MAX];
 	const char *p = buf;
 	int fd, rc;
 
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
-	if (fd < 0)
-		return -errno;
-	if (fchmod(fd, mode) < 0) {
-		rc = -errno;
-		goto fail;
-	}
+	rc = util_tmp_create(path, mode, tmp, &fd);
+	if (rc < 0)
+		return rc;
 	while (len > 0) {
 		ssize_t w = write(fd, p, len);
 
@@ -300,26 +343,14 @@ int util_write_file(const char *path, const void *buf, size_t len, mode_t mode)
 			continue;
 		if (w < 0) {
 			rc = -errno;
-			goto fail;
+			close(fd);
+			unlink(tmp);
+			return rc;
 		}
 		p += w;
 		len -= (size_t)w;
 	}
-	if (fsync(fd) < 0) {
-		rc = -errno;
-		goto fail;
-	}
-	close(fd);
-	if (rename(tmp, path) < 0) {
-		rc = -errno;
-		unlink(tmp);
-		return rc;
-	}
-	return fsync_dir_of(path);
-fail:
-	close(fd);
-	unlink(tmp);
-	return rc;
+	return util_tmp_commit(tmp, path, fd);
 }
 
 int util_mkdir_p(const char *path, mode_t mode)

@@ -17,6 +17,7 @@
 #ifndef CUSTODY_UTIL_H
 #define CUSTODY_UTIL_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -55,6 +56,13 @@ int util_read_file(const char *path, size_t max, char **out, size_t *len);
 /* Write a file atomically: temp file in the same directory, fsync, rename,
  * fsync the directory. */
 int util_write_file(const char *path, const void *buf, size_t len, mode_t mode);
+/* The same in two steps, for a file written as a stream: create
+ * "<path>.tmp.<random>" (O_EXCL | O_NOFOLLOW, mode) into tmp and *fd; then
+ * util_tmp_commit fsyncs, closes fd and renames tmp over path (replacing a
+ * symlink there, never following it), or removes tmp on failure. To give
+ * up, close fd and unlink tmp. */
+int util_tmp_create(const char *path, mode_t mode, char tmp[static PATH_MAX], int *fd_out);
+int util_tmp_commit(const char *tmp, const char *path, int fd);
 /* Create a directory (and missing parents) with mode; existing is fine. */
 int util_mkdir_p(const char *path, mode_t mode);
 

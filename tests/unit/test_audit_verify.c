@@ -194,9 +194,28 @@ static void test_verify_clean(void **state)
 	/* without a key: hashes and chains, no signatures counted */
 	assert_int_equal(verify(f, NULL, &st, msg), 0);
 	assert_int_equal(st.checkpoints, 0);
-	/* another key: no signature by it */
-	assert_int_equal(verify(f, f->other.vkey, &st, msg), -EBADMSG);
-	assert_non_null(strstr(msg, "checkpoint at size 0: no signature by " ORIGIN));
+	/* what a report needs: every record covered by the newest checkpoint */
+	assert_int_equal(verify(f, f->k.vkey, &st, msg), 0);
+	assert_int_equal(st.covered, NREC);
+	assert_int_equal(st.uncovered, 0);
+	assert_int_equal(st.uncovered_from, 0);
+	assert_true(st.have_cp);
+	assert_int_equal(st.cp_size, NREC);
+	assert_int_equal(strlen(st.cp_key_id), 8);
+	assert_non_null(strstr(f->k.vkey, st.cp_key_id));
+	assert_true(strncmp(st.cp_note, ORIGIN "\n40\n", strlen(ORIGIN) + 4) == 0);
+	/* another key of the same name: not this log's key (its own error,
+	 * not tampering), naming both key ids */
+	assert_int_equal(verify(f, f->other.vkey, &st, msg), -EKEYREJECTED);
+	assert_non_null(strstr(msg, "this key is not the key of this log: key id "));
+	{
+		char want[64], have[64];
+
+		snprintf(want, sizeof(want), "key id %.8s (" ORIGIN ")", strchr(f->other.vkey, '+') + 1);
+		snprintf(have, sizeof(have), "log signed by %.8s (" ORIGIN ")", strchr(f->k.vkey, '+') + 1);
+		assert_non_null(strstr(msg, want));
+		assert_non_null(strstr(msg, have));
+	}
 	/* a malformed key is a usage error, not tampering */
 	assert_int_equal(verify(f, "junk", &st, msg), -EINVAL);
 }
@@ -558,6 +577,160 @@ static void test_wal_rewinds(void **state)
 	free(w);
 }
 
+
+/* ---- honesty: coverage, the key, a checkpoint the user kept ---------------- */
+
+static char *stored_note(const char *path, uint64_t size)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	char *n;
+
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT note FROM checkpoints WHERE size = ?", -1,
+					    &st, NULL), SQLITE_OK);
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)size);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	n = strdup((const char *)sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n;
+}
+
+static int verify_opts(struct fx *f, const char *vkey, const char *note,
+		       struct audit_verify_stats *st, char *msg)
+{
+	struct cerr err = {{0}};
+	struct audit_verify_opts o = {.vkey = vkey, .checkpoint = note};
+	int rc = audit_verify_db_with(f->path, &o, st, &err);
+
+	strcpy(msg, err.msg);
+	return rc;
+}
+
+static void test_verify_wrong_origin(void **state)
+{
+	struct fx *f = *state;
+	struct tkey k;
+	char msg[CERR_MAX], hex[9];
+	struct audit_verify_stats st;
+
+	/* another broker's key (another origin) */
+	tkey_init(&k, "other.example/audit", 21);
+	assert_int_equal(verify(f, k.vkey, &st, msg), -EKEYREJECTED);
+	memcpy(hex, strchr(k.vkey, '+') + 1, 8);
+	hex[8] = '\0';
+	assert_non_null(strstr(msg, hex));
+	assert_non_null(strstr(msg, "(other.example/audit), log signed by "));
+	assert_non_null(strstr(msg, "(" ORIGIN ")"));
+}
+
+/* records after the newest checkpoint are reported, not called verified */
+static void test_verify_uncovered_tail(void **state)
+{
+	struct fx *f = *state;
+	struct audit_opts o = {0};
+	struct audit_verify_stats st;
+	struct cerr err = {{0}};
+	struct audit *a;
+	char msg[CERR_MAX];
+
+	assert_int_equal(audit_open(f->path, &o, &a, &err), 0); /* no signer: no checkpoint */
+	tfill(a, 5, 3);
+	assert_int_equal(audit_checkpoint_size(a), NREC);
+	assert_int_equal(audit_close(a), 0);
+	assert_int_equal(verify(f, f->k.vkey, &st, msg), 0);
+	assert_int_equal(st.records, NREC + 5);
+	assert_int_equal(st.covered, NREC);
+	assert_int_equal(st.uncovered, 5);
+	assert_int_equal(st.uncovered_from, NREC + 1);
+	assert_int_equal(st.cp_size, NREC);
+}
+
+/* no checkpoint covers any record: not verified (-ENODATA), whatever the
+ * hashes say */
+static void test_verify_nothing_covered(void **state)
+{
+	struct fx *f = *state;
+	struct audit_verify_stats st;
+	char msg[CERR_MAX];
+
+	drop_triggers(f->path);
+	tsql(f->path, "DELETE FROM checkpoints WHERE size > 0");
+	assert_int_equal(verify(f, f->k.vkey, &st, msg), -ENODATA);
+	assert_non_null(strstr(msg, "none of its 40 records is covered by a signed checkpoint"));
+	assert_int_equal(st.records, NREC);
+	assert_int_equal(st.covered, 0);
+	assert_int_equal(st.uncovered, NREC);
+	assert_int_equal(st.uncovered_from, 1);
+	tsql(f->path, "DELETE FROM checkpoints");
+	assert_int_equal(verify(f, f->k.vkey, &st, msg), -ENODATA);
+}
+
+/* a record rewritten after its checkpoints were dropped (and the stored
+ * tree row rewound): the log's own checkpoints cannot show it, the one the
+ * user kept does */
+static void test_verify_trusted_checkpoint(void **state)
+{
+	struct fx *f = *state;
+	struct audit_verify_stats st;
+	char msg[CERR_MAX], *n25 = stored_note(f->path, 25), *alien = NULL;
+	uint8_t root[32] = {7};
+
+	/* untouched: the kept checkpoint matches */
+	assert_int_equal(verify_opts(f, f->k.vkey, n25, &st, msg), 0);
+	assert_true(st.trusted);
+	assert_int_equal(st.trusted_size, 25);
+	/* a checkpoint signed by another key is the user's mistake: -EINVAL */
+	assert_int_equal(note_checkpoint_sign(&f->other.signer, 25, root, &alien), 0);
+	assert_int_equal(verify_opts(f, f->k.vkey, alien, &st, msg), -EINVAL);
+	free(alien);
+	/* a checkpoint beyond the store's end: records were removed */
+	assert_int_equal(note_checkpoint_sign(&f->k.signer, 45, root, &alien), 0);
+	assert_int_equal(verify_opts(f, f->k.vkey, alien, &st, msg), -EBADMSG);
+	assert_non_null(strstr(msg, "the store ends at record 40, before the checkpoint you trust "
+				    "(size 45)"));
+	free(alien);
+
+	drop_triggers(f->path);
+	rewrite_body(f->path, 12, edit_outcome, true); /* no tenant: no chain */
+	tsql(f->path, "UPDATE events SET outcome = 'denied' WHERE seq = 12;"
+		      "DELETE FROM checkpoints WHERE size >= 25; DELETE FROM tenants;"
+		      "UPDATE tree SET size = 0, nodes = x''");
+	if (verify(f, f->k.vkey, &st, msg) != 0)
+		fail_msg("%s", msg);
+	assert_int_equal(st.covered, 10);
+	assert_int_equal(st.uncovered, 30);
+	assert_int_equal(st.uncovered_from, 11);
+	assert_int_equal(verify_opts(f, f->k.vkey, n25, &st, msg), -EBADMSG);
+	assert_non_null(strstr(msg, "the checkpoint you trust (size 25) does not match this log"));
+	free(n25);
+}
+
+/* custodyd must not sign an existing log under another origin or key */
+static void test_open_other_origin(void **state)
+{
+	struct fx *f = *state;
+	struct tkey k;
+	struct audit_opts o = {0};
+	struct cerr err = {{0}};
+	struct audit *a = NULL;
+
+	tkey_init(&k, "renamed.example/audit", 21);
+	o.signer = &k.signer;
+	assert_int_equal(audit_open(f->path, &o, &a, &err), -EKEYREJECTED);
+	assert_non_null(strstr(err.msg, "signed as origin " ORIGIN));
+	assert_non_null(strstr(err.msg, "audit.origin renamed.example/audit"));
+	assert_non_null(strstr(err.msg, "fixed at init"));
+	/* same origin, another key */
+	o.signer = &f->other.signer;
+	assert_int_equal(audit_open(f->path, &o, &a, &err), -EKEYREJECTED);
+	/* the right one opens */
+	o.signer = &f->k.signer;
+	assert_int_equal(audit_open(f->path, &o, &a, &err), 0);
+	assert_int_equal(audit_close(a), 0);
+}
+
 /* ---- exports --------------------------------------------------------------- */
 
 static char *do_export(struct fx *f, const char *tenant, int64_t since, int64_t until,
@@ -582,6 +755,8 @@ static int vexport(struct fx *f, const char *path, struct audit_verify_stats *st
 	struct cerr err = {{0}};
 	int rc = audit_verify_export(path, f->k.vkey, st, &err);
 
+	if (rc != 0 && getenv("TEST_VERBOSE"))
+		fprintf(stderr, "verify export: %d %s\n", rc, err.msg);
 	strcpy(msg, err.msg);
 	return rc;
 }
@@ -603,6 +778,11 @@ static void test_export_roundtrip(void **state)
 	assert_string_equal(json_string_value(json_object_get(doc, "format")), "custody-audit-export/1");
 	assert_int_equal(json_integer_value(json_object_get(doc, "tree_size")), NREC);
 	assert_true(json_is_null(json_object_get(doc, "consistency")));
+	/* the window and chain it states */
+	assert_true(json_is_null(json_object_get(doc, "since")));
+	assert_true(json_is_null(json_object_get(doc, "until")));
+	assert_int_equal(json_integer_value(json_object_get(doc, "first_tenant_seq")), 1);
+	assert_int_equal(json_integer_value(json_object_get(doc, "last_tenant_seq")), 8);
 	/* nothing of other tenants but hashes: no other tenant's name */
 	{
 		char *s = json_dumps(doc, 0);
@@ -612,11 +792,19 @@ static void test_export_roundtrip(void **state)
 		free(s);
 	}
 	json_decref(doc);
-	/* a wrong key */
+	assert_int_equal(st.first_tenant_seq, 1);
+	assert_int_equal(st.last_tenant_seq, 8);
+	assert_int_equal(st.cp_size, NREC);
+	/* a wrong key: its own error, not tampering */
 	{
 		struct cerr err = {{0}};
+		struct tkey k;
 
-		assert_int_equal(audit_verify_export(p, f->other.vkey, &st, &err), -EBADMSG);
+		assert_int_equal(audit_verify_export(p, f->other.vkey, &st, &err), -EKEYREJECTED);
+		assert_non_null(strstr(err.msg, "this key is not the key of this log"));
+		tkey_init(&k, "other.example/audit", 21);
+		assert_int_equal(audit_verify_export(p, k.vkey, &st, &err), -EKEYREJECTED);
+		assert_non_null(strstr(err.msg, "log signed by "));
 	}
 	/* unknown tenant: an empty, valid export */
 	free(p);
@@ -824,6 +1012,153 @@ static void test_export_other_tenant(void **state)
 	export_tamper(*state, ed_tenant, "belongs to another tenant");
 }
 
+/* Export t1 (since: from that time on), apply edit, expect rc naming needle. */
+static void export_edit(struct fx *f, int64_t since, void (*edit)(json_t *), int want,
+			const char *needle)
+{
+	char msg[CERR_MAX];
+	int rc;
+	char *p = do_export(f, "t1", since, 0, NULL, &rc);
+	json_t *doc;
+
+	assert_int_equal(rc, 0);
+	assert_int_equal(vexport(f, p, NULL, msg), 0);
+	doc = json_load_file(p, 0, NULL);
+	assert_non_null(doc);
+	edit(doc);
+	assert_int_equal(json_dump_file(doc, p, JSON_COMPACT), 0);
+	json_decref(doc);
+	rc = vexport(f, p, NULL, msg);
+	if (rc != want || strstr(msg, needle) == NULL)
+		fail_msg("expected %d naming \"%s\", got %d: %s", want, needle, rc, msg);
+	free(p);
+}
+
+/* the tenant's two oldest records cut, first_tenant_seq adjusted to fit */
+static void ed_drop_oldest(json_t *d)
+{
+	json_array_remove(json_object_get(d, "records"), 0);
+	json_array_remove(json_object_get(d, "records"), 0);
+	json_object_set_new(d, "first_tenant_seq", json_integer(3));
+}
+
+static void ed_drop_oldest_only(json_t *d)
+{
+	json_array_remove(json_object_get(d, "records"), 0);
+}
+
+static void ed_no_since(json_t *d)
+{
+	json_object_del(d, "since");
+}
+
+static void ed_no_previous(json_t *d)
+{
+	json_array_remove(json_object_get(d, "records"), 0);
+	json_object_set_new(d, "previous", json_null());
+	json_object_set_new(d, "first_tenant_seq",
+			    json_object_get(json_loads(json_string_value(json_object_get(
+						       json_array_get(json_object_get(d, "records"), 0),
+						       "body")), 0, NULL), "tenant_seq"));
+}
+
+static void ed_later_since(json_t *d)
+{
+	json_object_set_new(d, "since", json_string("2999-01-01T00:00:00Z"));
+}
+
+static void ed_early_until(json_t *d)
+{
+	json_object_set_new(d, "until", json_string("2000-01-01T00:00:00Z"));
+}
+
+/* an export missing a tenant's oldest records does not verify */
+static void test_export_oldest_missing(void **state)
+{
+	struct fx *f = *state;
+
+	export_edit(f, 0, ed_drop_oldest, -EBADMSG, "tenant t1: the export starts at its record 3 "
+						     "(tenant_seq): its oldest records are missing");
+	export_edit(f, 0, ed_drop_oldest_only, -EBADMSG, "is not first_tenant_seq 1");
+	export_edit(f, 0, ed_no_since, -EBADMSG, "since/until missing");
+	export_edit(f, 0, ed_later_since, -EBADMSG, "outside the export's window");
+	export_edit(f, 0, ed_early_until, -EBADMSG, "outside the export's window");
+}
+
+/* with since, the record before the window anchors its start */
+static void test_export_window_start(void **state)
+{
+	struct fx *f = *state;
+	struct audit_verify_stats st = {0};
+	char msg[CERR_MAX], *p;
+	int64_t mid;
+	struct audit *a;
+	json_t *doc;
+	int rc;
+
+	usleep(20000);
+	mid = util_now_us();
+	a = topen(f->path, &f->k);
+	tfill(a, 9, 3);
+	assert_int_equal(audit_close(a), 0);
+	p = do_export(f, "t1", mid, 0, NULL, &rc);
+	assert_int_equal(rc, 0);
+	assert_int_equal(vexport(f, p, &st, msg), 0);
+	assert_int_equal(st.records, 3);
+	assert_int_equal(st.first_tenant_seq, 9);
+	assert_true(st.since_us == mid);
+	doc = json_load_file(p, 0, NULL);
+	assert_true(json_is_object(json_object_get(doc, "previous")));
+	json_decref(doc);
+	free(p);
+	/* the window's first record cut, and the record before it with it */
+	export_edit(f, mid, ed_no_previous, -EBADMSG, "without the record before its window");
+	export_edit(f, mid, ed_drop_oldest_only, -EBADMSG, "is not first_tenant_seq 9");
+}
+
+/* --checkpoint on an export: the same size must have the same root; an
+ * older one needs the export's consistency proof from it */
+static void test_export_trusted(void **state)
+{
+	struct fx *f = *state;
+	struct audit_verify_stats st = {0};
+	struct audit_verify_opts o = {.vkey = f->k.vkey};
+	struct cerr err = {{0}};
+	char *n25 = stored_note(f->path, 25), *n40 = stored_note(f->path, 40), *p, *forged = NULL;
+	uint8_t root[32] = {9};
+	struct audit *a;
+	int rc;
+
+	p = do_export(f, "t1", 0, 0, NULL, &rc);
+	assert_int_equal(rc, 0);
+	o.checkpoint = n40;
+	assert_int_equal(audit_verify_export_with(p, &o, &st, &err), 0);
+	assert_true(st.trusted);
+	assert_int_equal(st.trusted_size, 40);
+	o.checkpoint = n25;
+	assert_int_equal(audit_verify_export_with(p, &o, &st, &err), -ENODATA);
+	assert_non_null(strstr(err.msg, "no consistency proof from the checkpoint you trust"));
+	assert_int_equal(note_checkpoint_sign(&f->k.signer, 40, root, &forged), 0);
+	o.checkpoint = forged;
+	assert_int_equal(audit_verify_export_with(p, &o, &st, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "has another root than the checkpoint you trust"));
+	free(p);
+	/* the log grew; an export from the kept checkpoint proves it only grew */
+	a = topen(f->path, &f->k);
+	tfill(a, 4, 3);
+	assert_int_equal(audit_close(a), 0);
+	p = do_export(f, "t1", 0, 0, n25, &rc);
+	assert_int_equal(rc, 0);
+	o.checkpoint = n25;
+	assert_int_equal(audit_verify_export_with(p, &o, &st, &err), 0);
+	assert_int_equal(st.trusted_size, 25);
+	assert_true(st.cp_size > 40);
+	free(p);
+	free(forged);
+	free(n25);
+	free(n40);
+}
+
 static void test_export_empty_doc(void **state)
 {
 	export_tamper(*state, ed_not_json, "not a custody-audit-export/1");
@@ -850,6 +1185,11 @@ int audit_group_verify(void)
 		T(test_verify_checkpoint_size),
 		T(test_verify_corrupt_file),
 		T(test_verify_truncated_wal),
+		T(test_verify_wrong_origin),
+		T(test_verify_uncovered_tail),
+		T(test_verify_nothing_covered),
+		T(test_verify_trusted_checkpoint),
+		T(test_open_other_origin),
 		T(test_wal_prefill),
 		T(test_wal_rewinds),
 		T(test_export_roundtrip),
@@ -864,6 +1204,9 @@ int audit_group_verify(void)
 		T(test_export_consistency_tamper),
 		T(test_export_other_tenant),
 		T(test_export_empty_doc),
+		T(test_export_oldest_missing),
+		T(test_export_window_start),
+		T(test_export_trusted),
 	};
 #undef T
 	return cmocka_run_group_tests_name("audit verify", tests, tmpl_setup, tmpl_teardown);

@@ -83,6 +83,51 @@ static void test_files(void **state)
 	rmdir(dir);
 }
 
+/* The temp file is created exclusively under a name nobody can guess: a
+ * file another user planted under the old predictable name ("<path>.tmp.
+ * <pid>") is neither used nor consumed, and a symlink at the path is
+ * replaced, never written through. */
+static void test_write_file_tmp(void **state)
+{
+	char dir[] = "/tmp/custody-util-XXXXXX", path[64], planted[96], victim[64], *buf = NULL;
+	size_t len;
+	FILE *f;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/out", dir);
+	snprintf(planted, sizeof(planted), "%s.tmp.%ld", path, (long)getpid());
+	f = fopen(planted, "w");
+	assert_non_null(f);
+	fputs("planted", f);
+	fclose(f);
+	assert_int_equal(util_write_file(path, "good", 4, 0644), 0);
+	assert_int_equal(util_read_file(planted, 64, &buf, &len), 0);
+	assert_string_equal(buf, "planted");
+	free(buf);
+	assert_int_equal(util_read_file(path, 64, &buf, &len), 0);
+	assert_string_equal(buf, "good");
+	free(buf);
+	unlink(path);
+	snprintf(victim, sizeof(victim), "%s/victim", dir);
+	f = fopen(victim, "w");
+	assert_non_null(f);
+	fputs("victim", f);
+	fclose(f);
+	assert_int_equal(symlink(victim, path), 0);
+	assert_int_equal(util_write_file(path, "new", 3, 0644), 0);
+	assert_int_equal(util_read_file(victim, 64, &buf, &len), 0);
+	assert_string_equal(buf, "victim");
+	free(buf);
+	assert_int_equal(util_read_file(path, 64, &buf, &len), 0);
+	assert_string_equal(buf, "new");
+	free(buf);
+	unlink(path);
+	unlink(victim);
+	unlink(planted);
+	rmdir(dir);
+}
+
 static void test_read_sizes(void **state)
 {
 	char dir[] = "/tmp/custody-util-XXXXXX", path[64], *buf = NULL, *big;
@@ -131,6 +176,7 @@ int main(void)
 		cmocka_unit_test(test_time_rejects),
 		cmocka_unit_test(test_utf8),
 		cmocka_unit_test(test_files),
+		cmocka_unit_test(test_write_file_tmp),
 		cmocka_unit_test(test_read_sizes),
 		cmocka_unit_test(test_uuid),
 	};

@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""test_audit_honest.py — the audit trail tells the truth about itself
+(issue 12 items 6 and 9, issue 13 items 1-5), against a real custodyd, the
+real CLI and a real store:
+
+- a store rewritten as an attacker did (triggers dropped, 18 records
+  deleted, the rest renumbered and re-chained, the checkpoints >= size 6
+  deleted) does not verify; a checkpoint the user kept (--checkpoint)
+  shows the rewrite even after the broker signed the rewritten log;
+- verify and status say how many records the newest checkpoint leaves
+  uncovered;
+- exports state their window and first tenant_seq; one missing the
+  tenant's oldest records fails; `audit export` never writes through a
+  symlink;
+- a key that is not the log's is its own error, not "tampering";
+- the broker refuses to start when audit.origin changed;
+- --from-checkpoint takes the previous export; --save-checkpoint writes
+  the verified note.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Env, check  # noqa: E402
+
+ORIGIN = "custody.test/audit"
+
+
+def cli(env, *args, want=0):
+    p = env.run_cli(*args, timeout=120)
+    check(p.returncode == want, "custody %s: exit %s, expected %s" % (" ".join(args),
+          p.returncode, want), p.stdout[-2000:], p.stderr[-2000:])
+    if want != 0:
+        lines = p.stderr.strip().splitlines()
+        check(len(lines) == 1 and lines[0].startswith("custody: "),
+              "a failure is one 'custody: ...' line", p.stderr)
+    return p
+
+
+def vkey_of(name, pk):
+    kid = hashlib.sha256(name.encode() + b"\n\x01" + pk).digest()[:4]
+    return "%s+%s+%s" % (name, kid.hex(), base64.b64encode(b"\x01" + pk).decode())
+
+
+def canon(o):
+    return json.dumps(o, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def rewrite_store(path, drop_from, drop_count, cut_checkpoints_at):
+    """What the attacker did: drop the triggers, delete records, renumber
+    and re-chain the rest (bodies, leaves, tenant chains), rewind the
+    stored tree row, delete the checkpoints >= cut_checkpoints_at."""
+    con = sqlite3.connect(path)
+    try:
+        con.executescript("DROP TRIGGER IF EXISTS events_no_update;"
+                          "DROP TRIGGER IF EXISTS events_no_delete;"
+                          "DROP TRIGGER IF EXISTS checkpoints_no_update;"
+                          "DROP TRIGGER IF EXISTS checkpoints_no_delete;")
+        rows = con.execute("SELECT seq, time, event, outcome, tenant, principal, body "
+                           "FROM events ORDER BY seq").fetchall()
+        keep = [r for r in rows if not drop_from <= r[0] < drop_from + drop_count]
+        con.execute("DELETE FROM events")
+        heads = {}
+        for n, (seq, t, ev, out, tenant, principal, body) in enumerate(keep, 1):
+            b = json.loads(body)
+            b["seq"] = n
+            if tenant is not None:
+                ts, prev = heads.get(tenant, (0, None))
+                b["tenant_seq"] = ts + 1
+                b["tenant_prev"] = prev
+            nb = canon(b)
+            leaf = hashlib.sha256(b"\x00" + nb.encode()).digest()
+            if tenant is not None:
+                heads[tenant] = (ts + 1, leaf.hex())
+            con.execute("INSERT INTO events (seq, time, event, outcome, tenant, principal, body,"
+                        " leaf) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (n, t, ev, out, tenant, principal, nb, leaf))
+        con.execute("DELETE FROM checkpoints WHERE size >= ?", (cut_checkpoints_at,))
+        con.execute("DELETE FROM tenants")
+        con.execute("UPDATE tree SET size = 0, nodes = x''")
+        con.commit()
+        return len(rows), len(keep)
+    finally:
+        con.close()
+
+
+def fill(env, tenants, n):
+    for i in range(n):
+        r = env.token(tenants[i % len(tenants)], purpose="job %d" % i)
+        check(r.get("ok") is True, "token failed", r)
+
+
+def test_rewritten_store(env, vkey):
+    """Issue 12 item 6, exactly as reported."""
+    kept = os.path.join(env.base, "kept.note")
+    p = cli(env, "audit", "verify", "--db", env.audit_db, "--key", vkey,
+            "--save-checkpoint", kept)
+    check(p.stdout.startswith("ok: ") and "leaves 0 records uncovered" in p.stdout,
+          "the intact stopped store verifies, fully covered", p.stdout)
+    with open(kept) as f:
+        note = f.read()
+    check(note.startswith(ORIGIN + "\n") and "\n\n\u2014 " + ORIGIN + " " in note,
+          "--save-checkpoint writes the signed note", note)
+    total, left = rewrite_store(env.audit_db, 40, 18, 6)
+    check(total - left == 18, "18 records deleted", total, left)
+    p = cli(env, "audit", "verify", "--db", env.audit_db, "--key", vkey, want=6)
+    check("INCOMPLETE" in p.stderr and
+          "none of its %d records is covered by a signed checkpoint" % left in p.stderr,
+          "a store no signed checkpoint covers is not verified", p.stderr)
+    check("ok" not in p.stdout, "nothing on stdout reads as verified", p.stdout)
+    p = cli(env, "audit", "verify", "--db", env.audit_db, "--key", vkey,
+            "--checkpoint", kept, want=6)
+    check("FAILED" in p.stderr and "the store ends at record %d, before the checkpoint you "
+          "trust (size %d)" % (left, total) in p.stderr, "the kept checkpoint shows it", p.stderr)
+    # The broker, started on the rewritten store, signs it: the log's own
+    # checkpoints now cover the rewrite, the one the user kept does not.
+    env.start_broker()
+    fill(env, ["contoso"], 3 * 18)
+    env.stop_broker()
+    p = cli(env, "audit", "verify", "--db", env.audit_db, "--key", vkey)
+    check(p.stdout.startswith("ok: "), "the re-signed log verifies on its own", p.stdout)
+    p = cli(env, "audit", "verify", "--db", env.audit_db, "--key", vkey,
+            "--checkpoint", kept, want=6)
+    check("the checkpoint you trust (size %d) does not match this log" % total in p.stderr,
+          "the kept checkpoint shows the rewrite", p.stderr)
+    check("keep the file as evidence" in p.stderr, "that is tampering", p.stderr)
+
+
+def test_uncovered_tail(env, vkey):
+    """verify and status say how many records are not under a signature."""
+    env.config["audit"]["checkpoint_every"] = 100000
+    env.config["audit"]["checkpoint_interval_s"] = 3600
+    env.start_broker()
+    st = json.loads(cli(env, "status", "--json").stdout)
+    fill(env, ["contoso"], 5)
+    st = json.loads(cli(env, "status", "--json").stdout)["audit"]
+    check(st["uncovered"] >= 5 and st["checkpoint_size"] + st["uncovered"] == st["seq"],
+          "status: uncovered records and the checkpoint size", st)
+    p = cli(env, "status")
+    m = re.search(r"audit: (\d+) records, writable; newest signed checkpoint at size (\d+) "
+                  r"leaves (\d+) records uncovered", p.stdout)
+    check(m and int(m.group(2)) == st["checkpoint_size"] and
+          int(m.group(2)) + int(m.group(3)) == int(m.group(1)), "status says it", p.stdout)
+    p = cli(env, "audit", "verify", "--key", vkey)
+    check(p.stdout.startswith("partly verified: ") and
+          "records 1..%d of " % st["checkpoint_size"] in p.stdout and
+          "NOT covered by any signed checkpoint" in p.stdout,
+          "verify of the live store names the uncovered tail", p.stdout)
+    m = p.stdout.split("records from seq ")[1].split()[0]
+    check(int(m) == st["checkpoint_size"] + 1, "the tail starts after the checkpoint", p.stdout)
+    env.stop_broker()
+    env.config["audit"]["checkpoint_every"] = 1000
+    env.config["audit"]["checkpoint_interval_s"] = 60
+
+
+def test_wrong_key(env, vkey):
+    """Issue 13 item 3."""
+    pk = os.urandom(32)
+    for other in (vkey_of(ORIGIN, pk), vkey_of("other.example/audit", pk)):
+        kid = other.split("+")[1]
+        for what in (["--db", env.audit_db], ["--export", env.export_path]):
+            p = cli(env, "audit", "verify", "--key", other, *what, want=6)
+            check("this key is not the key of this log: key id %s" % kid in p.stderr and
+                  "log signed by %s (%s)" % (vkey.split("+")[1], ORIGIN) in p.stderr,
+                  "a wrong key is named as such", p.stderr)
+            check("evidence" not in p.stderr and "FAILED" not in p.stderr,
+                  "a wrong key is not tampering", p.stderr)
+
+
+def test_exports(env, vkey):
+    """Issue 12 item 9 and issue 13 item 5."""
+    exp = env.export_path
+    with open(exp) as f:
+        doc = json.load(f)
+    check(doc["since"] is None and doc["until"] is None and doc["first_tenant_seq"] == 1,
+          "the export states its window and first tenant_seq", {k: doc.get(k) for k in
+                                                               ("since", "until",
+                                                                "first_tenant_seq")})
+    # the tenant's two oldest records cut out, the claim adjusted to fit
+    cut = dict(doc)
+    cut["records"] = doc["records"][2:]
+    cut["first_tenant_seq"] = 3
+    bad = os.path.join(env.base, "cut.json")
+    with open(bad, "w") as f:
+        json.dump(cut, f)
+    p = cli(env, "audit", "verify", "--export", bad, "--key", vkey, want=6)
+    check("its oldest records are missing" in p.stderr, "an export missing the oldest records "
+          "fails", p.stderr)
+    # a window: the record before it anchors the start
+    since = json.loads(doc["records"][3]["body"])["time"]
+    win = os.path.join(env.base, "window.json")
+    cli(env, "audit", "export", "--tenant", "contoso", "--since", since, "--output", win)
+    p = cli(env, "audit", "verify", "--export", win, "--key", vkey)
+    check("tenant_seq 4.." in p.stdout and "from %s" % since[:19] in p.stdout,
+          "verify prints the window", p.stdout)
+    with open(win) as f:
+        wdoc = json.load(f)
+    check(wdoc["previous"] is not None and wdoc["first_tenant_seq"] == 4, "window anchored",
+          wdoc["previous"], wdoc["first_tenant_seq"])
+    wdoc["records"] = wdoc["records"][1:]
+    wdoc["previous"] = None
+    wdoc["first_tenant_seq"] = 5
+    with open(bad, "w") as f:
+        json.dump(wdoc, f)
+    p = cli(env, "audit", "verify", "--export", bad, "--key", vkey, want=6)
+    check("without the record before its window" in p.stderr, "a cut window fails", p.stderr)
+
+    # --save-checkpoint, then --from-checkpoint with the note or the export itself
+    note = os.path.join(env.base, "export.note")
+    p = cli(env, "audit", "verify", "--export", exp, "--key", vkey, "--save-checkpoint", note)
+    check("saved the checkpoint at size %d" % doc["tree_size"] in p.stdout, "note saved",
+          p.stdout)
+    with open(note) as f:
+        check(f.read() == doc["checkpoint"], "the saved note is the export's checkpoint")
+    fill(env, ["contoso", "fabrikam"], 4)
+    for prev in (exp, note):
+        nxt = os.path.join(env.base, "next.json")
+        cli(env, "audit", "export", "--tenant", "contoso", "--from-checkpoint", prev,
+            "--output", nxt)
+        with open(nxt) as f:
+            ndoc = json.load(f)
+        check(ndoc["consistency"]["from_size"] == doc["tree_size"] and
+              ndoc["tree_size"] > doc["tree_size"], "a consistency proof from the previous",
+              ndoc["consistency"]["from_size"], ndoc["tree_size"])
+        p = cli(env, "audit", "verify", "--export", nxt, "--key", vkey, "--checkpoint", prev)
+        check("matches the checkpoint you trust (size %d)" % doc["tree_size"] in p.stdout,
+              "the next export is checked against the kept one", p.stdout)
+        os.unlink(nxt)
+
+    # never through a symlink, with the broker running and not
+    victim = os.path.join(env.base, "victim")
+    with open(victim, "w") as f:
+        f.write("untouched\n")
+    link = os.path.join(env.base, "link.json")
+    for running in (True, False):
+        if os.path.lexists(link):
+            os.unlink(link)
+        os.symlink(victim, link)
+        if not running:
+            env.stop_broker()
+        cli(env, "audit", "export", "--tenant", "contoso", "--output", link)
+        with open(victim) as f:
+            check(f.read() == "untouched\n", "export wrote through a symlink")
+        check(not os.path.islink(link) and json.load(open(link))["tenant"],
+              "the export replaced the link with a file")
+        left = [n for n in os.listdir(env.base) if ".tmp." in n]
+        check(not left, "no temp file left", left)
+
+
+def test_origin_fixed(env):
+    """Issue 13 item 2."""
+    env.config["audit"]["origin"] = "renamed.test/audit"
+    rc = env.start_broker(expect_fail=True)
+    check(rc != 0, "custodyd must refuse a changed audit.origin", rc)
+    log = env.log_text(since_start=True)
+    check(ORIGIN in log and "renamed.test/audit" in log and "fixed at init" in log,
+          "the refusal names both origins", log[-2000:])
+    env.config["audit"]["origin"] = ORIGIN
+    env.start_broker()
+    env.stop_broker()
+
+
+def main():
+    with Env("custody-honest") as env:
+        env.init_vault()
+        env.start_idp()
+        env.config["audit"]["checkpoint_every"] = 50
+        env.config["audit"]["checkpoint_interval_s"] = 3600
+        env.start_broker()
+        for name in ("contoso", "fabrikam"):
+            g, _ = env.new_tenant(name)
+            env.import_grant(g)
+        vkey = json.loads(cli(env, "keys", "--json").stdout)["audit_verifier_key"]
+        fill(env, ["contoso", "fabrikam"], 160)
+        env.export_path = os.path.join(env.base, "contoso.json")
+        cli(env, "audit", "export", "--tenant", "contoso", "--output", env.export_path)
+        test_exports(env, vkey)
+        if env.broker is not None:
+            env.stop_broker()
+        test_wrong_key(env, vkey)
+        test_origin_fixed(env)
+        test_uncovered_tail(env, vkey)
+        test_rewritten_store(env, vkey)
+    print("ok: test_audit_honest")
+
+
+if __name__ == "__main__":
+    main()
