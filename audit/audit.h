@@ -132,7 +132,7 @@ int audit_export(struct audit *a, const char *tenant, int64_t since_us, int64_t 
 		 const char *from_checkpoint, FILE *out, struct cerr *err)
 	__attribute__((warn_unused_result));
 
-#define AUDIT_NOTE_MAX 8192   /* a checkpoint note kept in the result */
+#define AUDIT_VERIFY_NOTE_MAX 16384  /* a checkpoint note kept in the result */
 
 /* What to verify against. */
 struct audit_verify_opts {
@@ -163,7 +163,7 @@ struct audit_verify_stats {
 	uint64_t cp_size;
 	uint8_t cp_root[32];
 	char cp_key_id[9];         /* 8 lowercase hex digits */
-	char cp_note[AUDIT_NOTE_MAX]; /* its text; "" when longer than that */
+	char cp_note[AUDIT_VERIFY_NOTE_MAX]; /* its text; "" when longer than that */
 	/* opts.checkpoint matched the log at this size */
 	bool trusted;
 	uint64_t trusted_size;
