@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 
 PKGS="meson ninja-build pkg-config gcc libc6-dev libsodium-dev liblmdb-dev libsqlite3-dev
 libcurl4-openssl-dev libjansson-dev libcmocka-dev libmicrohttpd-dev python3 openssl ca-certificates
-valgrind util-linux procps"
+valgrind util-linux procps scdoc"
 # What each part of the project needs beyond PKGS, one line per part so that
 # work on one part edits its own line. DEMO_* lines are installed for the
 # demo and the tests, TEST_* lines for the tests only.
@@ -22,7 +22,7 @@ DEMO_PKGS_alerts=""
 TEST_PKGS_alerts=""
 DEMO_PKGS_report=""
 TEST_PKGS_report=""
-TEST_PKGS_service=""
+TEST_PKGS_service="systemd mandoc acl bash-completion debhelper dpkg-dev fakeroot lintian"
 TEST_PKGS_trust=""
 TEST_PKGS_audit=""
 TEST_PKGS_grants=""

@@ -8,6 +8,7 @@
  * reply leaves after the audit record is durable and a checkpoint signed.
  */
 #include "broker_int.h"
+#include "custody_version.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -779,7 +780,7 @@ static void op_status(struct pending *p, json_t *id, json_t *req)
 	tokens_get_stats(b->tokens, &ts);
 	st = json_pack("{s:s,s:I,s:b,s:s?,s:{s:I,s:I,s:I,s:I},s:o,s:O,s:{s:I,s:I,s:I,s:I},"
 		       "s:{s:I,s:I},s:{s:I,s:b},s:{s:I,s:I}}",
-		       "version", "0.1.0",
+		       "version", CUSTODY_VERSION,
 		       "uptime_s", (json_int_t)((util_now_us() - b->started_us) / 1000000),
 		       "lockdown", lockdown,
 		       "lockdown_reason", lockdown ? lockdown_reason : NULL,

@@ -141,6 +141,25 @@ void conn_resume(struct conn *c);
 /* A request finished (its reply was queued or dropped). */
 void conn_request_done(struct conn *c);
 
+/* ---- socket activation (listen_fds.c) ---------------------------------- */
+
+/* The sockets systemd passed (LISTEN_FDS, names "tool" and "admin"). */
+struct listen_fds {
+	int tool_fd, admin_fd;              /* -1: not passed, custodyd binds it */
+	char tool_path[108], admin_path[108];
+};
+
+/* Take the passed sockets and unset LISTEN_*; call before any thread
+ * starts. 0 with both fds -1 when nothing was passed; -EINVAL, -ENOTSOCK,
+ * -EBADF with err set when something passed is not a listening Unix stream
+ * socket named tool or admin. */
+int listen_fds_take(struct listen_fds *out, struct cerr *err);
+/* Move a passed socket into *fd and *path: 1 when there was one, 0 when the
+ * caller must bind it itself, -ENOMEM. */
+int listen_fds_use(int *passed, const char *passed_path, const char *what,
+		   const char *config_path, int *fd, char **path);
+void listen_fds_close(struct listen_fds *fds);
+
 int server_listen(struct broker *b);
 void server_stop_listening(struct broker *b);
 void server_close_all(struct broker *b);
@@ -279,6 +298,8 @@ struct broker {
 	/* listening */
 	int tool_fd, admin_fd;
 	char *tool_path, *admin_path;
+	struct listen_fds passed;       /* from systemd, until server_listen takes them */
+	bool tool_passed, admin_passed; /* systemd owns these socket files: never unlink */
 	struct loop_timer *accept_timer;
 	bool accept_paused;
 	/* connections */

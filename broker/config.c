@@ -989,6 +989,30 @@ const char *broker_role_name(enum broker_role r)
 	}
 }
 
+/* The system config (custody init at the default path) names the groups
+ * the package creates (dist/custody.sysusers) where they exist, so the
+ * admin socket's officers and auditors hold their roles out of the box. */
+static void default_groups(json_t *root)
+{
+	static const char *const role_groups[][2] = {
+		{"admin", "custody-admin"},
+		{"officer", "custody-officers"},
+		{"auditor", "custody-auditors"},
+	};
+	json_t *roles = json_object_get(root, "roles");
+
+	if (getgrnam("custody-tools") != NULL)
+		json_object_set_new(json_object_get(root, "tool_socket"), "group",
+				    json_string("custody-tools"));
+	if (getgrnam("custody-admin") != NULL)
+		json_object_set_new(json_object_get(root, "admin_socket"), "group",
+				    json_string("custody-admin"));
+	for (size_t i = 0; i < sizeof(role_groups) / sizeof(role_groups[0]); i++)
+		if (getgrnam(role_groups[i][1]) != NULL)
+			json_object_set_new(json_object_get(roles, role_groups[i][0]), "groups",
+					    json_pack("[s]", role_groups[i][1]));
+}
+
 char *broker_config_default_text(const char *state_dir, const char *runtime_dir,
 				 const char *key_file)
 {
@@ -1005,7 +1029,9 @@ char *broker_config_default_text(const char *state_dir, const char *runtime_dir,
 		"s:{s:s,s:i,s:i},s:{s:i,s:i,s:i,s:i,s:I,s:i,s:i}}",
 		"state_dir", state_dir ? state_dir : "/var/lib/custody",
 		"runtime_dir", runtime_dir ? runtime_dir : "/run/custody",
-		"key_file", key_file ? key_file : "/etc/custody/master.key",
+		/* relative: /etc/custody/master.key for the CLI, the systemd
+		 * credential of that name for the service (custodyd(8)) */
+		"key_file", key_file ? key_file : "master.key",
 		"tool_socket", "path", "custody.sock", "mode", "0660",
 		"admin_socket", "path", "admin.sock", "mode", "0660",
 		"roles", roles,
@@ -1019,6 +1045,8 @@ char *broker_config_default_text(const char *state_dir, const char *runtime_dir,
 		"max_refusals", 20, "refusal_window_s", 10);
 	if (root == NULL)
 		return NULL;
+	if (state_dir == NULL)
+		default_groups(root);
 	text = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	if (text == NULL)

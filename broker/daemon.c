@@ -11,6 +11,7 @@
  * blocked in every thread and read through a signalfd on the loop.
  */
 #include "broker_int.h"
+#include "custody_version.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -330,6 +331,7 @@ static void broker_finish(struct broker *b)
 		loop_free(b->loop);
 	if (b->sigfd >= 0)
 		close(b->sigfd);
+	listen_fds_close(&b->passed);
 	json_decref(b->outcomes);
 	free(b->origin);
 	peer_cache_free();
@@ -340,7 +342,10 @@ static void usage(FILE *f)
 	fprintf(f, "usage: custodyd [--config FILE] [--foreground]\n"
 		   "  --config FILE   config file (default $CUSTODY_CONFIG or %s)\n"
 		   "  --foreground    run in the foreground (always the case: custodyd is\n"
-		   "                  meant for systemd Type=notify or a supervisor)\n",
+		   "                  meant for systemd Type=notify or a supervisor)\n"
+		   "  --version       print the version\n"
+		   "Sockets passed by systemd (LISTEN_FDS, named tool and admin) are used as\n"
+		   "they are; custodyd binds the ones it was not given (custodyd(8)).\n",
 		   BROKER_DEFAULT_CONFIG);
 }
 
@@ -370,7 +375,7 @@ int broker_main(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		case 'V':
-			printf("custodyd 0.1.0\n");
+			printf("custodyd %s\n", CUSTODY_VERSION);
 			return 0;
 		default:
 			usage(stderr);
@@ -382,6 +387,12 @@ int broker_main(int argc, char **argv)
 		return 2;
 	}
 	harden();
+	/* First, before any thread: sockets systemd passed (listen_fds.c). */
+	rc = listen_fds_take(&b.passed, &err);
+	if (rc < 0) {
+		broker_log("%s", err.msg);
+		return 1;
+	}
 	if (sodium_init() < 0) {
 		broker_log("libsodium failed to initialize");
 		return 1;
@@ -400,7 +411,7 @@ int broker_main(int argc, char **argv)
 	if (rc < 0)
 		goto out;
 	rc = audit_append(b.audit, json_pack("{s:s,s:s,s:s,s:I,s:s}", "event", "start", "outcome",
-					     "ok", "version", "0.1.0", "pid", (json_int_t)getpid(),
+					     "ok", "version", CUSTODY_VERSION, "pid", (json_int_t)getpid(),
 					     "config", b.config_path),
 			  &seq);
 	if (rc < 0) {

@@ -617,28 +617,46 @@ int server_listen(struct broker *b)
 	struct stat st;
 	bool existed = stat(b->cfg->runtime_dir, &st) == 0;
 
-	rc = util_mkdir_p(b->cfg->runtime_dir, 0755);
-	/* created under umask 077: open it up explicitly */
-	if (rc == 0 && !existed && chmod(b->cfg->runtime_dir, 0755) < 0)
-		rc = -errno;
-	if (rc < 0) {
-		broker_log("cannot create runtime_dir %s: %s", b->cfg->runtime_dir, strerror(-rc));
+	/* Sockets systemd passed are used as they are (listen_fds.c). */
+	rc = listen_fds_use(&b->passed.tool_fd, b->passed.tool_path, "tool",
+			    b->cfg->tool_socket.path, &b->tool_fd, &b->tool_path);
+	if (rc < 0)
 		return rc;
+	b->tool_passed = rc == 1;
+	rc = listen_fds_use(&b->passed.admin_fd, b->passed.admin_path, "admin",
+			    b->cfg->admin_socket.path, &b->admin_fd, &b->admin_path);
+	if (rc < 0)
+		return rc;
+	b->admin_passed = rc == 1;
+	if (!b->tool_passed || !b->admin_passed) {
+		rc = util_mkdir_p(b->cfg->runtime_dir, 0755);
+		/* created under umask 077: open it up explicitly */
+		if (rc == 0 && !existed && chmod(b->cfg->runtime_dir, 0755) < 0)
+			rc = -errno;
+		if (rc < 0) {
+			broker_log("cannot create runtime_dir %s: %s", b->cfg->runtime_dir,
+				   strerror(-rc));
+			return rc;
+		}
 	}
 	/* The runtime dir must let tools of other uids reach the socket; the
 	 * socket's own mode and group protect it. */
-	rc = bind_socket(&b->cfg->tool_socket, &b->tool_fd, &err);
-	if (rc < 0) {
-		broker_log("%s", err.msg);
-		return rc;
+	if (!b->tool_passed) {
+		rc = bind_socket(&b->cfg->tool_socket, &b->tool_fd, &err);
+		if (rc < 0) {
+			broker_log("%s", err.msg);
+			return rc;
+		}
+		b->tool_path = strdup(b->cfg->tool_socket.path);
 	}
-	b->tool_path = strdup(b->cfg->tool_socket.path);
-	rc = bind_socket(&b->cfg->admin_socket, &b->admin_fd, &err);
-	if (rc < 0) {
-		broker_log("%s", err.msg);
-		return rc;
+	if (!b->admin_passed) {
+		rc = bind_socket(&b->cfg->admin_socket, &b->admin_fd, &err);
+		if (rc < 0) {
+			broker_log("%s", err.msg);
+			return rc;
+		}
+		b->admin_path = strdup(b->cfg->admin_socket.path);
 	}
-	b->admin_path = strdup(b->cfg->admin_socket.path);
 	if (b->tool_path == NULL || b->admin_path == NULL)
 		return -ENOMEM;
 	rc = loop_timer_new(b->loop, accept_resume, b, &b->accept_timer);
@@ -663,14 +681,14 @@ void server_stop_listening(struct broker *b)
 		loop_fd_del(b->loop, b->tool_fd);
 		close(b->tool_fd);
 		b->tool_fd = -1;
-		if (b->tool_path != NULL)
+		if (b->tool_path != NULL && !b->tool_passed)
 			unlink(b->tool_path);
 	}
 	if (b->admin_fd >= 0) {
 		loop_fd_del(b->loop, b->admin_fd);
 		close(b->admin_fd);
 		b->admin_fd = -1;
-		if (b->admin_path != NULL)
+		if (b->admin_path != NULL && !b->admin_passed)
 			unlink(b->admin_path);
 	}
 }

@@ -1,5 +1,6 @@
 /* main.c — custody: the command table (one file per command group). */
 #include "cli.h"
+#include "custody_version.h"
 
 #include <locale.h>
 #include <stddef.h>
@@ -31,7 +32,8 @@ static void usage(FILE *out)
 	fputs("Usage: custody <command> [options]\n\nCommands:\n", out);
 	for (i = 0; commands[i].name != NULL; i++)
 		fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
-	fputs("\nEvery command takes --config FILE, --socket PATH, --admin-socket PATH and --help.\n"
+	fputs("\ncustody --version prints the version.\n"
+	      "Every command takes --config FILE, --socket PATH, --admin-socket PATH and --help.\n"
 	      "Exit status: 0 ok, 1 error, 2 usage, 3 refused, 4 upstream failure,\n"
 	      "5 broker not reachable, 6 audit verification failed.\n", out);
 }
@@ -93,6 +95,10 @@ int main(int argc, char **argv)
 	if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
 	    strcmp(argv[1], "help") == 0) {
 		usage(stdout);
+		return EXIT_OK;
+	}
+	if (strcmp(argv[1], "--version") == 0) {
+		printf("custody %s\n", CUSTODY_VERSION);
 		return EXIT_OK;
 	}
 	argi = take_global_options(&ctx, argc, argv);

@@ -189,6 +189,8 @@ static void test_default_text_loads(void **state)
 	text = broker_config_default_text(NULL, NULL, NULL);
 	assert_non_null(text);
 	assert_non_null(strstr(text, "/var/lib/custody"));
+	/* relative, so the service finds it as a systemd credential */
+	assert_non_null(strstr(text, "\"key_file\": \"master.key\""));
 	free(text);
 }
 

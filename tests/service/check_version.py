@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""check_version.py — `custody --version` and `custodyd --version` print the
+version meson holds (DESIGN §13), and no source file spells that version
+out itself: the one copy is project() in meson.build.
+
+    check_version.py VERSION CUSTODY CUSTODYD SOURCE_DIR
+"""
+import os
+import re
+import subprocess
+import sys
+
+
+def main():
+    version, custody, custodyd, src = sys.argv[1:5]
+    bad = []
+    for exe, name in ((custody, "custody"), (custodyd, "custodyd")):
+        p = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10)
+        if p.returncode != 0 or p.stdout != "%s %s\n" % (name, version) or p.stderr:
+            bad.append("%s --version: exit %d, stdout %r, stderr %r (expected %r)"
+                       % (name, p.returncode, p.stdout, p.stderr, "%s %s\n" % (name, version)))
+    # Every other copy of the version string in code or build files.
+    lit = re.compile(r"""["']%s["']""" % re.escape(version))
+    for root, dirs, files in os.walk(src):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not d.startswith("build")
+                   and d not in ("debian", "obj-x86_64-linux-gnu")]
+        for f in files:
+            if not f.endswith((".c", ".h", ".build", ".py")):
+                continue
+            path = os.path.join(root, f)
+            with open(path, errors="replace") as fh:
+                for n, line in enumerate(fh, 1):
+                    if lit.search(line) and not (path == os.path.join(src, "meson.build")
+                                                 and line.strip().startswith("version")):
+                        bad.append("%s:%d hard-codes the version: %s"
+                                   % (os.path.relpath(path, src), n, line.strip()))
+    for b in bad:
+        print("FAIL:", b, file=sys.stderr)
+    if bad:
+        return 1
+    print("ok: custody and custodyd print %s; no other copy of it in the sources" % version)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
