@@ -123,6 +123,17 @@ struct audit_filter {
 int audit_query(struct audit *a, const struct audit_filter *f,
 		int (*cb)(void *ctx, uint64_t seq, const char *body, size_t len), void *ctx);
 
+/* A filter's event and outcome must be values custody writes or the store
+ * holds: 0, or -EINVAL with err naming the accepted values (-EIO). */
+int audit_filter_check(struct audit *a, const struct audit_filter *f, struct cerr *err)
+	__attribute__((warn_unused_result));
+/* The tenant id the records carry for tenant (an id with records, or the
+ * tenant_name of a grant-import record, case-insensitive), from the store
+ * alone; *id malloc'd. -ENOENT (err lists the tenants the store knows),
+ * -EEXIST (a name of several tenants), -EIO, -ENOMEM. */
+int audit_tenant_resolve(struct audit *a, const char *tenant, char **id, struct cerr *err)
+	__attribute__((warn_unused_result));
+
 /* Tenant export (format: audit/EXPORT.md): the tenant's records
  * in [since, until], each with an inclusion proof against the newest
  * signed checkpoint, that checkpoint, and a consistency proof from

@@ -325,8 +325,11 @@ static json_t *import_reply(struct pending *p, json_t *id, bool already)
 
 static json_t *import_record(struct pending *p, bool already)
 {
-	return json_pack("{s:s,s:s,s:b}", "tenant", p->grant->tenant_id, "grant", p->grant->id,
-			 "already", already);
+	/* the name too: an auditor's `audit list --tenant contoso` resolves it
+	 * from these records when the broker is not running */
+	return json_pack("{s:s,s:s?,s:s,s:b}", "tenant", p->grant->tenant_id, "tenant_name",
+			 p->grant->tenant_name[0] ? p->grant->tenant_name : NULL, "grant",
+			 p->grant->id, "already", already);
 }
 
 static void probe_answered(void *ctx, const struct token_reply *r)
@@ -871,14 +874,45 @@ struct list_job {
 	struct pending *p;
 	struct audit_filter f;
 	struct query_ctx q;
+	char *tenant;        /* the tenant id (a grant may go while the job runs) */
+	bool resolved;       /* tenant is a grant's id; else the store resolves it */
+	struct cerr err;
 	int rc;
 };
+
+/* A tenant no grant names: the store may still know it (an id with
+ * records, a name from a grant-import record); else an error listing the
+ * tenants it knows. */
+static int store_tenant(struct broker *b, char **tenant, struct cerr *err)
+{
+	char *id = NULL;
+	int rc = audit_tenant_resolve(b->audit, *tenant, &id, err);
+
+	if (rc == 0) {
+		free(*tenant);
+		*tenant = id;
+	}
+	return rc;
+}
 
 static void list_run(struct offload_job *job)
 {
 	struct list_job *j = (struct list_job *)job;
 
-	j->rc = audit_query(j->p->b->audit, &j->f, query_record, &j->q);
+	j->rc = audit_filter_check(j->p->b->audit, &j->f, &j->err);
+	if (j->rc == 0 && j->tenant != NULL && !j->resolved)
+		j->rc = store_tenant(j->p->b, &j->tenant, &j->err);
+	j->f.tenant = j->tenant;
+	if (j->rc == 0)
+		j->rc = audit_query(j->p->b->audit, &j->f, query_record, &j->q);
+}
+
+/* The error an audit read answers with. */
+static const char *read_error(int rc)
+{
+	return rc == -ENOENT || rc == -EEXIST ? "unknown_tenant"
+	       : rc == -EINVAL		      ? "bad_request"
+					      : "audit_unavailable";
 }
 
 static void list_done(struct offload_job *job, bool cancelled)
@@ -889,9 +923,12 @@ static void list_done(struct offload_job *job, bool cancelled)
 
 	if (cancelled || j->rc < 0) {
 		json_decref(j->q.records);
-		if (!cancelled)
+		if (!cancelled && j->err.msg[0])
+			admin_fail(p, id, read_error(j->rc), NULL, "%s", j->err.msg);
+		else if (!cancelled)
 			admin_fail(p, id, "audit_unavailable", NULL, "cannot read the audit store: %s",
 				   strerror(-j->rc));
+		free(j->tenant);
 		free(j);
 		return;
 	}
@@ -905,6 +942,7 @@ static void list_done(struct offload_job *job, bool cancelled)
 	json_object_set_new(r, "records", j->q.records);
 	admin_ok(p, r, json_pack("{s:o,s:I}", "filter", filter, "returned",
 				 (json_int_t)json_array_size(j->q.records)));
+	free(j->tenant);
 	free(j);
 }
 
@@ -965,6 +1003,28 @@ static void op_query(struct pending *p, json_t *id, json_t *req)
 		return;
 	}
 	*j = (struct list_job){.job = {.run = list_run, .done = list_done}, .p = p, .f = f, .q = q};
+	if (f.tenant != NULL) {
+		/* a name (or an id in another case) queries by the tenant id the
+		 * records carry */
+		const char *resolved = NULL;
+		int rc = policy_tenant_resolve(b->policy, f.tenant, &resolved);
+
+		if (rc == -EEXIST) {
+			json_decref(q.records);
+			free(j);
+			admin_fail(p, id, "unknown_tenant", NULL, "tenant name %s belongs to more "
+				   "than one tenant: give the tenant id", f.tenant);
+			return;
+		}
+		j->resolved = rc == 0;
+		j->tenant = strdup(rc == 0 ? resolved : f.tenant);
+		if (j->tenant == NULL) {
+			json_decref(q.records);
+			free(j);
+			admin_fail(p, id, "internal", NULL, "out of memory");
+			return;
+		}
+	}
 	offload_submit(b, &j->job);
 }
 
@@ -972,6 +1032,7 @@ struct export_job {
 	struct offload_job job;
 	struct pending *p;
 	char *tenant, *from; /* copies: a grant may go while the job runs */
+	bool resolved;       /* tenant is a grant's id; else the store resolves it */
 	int64_t since, until;
 	char *buf;
 	size_t len;
@@ -996,7 +1057,11 @@ static void export_run(struct offload_job *job)
 		j->rc = -ENOMEM;
 		return;
 	}
-	j->rc = audit_export(j->p->b->audit, j->tenant, j->since, j->until, j->from, f, &j->err);
+	j->rc = j->resolved ? 0 : store_tenant(j->p->b, &j->tenant, &j->err);
+	j->resolved = j->rc == 0;
+	if (j->rc == 0)
+		j->rc = audit_export(j->p->b->audit, j->tenant, j->since, j->until, j->from, f,
+				     &j->err);
 	if (fclose(f) != 0 && j->rc == 0)
 		j->rc = -ENOMEM;
 }
@@ -1013,8 +1078,12 @@ static void export_done(struct offload_job *job, bool cancelled)
 	}
 	if (j->rc < 0) {
 		admin_fail(p, id,
-			   j->rc == -EINVAL || j->rc == -EBADMSG ? "bad_request" : "audit_unavailable",
-			   json_pack("{s:s}", "tenant", j->tenant), "export failed: %s",
+			   j->rc == -ENOENT || j->rc == -EEXIST		? "unknown_tenant"
+			   : j->rc == -EINVAL || j->rc == -EBADMSG ? "bad_request"
+								   : "audit_unavailable",
+			   /* a tenant nobody knows is no tenant's record */
+			   json_pack("{s:s}", j->resolved ? "tenant" : "requested_tenant", j->tenant),
+			   "export failed: %s",
 			   j->err.msg[0] ? j->err.msg : strerror(-j->rc));
 		export_job_free(j);
 		return;
@@ -1054,7 +1123,8 @@ static void op_export(struct pending *p, json_t *id, json_t *req)
 		return;
 	}
 	/* A tenant name is exported under its id: the chain is keyed by id.
-	 * An unknown one is exported as given (its records, if any). */
+	 * One no grant names is resolved from the store by the job (an id
+	 * with records, a name from its grant-import records), or refused. */
 	{
 		const char *resolved;
 
@@ -1069,6 +1139,8 @@ static void op_export(struct pending *p, json_t *id, json_t *req)
 			tenant = resolved;
 	}
 	j = calloc(1, sizeof(*j));
+	if (j != NULL)
+		j->resolved = rc == 0;
 	if (j != NULL) {
 		j->tenant = strdup(tenant);
 		j->from = from ? strdup(json_string_value(from)) : NULL;

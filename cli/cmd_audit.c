@@ -11,9 +11,11 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "audit.h"
+#include "vault.h"
 
 #define PAGE 1000
 #define TAIL_LINES 10
@@ -25,9 +27,14 @@ static const char list_usage[] =
 	"\n"
 	"List audit records, oldest first. With --limit N, the newest N that match.\n"
 	"Asks the running broker; reads the database file when it does not run.\n"
+	"A tenant is its id or its name (offline the name comes from the store's\n"
+	"grant-import records or the vault). An unknown tenant, event or outcome\n"
+	"is an error naming the accepted values, not an empty list.\n"
 	"\n"
 	"Options:\n"
-	"  --tenant T, --principal P, --event E, --outcome O   filters (exact match)\n"
+	"  --tenant T            tenant id or name\n"
+	"  --principal P, --event E, --outcome O   filters (exact match; outcome is\n"
+	"                        ok or an error code such as denied, revoked)\n"
 	"  --since T, --until T  RFC 3339 times\n"
 	"  --limit N             at most N records (the newest)\n"
 	"  --format F            table (default), json (one record body per line), csv\n"
@@ -43,7 +50,7 @@ static const char export_usage[] =
 	"--export FILE --key VKEY'. Reveals nothing of other tenants.\n"
 	"\n"
 	"Options:\n"
-	"  --tenant T            the tenant (required)\n"
+	"  --tenant T            the tenant, by id or name (required)\n"
 	"  --since T, --until T  RFC 3339 times\n"
 	"  --from-checkpoint FILE  the previous export itself, or a checkpoint note saved\n"
 	"                        with 'audit verify --save-checkpoint': the new export\n"
@@ -159,6 +166,81 @@ static int source_open(struct cli_ctx *ctx, struct source *s)
 				"the broker is not running and %s cannot be read: %s; start "
 				"custodyd or check the path", ctx->cfg->audit_db,
 				err.msg[0] ? err.msg : strerror(-rc));
+	return 0;
+}
+
+struct name_find {
+	const char *name;
+	char id[128];
+	int found;
+};
+
+static int name_find_cb(void *ctx, const struct grant *g)
+{
+	struct name_find *nf = ctx;
+
+	if (strcasecmp(g->tenant_name, nf->name) != 0 && strcasecmp(g->tenant_id, nf->name) != 0)
+		return 0;
+	if (nf->found && strcmp(nf->id, g->tenant_id) != 0)
+		nf->found = 2;
+	else
+		nf->found = nf->found ? nf->found : 1;
+	snprintf(nf->id, sizeof(nf->id), "%s", g->tenant_id);
+	return 0;
+}
+
+/* Offline, a tenant name becomes the tenant id the records carry: from
+ * the store (its grant-import records carry the name), else from the
+ * vault when this user can open it. 0, or an exit status (error printed). */
+static int offline_tenant(struct cli_ctx *ctx, struct source *s, const char *tenant, char **id)
+{
+	struct vault_key_source src;
+	struct name_find nf = { .name = tenant };
+	struct cerr err = { "" }, verr = { "" };
+	struct vault *v = NULL;
+	int rc;
+
+	rc = audit_tenant_resolve(s->a, tenant, id, &err);
+	if (rc == 0)
+		return 0;
+	if (rc != -ENOENT)
+		return cli_fail(rc == -EEXIST ? EXIT_REFUSED : EXIT_ERROR, "%s", err.msg);
+	broker_config_key_source(ctx->cfg, &src);
+	rc = vault_open(ctx->cfg->vault_dir, &src, &v, &verr);
+	if (rc < 0)
+		return cli_fail(EXIT_ERROR, "%s; a tenant name needs the running broker, the vault's "
+				"master key, or the tenant id", err.msg);
+	rc = vault_grant_foreach(v, name_find_cb, &nf);
+	vault_close(v);
+	if (rc < 0 || nf.found == 0)
+		return cli_fail(EXIT_REFUSED, "%s", err.msg);
+	if (nf.found > 1)
+		return cli_fail(EXIT_REFUSED, "tenant name %s belongs to more than one tenant: give "
+				"the tenant id", tenant);
+	*id = strdup(nf.id);
+	return *id ? 0 : cli_fail(EXIT_ERROR, "out of memory");
+}
+
+/* Offline checks of a filter: event and outcome values, the tenant by
+ * id or name (q->tenant then points at *tid). 0 or an exit status. */
+static int offline_filter(struct cli_ctx *ctx, struct source *s, struct aq *q, char **tid)
+{
+	struct audit_filter f = { .event = q->event, .outcome = q->outcome };
+	struct cerr err = { "" };
+	int rc;
+
+	*tid = NULL;
+	if (s->a == NULL)
+		return 0;
+	rc = audit_filter_check(s->a, &f, &err);
+	if (rc < 0)
+		return cli_fail(EXIT_ERROR, "%s", err.msg);
+	if (q->tenant == NULL)
+		return 0;
+	rc = offline_tenant(ctx, s, q->tenant, tid);
+	if (rc != 0)
+		return rc;
+	q->tenant = *tid;
 	return 0;
 }
 
@@ -372,6 +454,7 @@ static int audit_list_main(struct cli_ctx *ctx, int argc, char **argv)
 	struct source s;
 	enum fmt f = FMT_TABLE;
 	json_t *recs = NULL;
+	char *tid = NULL;
 	unsigned long limit = 0;
 	int64_t us;
 	size_t n;
@@ -417,24 +500,43 @@ static int audit_list_main(struct cli_ctx *ctx, int argc, char **argv)
 	rc = source_open(ctx, &s);
 	if (rc != 0)
 		return rc;
-	print_header(f);
+	rc = offline_filter(ctx, &s, &q, &tid);
+	if (rc != 0)
+		goto out;
+	/* the header only once the filter was accepted: an error is not an
+	 * empty listing */
 	if (limit > 0) {
 		/* The newest N, printed oldest first. */
 		q.desc = true;
 		q.limit = (unsigned)(limit > 10000 ? 10000 : limit);
 		rc = source_query(&s, &q, &recs);
-		if (rc == 0)
+		if (rc == 0) {
+			print_header(f);
 			for (n = json_array_size(recs); n > 0; n--)
 				print_record(json_array_get(recs, n - 1), f);
+		}
 		json_decref(recs);
 		goto out;
 	}
-	for (;;) {
+	q.limit = PAGE;
+	rc = source_query(&s, &q, &recs);
+	if (rc != 0)
+		goto out;
+	print_header(f);
+	for (size_t i = 0; i < json_array_size(recs); i++) {
+		print_record(json_array_get(recs, i), f);
+		q.after_seq = (uint64_t)json_integer_value(
+			json_object_get(json_array_get(recs, i), "seq"));
+	}
+	n = json_array_size(recs);
+	json_decref(recs);
+	while (n == PAGE) {
 		rc = print_page(&s, &q, f, &n);
-		if (rc != 0 || n < PAGE)
+		if (rc != 0)
 			break;
 	}
 out:
+	free(tid);
 	source_close(&s);
 	return rc;
 }
@@ -456,7 +558,7 @@ static int audit_export_main(struct cli_ctx *ctx, int argc, char **argv)
 	struct cerr err = { "" };
 	struct source s = { 0 };
 	int64_t since_us = 0, until_us = 0;
-	char *note = NULL, *text = NULL, tmp[PATH_MAX];
+	char *note = NULL, *text = NULL, *tid = NULL, tmp[PATH_MAX];
 	size_t n = 0;
 	FILE *fp = NULL;
 	int fd = -1;
@@ -498,6 +600,10 @@ static int audit_export_main(struct cli_ctx *ctx, int argc, char **argv)
 	if (rc != 0)
 		goto out;
 	if (s.a != NULL) {
+		rc = offline_tenant(ctx, &s, tenant, &tid);
+		if (rc != 0)
+			goto out;
+		tenant = tid;
 		rc = util_tmp_create(output, 0644, tmp, &fd);
 		if (rc == 0 && (fp = fdopen(fd, "w")) == NULL) {
 			rc = -errno;
@@ -561,6 +667,7 @@ static int audit_export_main(struct cli_ctx *ctx, int argc, char **argv)
 out:
 	free(text);
 	free(note);
+	free(tid);
 	json_decref(req);
 	json_decref(reply);
 	source_close(&s);

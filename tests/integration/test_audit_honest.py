@@ -266,6 +266,44 @@ def test_origin_fixed(env):
     env.stop_broker()
 
 
+def listing(env, *args, want=0):
+    p = cli(env, "audit", "list", "--format", "json", *args, want=want)
+    return [json.loads(x) for x in p.stdout.splitlines()], p
+
+
+def test_names(env, tids, online):
+    """Issue 13 item 1: a tenant by name lists the same records as by id,
+    with the broker running or not; unknown tenants, events and outcomes
+    are errors naming what is accepted."""
+    by_id, _ = listing(env, "--tenant", tids["contoso"])
+    check(len(by_id) > 20, "contoso has records", len(by_id))
+    for name in ("contoso", "CONTOSO"):
+        by_name, _ = listing(env, "--tenant", name)
+        check([r["seq"] for r in by_name] == [r["seq"] for r in by_id],
+              "--tenant %s lists contoso's records (broker %s)" %
+              (name, "running" if online else "stopped"), len(by_name), len(by_id))
+    _, p = listing(env, "--tenant", "nosuch", want=3)
+    check("unknown tenant 'nosuch'" in p.stderr and "contoso (%s)" % tids["contoso"] in p.stderr,
+          "an unknown tenant names the known ones", p.stderr)
+    check(p.stdout == "", "no header for an error", p.stdout)
+    _, p = listing(env, "--event", "tokens", want=1)
+    check("unknown event 'tokens'" in p.stderr and "token" in p.stderr and
+          "admin.grant.import" in p.stderr, "an unknown event names the events", p.stderr)
+    _, p = listing(env, "--outcome", "refused", want=1)
+    check("unknown outcome 'refused'" in p.stderr and "denied" in p.stderr,
+          "an unknown outcome names the outcomes", p.stderr)
+    ok, _ = listing(env, "--event", "token", "--outcome", "ok", "--tenant", "fabrikam")
+    check(ok and all(r["tenant"] == tids["fabrikam"] and r["event"] == "token" for r in ok),
+          "known values filter", len(ok))
+    out = os.path.join(env.base, "byname.json")
+    cli(env, "audit", "export", "--tenant", "contoso", "--output", out)
+    with open(out) as f:
+        doc = json.load(f)
+    check(doc["tenant"] == tids["contoso"] and len(doc["records"]) == len(by_id),
+          "export by name exports the tenant's records", doc["tenant"], len(doc["records"]))
+    cli(env, "audit", "export", "--tenant", "nosuch", "--output", out, want=3)
+
+
 def main():
     with Env("custody-honest") as env:
         env.init_vault()
@@ -273,20 +311,34 @@ def main():
         env.config["audit"]["checkpoint_every"] = 50
         env.config["audit"]["checkpoint_interval_s"] = 3600
         env.start_broker()
+        tids = {}
         for name in ("contoso", "fabrikam"):
-            g, _ = env.new_tenant(name)
+            g, tids[name] = env.new_tenant(name)
             env.import_grant(g)
         vkey = json.loads(cli(env, "keys", "--json").stdout)["audit_verifier_key"]
         fill(env, ["contoso", "fabrikam"], 160)
         env.export_path = os.path.join(env.base, "contoso.json")
         cli(env, "audit", "export", "--tenant", "contoso", "--output", env.export_path)
+        test_names(env, tids, True)
         test_exports(env, vkey)
+        test_names(env, tids, False)
         if env.broker is not None:
             env.stop_broker()
         test_wrong_key(env, vkey)
         test_origin_fixed(env)
         test_uncovered_tail(env, vkey)
         test_rewritten_store(env, vkey)
+        # a store from before import records carried the name: offline, the
+        # vault (its master key is readable here) resolves it
+        con = sqlite3.connect(env.audit_db)
+        con.execute("DROP TRIGGER IF EXISTS events_no_update")
+        con.execute("UPDATE events SET body = json_remove(body, '$.tenant_name')"
+                    " WHERE event = 'admin.grant.import'")
+        con.commit()
+        con.close()
+        by_name, _ = listing(env, "--tenant", "contoso")
+        check(by_name and all(r["tenant"] == tids["contoso"] for r in by_name),
+              "offline, the vault resolves a name the store does not hold", len(by_name))
     print("ok: test_audit_honest")
 
 
