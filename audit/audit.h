@@ -25,6 +25,7 @@
 #include "util.h"
 
 struct audit;
+struct audit_vkey;
 
 struct audit_signer {
 	const char *origin;          /* checkpoint origin line and note key name */
@@ -41,6 +42,12 @@ struct audit_opts {
 	bool read_only;                  /* query/verify/export only; no writer thread */
 	unsigned wal_prefill_frames;     /* write a new WAL out to this many frames
 					  * (zeros) at open; 0: no (see store.c) */
+	/* witnesses (audit.witnesses, type 0x04 keys, copied): exports end at
+	 * the newest checkpoint carrying witness_quorum valid cosignatures by
+	 * them (0: all of them); none: at the newest checkpoint */
+	const struct audit_vkey *witnesses;
+	size_t n_witnesses;              /* at most AUDIT_WITNESS_MAX */
+	unsigned witness_quorum;
 };
 
 /* Open (creating when absent and not read_only) the store at path. */

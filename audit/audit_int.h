@@ -81,6 +81,9 @@ struct audit {
 	pthread_mutex_t rlock;       /* rdb */
 
 	struct audit_signer signer;  /* copy; origin owned */
+	struct audit_vkey wkeys[AUDIT_WITNESS_MAX]; /* audit_opts.witnesses */
+	size_t n_wkeys;
+	unsigned wquorum;
 	bool has_signer;
 	uint64_t cp_every;
 	unsigned cp_interval_s;
@@ -161,6 +164,13 @@ void *audit_writer_main(void *arg);
 int audit_fold_start(struct audit *a, struct cerr *err);
 void audit_fold_request(struct audit *a);
 void audit_fold_stop(struct audit *a);
+
+/* cosig.c, for export (the caller holds rlock): the newest checkpoint with
+ * the configured witness quorum, cosignatures appended (-ENOENT: none);
+ * and *note (the stored checkpoint at size) with its stored cosignature
+ * lines appended. */
+int audit_cosig_witnessed_db(struct audit *a, uint64_t *size, char **note);
+int audit_cosig_attach(sqlite3 *db, uint64_t size, char **note);
 
 /* checkpoint lookup shared by export: newest stored (size, note) */
 int audit_newest_checkpoint(sqlite3 *db, uint64_t *size, char **note);

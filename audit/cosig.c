@@ -677,6 +677,31 @@ static int witnessed(sqlite3 *db, const struct audit_vkey *keys, size_t n, unsig
 	return rc;
 }
 
+int audit_cosig_witnessed_db(struct audit *a, uint64_t *size, char **note)
+{
+	return witnessed(a->rdb, a->wkeys, a->n_wkeys, a->wquorum, util_now_us() / 1000000, size,
+			 note, NULL);
+}
+
+int audit_cosig_attach(sqlite3 *db, uint64_t size, char **note)
+{
+	char *full = NULL;
+	int rc = note_with_cosigs(db, size, &full);
+
+	if (rc == -ENOENT)
+		return 0; /* not a stored checkpoint: nothing to attach */
+	if (rc < 0)
+		return rc;
+	/* only when the stored note is the one given (it always is) */
+	if (strncmp(full, *note, strlen(*note)) == 0) {
+		free(*note);
+		*note = full;
+	} else {
+		free(full);
+	}
+	return 0;
+}
+
 int audit_checkpoint_witnessed(struct audit *a, const struct audit_vkey *keys, size_t n,
 			       unsigned quorum, uint64_t *size, char **note)
 {

@@ -203,13 +203,36 @@ int audit_export(struct audit *a, const char *tenant, int64_t since_us, int64_t 
 		note_key_id(key.name, key.pk, key.id);
 		kp = &key;
 		/* a store that cannot write right now still exports up to its
-		 * newest stored checkpoint */
-		if (audit_checkpoint(a, &note, &size) < 0)
+		 * newest stored checkpoint; with witnesses the export ends at
+		 * a witnessed one instead (below) */
+		if (a->n_wkeys == 0 && audit_checkpoint(a, &note, &size) < 0)
 			note = NULL;
 	}
 	pthread_mutex_lock(&a->rlock);
+	if (a->n_wkeys > 0) {
+		/* witnesses configured: end at the newest checkpoint that
+		 * already carries the quorum, so the export verifies with
+		 * --witness at any moment (cosig.c) */
+		rc = audit_cosig_witnessed_db(a, &size, &note);
+		if (rc < 0) {
+			cerr_set(err, rc, rc == -ENOENT ? "no checkpoint carries the %u witness "
+				 "cosignatures audit.witness_quorum asks for yet; see 'custody "
+				 "status' for the witnesses and try again once they answered"
+							: "cannot read checkpoints", a->wquorum);
+			goto out;
+		}
+	} else if (note != NULL) {
+		/* the cosignatures it already has, as extra signature lines */
+		rc = audit_cosig_attach(a->rdb, size, &note);
+		if (rc < 0) {
+			cerr_set(err, rc, "cannot read cosignatures");
+			goto out;
+		}
+	}
 	if (note == NULL) {
 		rc = audit_newest_checkpoint(a->rdb, &size, &note);
+		if (rc == 0)
+			rc = audit_cosig_attach(a->rdb, size, &note);
 		if (rc < 0) {
 			cerr_set(err, rc, rc == -ENOENT ? "the store has no signed checkpoint yet"
 							: "cannot read checkpoints");

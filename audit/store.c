@@ -518,9 +518,16 @@ int audit_open(const char *path, const struct audit_opts *o, struct audit **out,
 	    (o->signer->sign == NULL || o->signer->origin == NULL ||
 	     !note_name_valid(o->signer->origin)))
 		return cerr_set(err, -EINVAL, "audit origin must be printable ASCII without '+' or spaces");
+	if (o->n_witnesses > AUDIT_WITNESS_MAX || o->witness_quorum > o->n_witnesses)
+		return cerr_set(err, -EINVAL, "at most %d witnesses and a quorum up to their number",
+				AUDIT_WITNESS_MAX);
 	a = calloc(1, sizeof(*a));
 	if (a == NULL)
 		return cerr_set(err, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < o->n_witnesses; i++)
+		a->wkeys[i] = o->witnesses[i];
+	a->n_wkeys = o->n_witnesses;
+	a->wquorum = o->witness_quorum ? o->witness_quorum : (unsigned)o->n_witnesses;
 	a->efd = a->db_fd = a->wal_fd = -1;
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_mutex_init(&a->rlock, NULL);

@@ -62,6 +62,7 @@ static const char export_usage[] =
 static const char verify_usage[] =
 	"Usage: custody audit verify [--db FILE | --export FILE] [--key VKEY]\n"
 	"                            [--checkpoint NOTE] [--save-checkpoint NOTE]\n"
+	"                            [--witness WKEY]... [--quorum N]\n"
 	"\n"
 	"Verify offline: every leaf hash, the root at every checkpoint, every\n"
 	"signature and every tenant chain; for an export also its window (since,\n"
@@ -82,6 +83,12 @@ static const char verify_usage[] =
 	"                        export): the log must hold exactly what it signed\n"
 	"  --save-checkpoint NOTE  after success, write the verified checkpoint note\n"
 	"                        there, for the next --checkpoint/--from-checkpoint\n"
+	"  --witness WKEY        also require a cosignature by this witness key (type\n"
+	"                        0x04, or a file holding it) on the checkpoint the\n"
+	"                        proofs end at (an export's; a database's newest\n"
+	"                        witnessed one); repeat for several witnesses\n"
+	"  --quorum N            how many of the --witness keys must have cosigned\n"
+	"                        (default: all); timestamps must not be in the future\n"
 	CLI_COMMON_HELP;
 
 static const char tail_usage[] =
@@ -739,6 +746,44 @@ static void verify_print(const char *what, const struct audit_verify_stats *st, 
 	       (unsigned long long)st->uncovered, (unsigned long long)st->uncovered_from);
 }
 
+/* verify --witness: the quorum of cosignatures on the checkpoint the
+ * proofs end at. Prints what it found; EXIT_OK, EXIT_VERIFY or an error. */
+static int verify_witnessed(const char *export, const char *db, const char *what,
+			    const char **wargs, size_t nw, unsigned quorum)
+{
+	struct audit_vkey keys[AUDIT_WITNESS_MAX];
+	struct audit_witness_check c;
+	struct cerr err = { "" };
+	int rc;
+
+	for (size_t i = 0; i < nw; i++) {
+		char *k = load_vkey(wargs[i]);
+
+		if (k == NULL)
+			return cli_fail(EXIT_ERROR, "out of memory");
+		rc = audit_vkey_parse(k, AUDIT_SIG_TYPE_COSIG_V1, &keys[i], &err);
+		free(k);
+		if (rc < 0)
+			return cli_usage_error("audit verify", "--witness %s: %s", wargs[i], err.msg);
+	}
+	rc = export ? audit_verify_export_witnessed(export, keys, nw, quorum,
+						    util_now_us() / 1000000, &c, &err)
+		    : audit_verify_db_witnessed(db, keys, nw, quorum, util_now_us() / 1000000, &c,
+						&err);
+	if (rc == -EBADMSG)
+		return cli_fail(EXIT_VERIFY, "audit verification FAILED for %s: %s", what, err.msg);
+	if (rc < 0)
+		return cli_fail(EXIT_ERROR, "cannot check the witnesses of %s: %s", what,
+				err.msg[0] ? err.msg : strerror(-rc));
+	printf("witnessed: the checkpoint at size %llu carries %u of %zu witness cosignatures "
+	       "(quorum %u):", (unsigned long long)c.size, c.valid, nw, quorum);
+	for (size_t i = 0; i < nw; i++)
+		if (c.w[i].rc == 0)
+			printf(" %s", keys[i].name);
+	printf("\n");
+	return EXIT_OK;
+}
+
 static int audit_verify_main(struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -748,12 +793,18 @@ static int audit_verify_main(struct cli_ctx *ctx, int argc, char **argv)
 		{ "key", required_argument, NULL, 'k' },
 		{ "checkpoint", required_argument, NULL, 'c' },
 		{ "save-checkpoint", required_argument, NULL, 'S' },
+		{ "witness", required_argument, NULL, 'W' },
+		{ "quorum", required_argument, NULL, 'Q' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *db = NULL, *export = NULL, *key_arg = NULL, *what, *cp_file = NULL;
 	const char *save = NULL;
 	struct audit_verify_stats st;
 	struct audit_verify_opts vo = { 0 };
+	const char *wargs[AUDIT_WITNESS_MAX];
+	size_t nw = 0;
+	long quorum = 0;
+	char *qend = NULL;
 	struct cerr err = { "" };
 	json_t *keys = NULL;
 	char *vkey = NULL, *trusted = NULL;
@@ -769,11 +820,25 @@ static int audit_verify_main(struct cli_ctx *ctx, int argc, char **argv)
 		case 'k': key_arg = optarg; continue;
 		case 'c': cp_file = optarg; continue;
 		case 'S': save = optarg; continue;
+		case 'W':
+			if (nw == AUDIT_WITNESS_MAX)
+				return cli_usage_error("audit verify", "at most %d --witness keys",
+						       AUDIT_WITNESS_MAX);
+			wargs[nw++] = optarg;
+			continue;
+		case 'Q':
+			quorum = strtol(optarg, &qend, 10);
+			if (*optarg == '\0' || *qend != '\0' || quorum < 1)
+				return cli_usage_error("audit verify", "--quorum: a number from 1");
+			continue;
 		default: break;
 		}
 		if (cli_common_stop(ctx, c, verify_usage, &status))
 			return status;
 	}
+	if (quorum > 0 && (size_t)quorum > nw)
+		return cli_usage_error("audit verify", "--quorum %ld needs at least %ld --witness keys",
+				       quorum, quorum);
 	if (optind != argc)
 		return cli_usage_error("audit verify", "unexpected argument '%s'", argv[optind]);
 	if (db != NULL && export != NULL)
@@ -832,6 +897,11 @@ static int audit_verify_main(struct cli_ctx *ctx, int argc, char **argv)
 		rc = cli_fail(EXIT_ERROR, "cannot verify %s: %s; check the path and permissions",
 			      what, err.msg[0] ? err.msg : strerror(-rc));
 		goto out;
+	}
+	if (nw > 0) {
+		rc = verify_witnessed(export, db, what, wargs, nw, quorum ? (unsigned)quorum : nw);
+		if (rc != EXIT_OK)
+			goto out;
 	}
 	verify_print(what, &st, export != NULL);
 	rc = EXIT_OK;

@@ -132,8 +132,9 @@ def verify_cosignature(line, body, wvkey):
     return t
 
 
-def cosign(body, name, priv, t):
-    """A cosignature/v1 line by priv (a test witness in Python)."""
+def cosign(body, name, priv, t, kid=None):
+    """A cosignature/v1 line by priv (a test witness in Python); kid
+    overrides the key id (a forgery under another witness's id)."""
     msg = ("cosignature/v1\ntime %d\n" % t).encode() + body.encode()
-    raw = key_id(name, 4, raw_pub(priv)) + struct.pack(">Q", t) + priv.sign(msg)
+    raw = (kid or key_id(name, 4, raw_pub(priv))) + struct.pack(">Q", t) + priv.sign(msg)
     return "%s %s %s\n" % (DASH, name, base64.b64encode(raw).decode())

@@ -334,6 +334,99 @@ static void test_cosig_store_and_verify(void **state)
 	free(w2.vkey);
 }
 
+/* Exports carry cosignatures; with witnesses configured they end at the
+ * newest checkpoint carrying the quorum, and verify --witness holds. */
+static void test_cosig_export(void **state)
+{
+	struct tkey lk;
+	struct wit w1;
+	struct audit *a;
+	struct audit_opts o;
+	char *dir, *note, *line, *path, *xpath, *buf = NULL;
+	uint64_t size = 0, size2 = 0;
+	size_t len = 0;
+	struct audit_note *n = malloc(sizeof(*n));
+	struct audit_witness_check c;
+	struct audit_verify_stats st;
+	struct cerr err = {{0}};
+	int64_t now = (int64_t)time(NULL);
+	json_t *doc;
+	FILE *f;
+
+	(void)state;
+	tkey_init(&lk, ORIGIN, 3);
+	wit_init(&w1, "witness.test/w1", 7);
+	note = signed_note(&lk, &dir, &a, &size);
+	path = tpath(dir, "audit.db");
+	xpath = tpath(dir, "export.json");
+	assert_int_equal(audit_note_parse(note, strlen(note), n, &err), 0);
+	assert_int_equal(audit_cosig_sign(w1.k.name, w1.sk, note, n->body_len, (uint64_t)now, &line),
+			 0);
+	assert_int_equal(audit_cosig_store(a, size, &w1.k, line, strlen(line), &err), 0);
+	tfill(a, 6, 2);
+	assert_int_equal(audit_checkpoint(a, NULL, &size2), 0);
+	assert_int_equal(audit_close(a), 0);
+
+	/* with the witness configured: the export ends at size 5, cosigned */
+	memset(&o, 0, sizeof(o));
+	o.signer = &lk.signer;
+	o.witnesses = &w1.k;
+	o.n_witnesses = 1;
+	assert_int_equal(audit_open(path, &o, &a, &err), 0);
+	f = fopen(xpath, "w");
+	assert_int_equal(audit_export(a, "t0", 0, 0, NULL, f, &err), 0);
+	fclose(f);
+	assert_int_equal(audit_close(a), 0);
+	assert_int_equal(util_read_file(xpath, 1 << 20, &buf, &len), 0);
+	doc = json_loads(buf, 0, NULL);
+	assert_int_equal(json_integer_value(json_object_get(doc, "tree_size")), (json_int_t)size);
+	assert_non_null(strstr(json_string_value(json_object_get(doc, "checkpoint")), line));
+	assert_int_equal(json_array_size(json_object_get(doc, "records")), 3);
+	json_decref(doc);
+	free(buf);
+	assert_int_equal(audit_verify_export(xpath, lk.vkey, &st, &err), 0);
+	assert_int_equal(audit_verify_export_witnessed(xpath, &w1.k, 1, 1, now, &c, &err), 0);
+	assert_int_equal(c.valid, 1);
+	assert_int_equal(c.size, size);
+
+	/* without witnesses: the newest checkpoint, not cosigned: the
+	 * witness check fails and names the witness */
+	o.witnesses = NULL;
+	o.n_witnesses = 0;
+	assert_int_equal(audit_open(path, &o, &a, &err), 0);
+	f = fopen(xpath, "w");
+	assert_int_equal(audit_export(a, "t0", 0, 0, NULL, f, &err), 0);
+	fclose(f);
+	assert_int_equal(audit_close(a), 0);
+	assert_int_equal(audit_verify_export(xpath, lk.vkey, &st, &err), 0);
+	assert_int_equal(audit_verify_export_witnessed(xpath, &w1.k, 1, 1, now, &c, &err), -EBADMSG);
+	assert_non_null(strstr(err.msg, "witness.test/w1: no cosignature"));
+	assert_int_equal(c.size, size2);
+	free(line);
+	free(note);
+
+	/* a store whose checkpoints nobody cosigned cannot export with witnesses */
+	{
+		struct wit w2;
+
+		wit_init(&w2, "witness.test/w2", 8);
+		o.witnesses = &w2.k;
+		o.n_witnesses = 1;
+		assert_int_equal(audit_open(path, &o, &a, &err), 0);
+		f = fopen(xpath, "w");
+		assert_int_equal(audit_export(a, "t0", 0, 0, NULL, f, &err), -ENOENT);
+		assert_non_null(strstr(err.msg, "witness"));
+		fclose(f);
+		assert_int_equal(audit_close(a), 0);
+		free(w2.vkey);
+	}
+	free(n);
+	free(path);
+	free(xpath);
+	tdir_free(dir);
+	free(w1.vkey);
+}
+
 int audit_group_cosig(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -341,6 +434,7 @@ int audit_group_cosig(void)
 		cmocka_unit_test(test_note_parse_hostile),
 		cmocka_unit_test(test_cosig_sign_verify),
 		cmocka_unit_test(test_cosig_store_and_verify),
+		cmocka_unit_test(test_cosig_export),
 	};
 
 	return cmocka_run_group_tests_name("audit_cosig", tests, NULL, NULL);
