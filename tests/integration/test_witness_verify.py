@@ -45,9 +45,12 @@ def main():
     srv = None
     try:
         env.init_vault()
+        env.start_idp()
+        grant, tid = env.new_tenant("contoso")
         env.start_broker()
+        env.import_grant(grant)
         for _ in range(3):
-            env.admin_request("status")
+            check(env.token("contoso").get("ok"), "token")
         r = env.admin_request("audit.checkpoint")
         check(r.get("ok"), "checkpoint", r)
         check(env.stop_broker()[0] == 0, "broker stop")
@@ -129,7 +132,7 @@ def main():
 
         # an export (broker not running: read from the file) carries the lines
         out = os.path.join(env.base, "export.json")
-        p = env.run_cli("audit", "export", "--tenant", "nobody", "--output", out)
+        p = env.run_cli("audit", "export", "--tenant", tid, "--output", out)
         check(p.returncode == 0, "export", p.stderr)
         p = env.run_cli("audit", "verify", "--export", out, "--key", logkey,
                         "--witness", wkey, "--witness", w2key)
