@@ -334,7 +334,5 @@ void broker_check_stopped(struct broker *b);
 /* The actor name for a uid ("alice" or "uid:N"). */
 void broker_user_name(uid_t uid, char out[static 64]);
 
-/* sd_notify (notify.c): no-op without $NOTIFY_SOCKET. */
-void notify_send(const char *state);
 
 #endif

@@ -159,12 +159,12 @@ static void reload_on_signal(struct broker *b)
 	struct cerr err = {0};
 	int rc;
 
-	notify_send("RELOADING=1");
+	util_notify("RELOADING=1");
 	rc = broker_reload(b, &err);
 	lifecycle_record(b, rc == 0 ? json_pack("{s:s,s:s}", "event", "reload", "outcome", "ok")
 				    : json_pack("{s:s,s:s,s:s}", "event", "reload", "outcome",
 						"failed", "message", err.msg));
-	notify_send("READY=1");
+	util_notify("READY=1");
 }
 
 /* ---- stop ---------------------------------------------------------------------- */
@@ -185,7 +185,7 @@ static void begin_stop(struct broker *b, const char *why)
 	if (b->stopping)
 		return;
 	broker_log("stopping (%s)", why);
-	notify_send("STOPPING=1");
+	util_notify("STOPPING=1");
 	b->stopping = true;
 	server_stop_listening(b);
 	if (b->expiry_timer != NULL)
@@ -424,7 +424,7 @@ int broker_main(int argc, char **argv)
 		   policy_grant_count(b.policy), b.cfg->n_principals,
 		   policy_locked_down(b.policy, NULL) ? ", LOCKED DOWN" : "", b.tool_path,
 		   b.admin_path);
-	notify_send("READY=1");
+	util_notify("READY=1");
 	rc = loop_run(b.loop);
 	if (rc < 0)
 		broker_log("event loop failed: %s", strerror(-rc));

@@ -76,4 +76,9 @@ bool util_utf8_valid(const char *s, size_t len);
  * Returns a malloc'd string or NULL. */
 char *util_path_join(const char *dir, const char *path);
 
+/* sd_notify without libsystemd (notify.c): one datagram with state
+ * ("READY=1", "STOPPING=1", "STATUS=...") to $NOTIFY_SOCKET; nothing
+ * happens when it is unset. */
+void util_notify(const char *state);
+
 #endif

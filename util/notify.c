@@ -1,6 +1,6 @@
 /* notify.c — sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET
  * ("@name" is an abstract socket). Nothing happens when it is unset. */
-#include "broker_int.h"
+#include "util.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -9,7 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-void notify_send(const char *state)
+void util_notify(const char *state)
 {
 	const char *path = getenv("NOTIFY_SOCKET");
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
