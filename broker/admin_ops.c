@@ -37,7 +37,7 @@ static const char *const f_suspend[] = {"principal", "reason", NULL};
 static const char *const f_resume[] = {"principal", NULL};
 static const char *const f_lockdown[] = {"reason", NULL};
 static const char *const f_query[] = {"tenant", "principal", "event", "outcome", "since",
-				      "until", "after_seq", "limit", "order", NULL};
+				      "until", "after_seq", "limit", "order", "follow", NULL};
 static const char *const f_export[] = {"tenant", "since", "until", "from_checkpoint", NULL};
 
 static void op_import(struct pending *p, json_t *id, json_t *req);
@@ -875,6 +875,7 @@ struct list_job {
 	struct audit_filter f;
 	struct query_ctx q;
 	char *tenant;        /* the tenant id (a grant may go while the job runs) */
+	bool follow;         /* audit tail --follow: audited at start and stop only */
 	bool resolved;       /* tenant is a grant's id; else the store resolves it */
 	struct cerr err;
 	int rc;
@@ -932,6 +933,28 @@ static void list_done(struct offload_job *job, bool cancelled)
 		free(j);
 		return;
 	}
+	if (j->follow && p->conn != NULL && p->conn->following) {
+		/* a follower's next poll: its start was audited and its stop
+		 * will be; a record per poll would flood the log it follows */
+		p->conn->follow_sent += json_array_size(j->q.records);
+		r = reply_new(id, true);
+		json_object_set_new(r, "last_seq", json_integer((json_int_t)j->q.last_seq));
+		json_object_set_new(r, "records", j->q.records);
+		if (!p->conn->dead)
+			conn_send_json(p->conn, r);
+		else
+			json_decref(r);
+		free(j->tenant);
+		free(j);
+		pending_free(p);
+		return;
+	}
+	if (j->follow && p->conn != NULL && !p->conn->dead) {
+		/* following starts once this record is durable (request.c):
+		 * a start the store could not write leaves every poll audited */
+		p->follow_start = true;
+		p->conn->follow_sent = json_array_size(j->q.records);
+	}
 	/* the query itself is audited, filter and count included */
 	filter = json_deep_copy(p->request);
 	json_object_del(filter, "v");
@@ -940,8 +963,9 @@ static void list_done(struct offload_job *job, bool cancelled)
 	r = reply_new(id, true);
 	json_object_set_new(r, "last_seq", json_integer((json_int_t)j->q.last_seq));
 	json_object_set_new(r, "records", j->q.records);
-	admin_ok(p, r, json_pack("{s:o,s:I}", "filter", filter, "returned",
-				 (json_int_t)json_array_size(j->q.records)));
+	admin_ok(p, r, json_pack("{s:o,s:I,s:s?}", "filter", filter, "returned",
+				 (json_int_t)json_array_size(j->q.records), "follow",
+				 j->follow ? "start" : NULL));
 	free(j->tenant);
 	free(j);
 }
@@ -1003,6 +1027,15 @@ static void op_query(struct pending *p, json_t *id, json_t *req)
 		return;
 	}
 	*j = (struct list_job){.job = {.run = list_run, .done = list_done}, .p = p, .f = f, .q = q};
+	if ((v = json_object_get(req, "follow")) != NULL) {
+		if (!json_is_boolean(v)) {
+			json_decref(q.records);
+			free(j);
+			admin_fail(p, id, "bad_request", NULL, "follow: expected true or false");
+			return;
+		}
+		j->follow = json_is_true(v);
+	}
 	if (f.tenant != NULL) {
 		/* a name (or an id in another case) queries by the tenant id the
 		 * records carry */
@@ -1194,6 +1227,29 @@ void officer_done(struct pending *p, uint64_t seq)
 		json_object_set_new(p->reply, "size", json_integer((json_int_t)size));
 	}
 	free(note);
+}
+
+/* A connection that followed the log closes: the stop of its following is
+ * audited, with how many records it was sent. */
+void admin_follow_stop(struct conn *c)
+{
+	struct pending *p;
+	json_t *rec;
+
+	if (!c->following)
+		return;
+	c->following = false;
+	p = pending_new(c->b, NULL);
+	rec = record_new(c->b, "admin.audit.query", "ok", c, NULL, NULL);
+	if (p == NULL || rec == NULL) {
+		json_decref(rec);
+		if (p != NULL)
+			pending_free(p);
+		return;
+	}
+	json_object_set_new(rec, "follow", json_string("stop"));
+	json_object_set_new(rec, "returned", json_integer((json_int_t)c->follow_sent));
+	pending_audit(p, rec);
 }
 
 void admin_op(struct conn *c, struct pending *p, const char *op, json_t *req)

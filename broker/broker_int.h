@@ -121,6 +121,8 @@ struct conn {
 	int64_t last_active_ms;
 	unsigned inflight;
 	unsigned refs;            /* pendings pointing here */
+	bool following;           /* audit tail --follow: its stop is audited at close */
+	uint64_t follow_sent;     /* records sent to the follower */
 };
 
 /* Queue a reply line (object; adds "\n"); drops the client when its unsent
@@ -188,6 +190,7 @@ struct pending {
 	char cache[16];
 	bool checkpoint_reply;    /* audit.checkpoint: the note goes in the reply */
 	bool already;             /* grant.import: the grant was there before */
+	bool follow_start;        /* audit.query follow: the connection follows once durable */
 	struct grant *grant;      /* grant.import: the grant imported */
 	/* token path */
 	char *token;              /* wiped before free; never logged */
@@ -265,6 +268,7 @@ void token_recheck_and_send(struct pending *p, uint64_t seq);
 json_t *broker_keys_json(struct broker *b);
 
 void admin_op(struct conn *c, struct pending *p, const char *op, json_t *req);
+void admin_follow_stop(struct conn *c);
 bool admin_op_known(const char *op);
 const char *const *admin_op_fields(const char *op);
 void officer_done(struct pending *p, uint64_t seq);

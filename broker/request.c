@@ -189,6 +189,8 @@ void pending_complete(struct pending *p, int rc, uint64_t seq)
 		pending_answer(p, seq, true);
 		return;
 	case PENDING_PLAIN:
+		if (p->follow_start && p->conn != NULL && !p->conn->dead)
+			p->conn->following = true;
 		pending_answer(p, seq, true);
 		return;
 	}

@@ -295,6 +295,7 @@ void conn_close(struct conn *c)
 
 	if (c->dead)
 		return;
+	admin_follow_stop(c);
 	c->dead = true;
 	loop_fd_del(b->loop, c->fd);
 	close(c->fd);

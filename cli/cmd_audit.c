@@ -20,6 +20,8 @@
 #define PAGE 1000
 #define TAIL_LINES 10
 #define FOLLOW_MS 250
+#define RECONNECT_MS 500
+#define SOURCE_LOST 100  /* source_query: the broker connection broke */
 
 static const char list_usage[] =
 	"Usage: custody audit list [--tenant T] [--principal P] [--event E] [--outcome O]\n"
@@ -95,7 +97,8 @@ static const char tail_usage[] =
 	"Usage: custody audit tail [--follow]\n"
 	"\n"
 	"Print the last records; with --follow keep printing new ones as they come\n"
-	"(until interrupted).\n"
+	"(until interrupted), by sequence, reconnecting when the broker restarts.\n"
+	"The broker audits when following starts and when it stops, not each poll.\n"
 	"\n"
 	"Options:\n"
 	"  -f, --follow          keep following\n"
@@ -108,6 +111,7 @@ struct aq {
 	uint64_t after_seq;
 	unsigned limit;
 	bool desc;
+	bool follow;     /* audit tail --follow: the broker audits start and stop only */
 };
 
 /* A checkpoint note from a file: the note itself, or an export (its
@@ -311,6 +315,8 @@ static int source_query(struct source *s, const struct aq *q, json_t **out)
 	req = json_pack("{s:s, s:I, s:I, s:s}", "op", "audit.query", "after_seq",
 			(json_int_t)q->after_seq, "limit", (json_int_t)q->limit, "order",
 			q->desc ? "desc" : "asc");
+	if (req != NULL && q->follow)
+		json_object_set_new(req, "follow", json_true());
 	if (req == NULL ||
 	    (q->tenant && json_object_set_new(req, "tenant", json_string(q->tenant))) ||
 	    (q->principal && json_object_set_new(req, "principal", json_string(q->principal))) ||
@@ -324,6 +330,9 @@ static int source_query(struct source *s, const struct aq *q, json_t **out)
 	memset(&e, 0, sizeof(e));
 	rc = custody_call(s->c, req, 60000, &reply, &e);
 	json_decref(req);
+	/* a follower whose broker went away reconnects (audit_tail_main) */
+	if (rc < 0 && rc != -EREMOTEIO && q->follow)
+		return SOURCE_LOST;
 	if (rc < 0)
 		return cli_report(rc, &e, s->sock);
 	recs = json_object_get(reply, "records");
@@ -936,6 +945,33 @@ static void on_signal(int sig)
 	stop_following = 1;
 }
 
+/* The broker went away under a follower (a restart, say): connect again
+ * until it answers or the user stops; following goes on from the last
+ * seq printed. 0, or an exit status. */
+static int reconnect(struct source *s, uint64_t after)
+{
+	struct custody_error e;
+	bool said = false;
+
+	custody_close(s->c);
+	s->c = NULL;
+	while (!stop_following) {
+		memset(&e, 0, sizeof(e));
+		if (custody_connect(s->sock, &s->c, &e) == 0) {
+			fprintf(stderr, "custody: reconnected to %s; following on after record %llu\n",
+				s->sock, (unsigned long long)after);
+			return 0;
+		}
+		if (!said) {
+			fprintf(stderr, "custody: the broker at %s went away; reconnecting (Ctrl-C "
+				"to stop)\n", s->sock);
+			said = true;
+		}
+		poll(NULL, 0, RECONNECT_MS);
+	}
+	return EXIT_OK;
+}
+
 static int audit_tail_main(struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -976,6 +1012,9 @@ static int audit_tail_main(struct cli_ctx *ctx, int argc, char **argv)
 	print_header(f);
 	q.desc = true;
 	q.limit = TAIL_LINES;
+	/* one record when following starts (this query), one when it stops
+	 * (the connection closes), none per poll */
+	q.follow = follow && s.c != NULL;
 	rc = source_query(&s, &q, &recs);
 	if (rc != 0)
 		goto out;
@@ -992,10 +1031,18 @@ static int audit_tail_main(struct cli_ctx *ctx, int argc, char **argv)
 		goto out;
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
-	signal(SIGPIPE, on_signal);
+	/* a closed stdout shows as a failed fflush, a broker gone as a failed
+	 * call (then reconnect): neither may kill us with SIGPIPE */
+	signal(SIGPIPE, SIG_IGN);
 	q.desc = false;
 	while (!stop_following) {
 		rc = print_page(&s, &q, f, &n);
+		if (rc == SOURCE_LOST) {
+			rc = reconnect(&s, q.after_seq);
+			if (rc != 0)
+				break;
+			continue;
+		}
 		if (rc != 0)
 			break;
 		if (fflush(stdout) != 0)

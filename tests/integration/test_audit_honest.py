@@ -27,7 +27,7 @@ import sqlite3
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Env, check  # noqa: E402
+from harness import Env, check, wait_for  # noqa: E402
 
 ORIGIN = "custody.test/audit"
 
@@ -90,9 +90,9 @@ def rewrite_store(path, drop_from, drop_count, cut_checkpoints_at):
         con.close()
 
 
-def fill(env, tenants, n):
+def fill(env, tenants, n, what="job"):
     for i in range(n):
-        r = env.token(tenants[i % len(tenants)], purpose="job %d" % i)
+        r = env.token(tenants[i % len(tenants)], purpose="%s %d" % (what, i))
         check(r.get("ok") is True, "token failed", r)
 
 
@@ -304,6 +304,60 @@ def test_names(env, tids, online):
     cli(env, "audit", "export", "--tenant", "nosuch", "--output", out, want=3)
 
 
+def test_follow(env):
+    """Issue 13 item 4: tail --follow polls by sequence with one record when
+    following starts and one when it stops, none per poll; it survives a
+    broker restart by reconnecting."""
+    import subprocess
+    import threading
+    import time
+    from harness import CUSTODY
+    env.start_broker()
+    lines = []
+    f = subprocess.Popen([CUSTODY, "--config", env.config_path, "audit", "tail", "--follow",
+                          "--format", "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+
+    def reader():
+        for line in f.stdout:
+            lines.append(line)
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: len(lines) >= 10, 10, what="the last ten records")
+        fill(env, ["contoso"], 2)
+        time.sleep(2.0)       # eight polls
+        fill(env, ["contoso"], 1)
+        wait_for(lambda: sum('"event":"token"' in x for x in lines[10:]) >= 3, 10,
+                 what="the follower to print the new tokens")
+        queries = [r for r in env.audit_records(event="admin.audit.query")
+                   if r.get("follow")]
+        check([r["follow"] for r in queries] == ["start"],
+              "one record when following starts, none per poll", queries)
+        log = env.log_text(since_start=True)
+        check(log.count("admin.audit.query") <= 3, "no log line per poll", log[-1500:])
+        # a restart: the follower reconnects and goes on by sequence
+        env.stop_broker()
+        env.start_broker()
+        fill(env, ["fabrikam"], 2, "after restart")
+        wait_for(lambda: sum("after restart 1" in x for x in lines) >= 1, 15,
+                 what="the follower to print records after the restart")
+        seqs = [json.loads(x)["seq"] for x in lines]
+        check(seqs == sorted(set(seqs)), "no record twice, none out of order", seqs[-20:])
+        check(any('"event":"start"' in x for x in lines), "the broker's start record is seen")
+    finally:
+        f.terminate()
+        f.wait(10)
+    time.sleep(0.5)
+    recs = [r for r in env.audit_records(event="admin.audit.query") if r.get("follow")]
+    follows = [r["follow"] for r in recs]
+    check(follows.count("start") == 2 and follows.count("stop") == 2,
+          "a start and a stop per connection that followed", recs)
+    err = f.stderr.read()
+    check("reconnected" in err, "the follower says it reconnected", err)
+    env.stop_broker()
+
+
 def main():
     with Env("custody-honest") as env:
         env.init_vault()
@@ -327,6 +381,7 @@ def main():
         test_wrong_key(env, vkey)
         test_origin_fixed(env)
         test_uncovered_tail(env, vkey)
+        test_follow(env)
         test_rewritten_store(env, vkey)
         # a store from before import records carried the name: offline, the
         # vault (its master key is readable here) resolves it
