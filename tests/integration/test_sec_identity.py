@@ -10,6 +10,11 @@ local uid where the attack needs one, and checks it gets nothing.
                                                    the same with accept landing after the exec
             test_2_exec_after_request              the process execs another program while
                                                    its token is fetched
+    item 3  test_3_in_place_rewrite_restored_mtime the exe_sha256 cache and a patched binary
+                                                   whose mtime was put back with utime
+    item 4  test_4_sparse_3g_exe_refused           truncate -s 3G: refused at once, loop serves
+            test_4_large_exe_hashed_off_loop       a large exe under the cap hashes on the
+                                                   worker while the admin socket answers
 """
 
 import hashlib
@@ -158,7 +163,19 @@ def setUpModule():
             with open(P[name], "w") as f:
                 f.write(text)
             os.chmod(P[name], 0o644)
-        for k in ("siem", "sleeper"):
+        # a python with 4 KiB of padding that an in-place patch can change
+        P["padded"] = os.path.join(opt, "padded-tool")
+        shutil.copy2(PYTHON, P["padded"])
+        with open(P["padded"], "ab") as f:
+            f.write(b"\0" * 4096)
+        # sparse giants: a 3 GiB one over limits.max_exe_bytes, one under it
+        P["big"] = os.path.join(opt, "big-tool")
+        shutil.copy2(PYTHON, P["big"])
+        os.truncate(P["big"], 3 << 30)
+        P["mid"] = os.path.join(opt, "mid-tool")
+        shutil.copy2(PYTHON, P["mid"])
+        os.truncate(P["mid"], 256 << 20)
+        for k in ("siem", "sleeper", "padded", "big", "mid"):
             os.chmod(P[k], 0o755)
         env.init_vault()
         env.start_idp()
@@ -170,7 +187,13 @@ def setUpModule():
              "tenants": ["*"]},
             {"name": "path-sleeper", "match": {"uid": 65532, "exe": P["sleeper"]},
              "tenants": ["*"]},
+            {"name": "hashed-padded", "match": {"uid": 65531,
+                                                "exe_sha256": sha256_file(P["padded"])},
+             "tenants": ["*"]},
+            {"name": "giant", "match": {"uid": 65530, "exe_sha256": "0" * 64},
+             "tenants": ["*"]},
         ]
+        env.config["limits"]["max_exe_bytes"] = 512 << 20
         env.config["tool_socket"]["mode"] = "0666"
         env.start_broker()
         g, P["contoso"] = env.new_tenant("contoso")
@@ -301,6 +324,77 @@ class Identity(unittest.TestCase):
                         what="token.withheld record")
         self.assertEqual(recs[-1]["outcome"], "unauthenticated")
         self.assertEqual(recs[-1]["principal"], "siem")
+
+    def test_3_in_place_rewrite_restored_mtime(self):
+        who = json_lines(as_uid(65531, [P["padded"], P["client"], env.tool_path,
+                                        req("whoami")]))[0]
+        self.assertEqual(who.get("principal"), "hashed-padded", who)   # hashed and cached
+        # the file's owner patches it in place and puts mtime back
+        st = os.stat(P["padded"])
+        with open(P["padded"], "r+b") as f:
+            f.seek(st.st_size - 100)
+            f.write(b"\x01")
+        os.utime(P["padded"], ns=(st.st_atime_ns, st.st_mtime_ns))
+        st2 = os.stat(P["padded"])
+        self.assertEqual((st2.st_ino, st2.st_size, st2.st_mtime_ns),
+                         (st.st_ino, st.st_size, st.st_mtime_ns))
+        self.assertNotEqual(st2.st_ctime_ns, st.st_ctime_ns)
+        r = json_lines(as_uid(65531, [P["padded"], P["client"], env.tool_path,
+                                      req("whoami")]))[0]
+        self.assert_refused(r)
+
+    def ping_while(self, proc):
+        """Ask the admin socket for status until proc ends: the worst
+        latency, and how many answers came."""
+        worst, n = 0.0, 0
+        end = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < end:
+            t0 = time.monotonic()
+            with env.admin(timeout=3) as a:
+                r = a.request({"op": "status"})
+            worst = max(worst, time.monotonic() - t0)
+            n += 1
+            self.assertTrue(r.get("ok"), r)
+            time.sleep(0.02)
+        return worst, n
+
+    def giant_client(self, exe):
+        return subprocess.Popen(["setpriv", "--reuid=65530", "--regid=65530", "--clear-groups",
+                                 exe, P["client"], env.tool_path, req("whoami")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def test_4_sparse_3g_exe_refused(self):
+        t0 = time.monotonic()
+        proc = self.giant_client(P["big"])
+        try:
+            worst, _ = self.ping_while(proc)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        r = json.loads(out.splitlines()[0])
+        self.assert_refused(r)
+        self.assertIn("max_exe_bytes", r["message"])
+        self.assertLess(worst, 1.0)
+        self.assertLess(time.monotonic() - t0, 30)
+
+    def test_4_large_exe_hashed_off_loop(self):
+        # 256 MiB under the 512 MiB cap: hashed (a second or more here),
+        # on the worker; the admin socket answers all along
+        proc = self.giant_client(P["mid"])
+        try:
+            worst, n = self.ping_while(proc)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        r = json.loads(out.splitlines()[0])
+        self.assert_refused(r)                        # hashed, and the hash is not the pinned one
+        self.assertIn("maps to no principal", r["message"])
+        self.assertLess(worst, 1.0, "the admin socket stalled while the exe was hashed")
+        self.assertGreater(n, 1)
 
 
 if __name__ == "__main__":
