@@ -813,6 +813,7 @@ static void op_status(struct pending *p, json_t *id, json_t *req)
 		json_object_set_new(au, "uncovered",
 				    json_integer((json_int_t)(size > cp ? size - cp : 0)));
 	}
+	json_object_set_new(st, "refusal_guard", guard_status_json(b));
 	r = reply_new(id, true);
 	json_object_set_new(r, "status", st);
 	admin_ok(p, r, NULL);

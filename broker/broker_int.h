@@ -259,6 +259,21 @@ void request_too_large(struct conn *c);
  * sender's credentials, and the connection closes after the reply. */
 void request_foreign_sender(struct conn *c, const struct ucred *sender);
 
+/* ---- the refusal guard (guard.c) ----------------------------------------- */
+
+struct refusal_guard;
+int guard_init(struct broker *b);
+void guard_fini(struct broker *b);
+/* A request of c is about to be refused (answered and audited). True:
+ * audit it as usual. False: the uid is over limits.max_refusals in its
+ * window — do not audit or answer it; the guard counted it and, unless c
+ * was closing already, sent c one unaudited rate_limited line (id) and
+ * closes it. */
+bool guard_refusal(struct conn *c, json_t *id);
+/* Write the summary record of ended windows (all: every window). */
+void guard_flush(struct broker *b, bool all);
+json_t *guard_status_json(struct broker *b);
+
 /* ---- ops ---------------------------------------------------------------- */
 
 void tool_op(struct conn *c, struct pending *p, const char *op, json_t *req);
@@ -323,6 +338,7 @@ struct broker {
 	int off_efd;
 	bool off_started, off_stop;
 	struct policy *policy;    /* grants, suspensions, lockdown, rates (policy.h) */
+	struct refusal_guard *guard;  /* refusals per uid (guard.c) */
 	struct loop_timer *expiry_timer;
 	/* stopping */
 	bool stopping;

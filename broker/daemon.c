@@ -186,6 +186,8 @@ static void begin_stop(struct broker *b, const char *why)
 		return;
 	broker_log("stopping (%s)", why);
 	util_notify("STOPPING=1");
+	/* the counts of refusals not recorded one by one go in first */
+	guard_flush(b, true);
 	b->stopping = true;
 	server_stop_listening(b);
 	if (b->expiry_timer != NULL)
@@ -300,6 +302,9 @@ static int broker_start(struct broker *b)
 	rc = loop_timer_new(b->loop, expiry_tick, b, &b->expiry_timer);
 	if (rc < 0)
 		return rc;
+	rc = guard_init(b);
+	if (rc < 0)
+		return rc;
 	rc = server_listen(b);
 	if (rc < 0)
 		return rc;
@@ -315,6 +320,7 @@ static void broker_finish(struct broker *b)
 		server_close_all(b);
 		while (b->pend_head != NULL)
 			pending_free(b->pend_head);
+		guard_fini(b);
 	}
 	if (b->tokens != NULL)
 		tokens_free(b->tokens);

@@ -227,6 +227,10 @@ static void answer_bad_extra(struct conn *c, json_t *id, const char *code, const
 	struct pending *p;
 	json_t *rec;
 
+	if (!guard_refusal(c, id)) {
+		json_decref(extra);
+		return;
+	}
 	if (close_after)
 		c->closing = true;
 	p = pending_new(b, c);

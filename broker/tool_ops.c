@@ -41,8 +41,17 @@ static void answer_error(struct pending *p, const char *event, json_t *id, const
 			 const char *message, json_t *extra_rec)
 {
 	struct broker *b = p->b;
-	json_t *rec = record_new(b, event, code, p->conn, p->principal_name, id);
+	json_t *rec;
 
+	/* refusals of callers that map to no principal, and malformed
+	 * requests, are what a flood is made of: bounded per uid */
+	if (p->conn != NULL && (p->principal_name[0] == '\0' || strcmp(code, "bad_request") == 0) &&
+	    !guard_refusal(p->conn, id)) {
+		json_decref(extra_rec);
+		pending_free(p);
+		return;
+	}
+	rec = record_new(b, event, code, p->conn, p->principal_name, id);
 	p->reply = reply_error(id, code, "%s", message);
 	if (rec != NULL) {
 		json_object_set_new(rec, "error", json_string(code));

@@ -7,7 +7,9 @@ static const char usage[] =
 	"Usage: custody status [--json]\n"
 	"\n"
 	"The broker's health: uptime, lockdown, grants by state, suspended\n"
-	"principals, requests by outcome, token cache, upstream and audit.\n"
+	"principals, requests by outcome, token cache, upstream, audit and the\n"
+	"refusal guard (refused requests per uid audited one by one, and the\n"
+	"uids over that limit now).\n"
 	"Exit 5 when the broker is not reachable.\n"
 	"\n"
 	"Options:\n"
@@ -66,6 +68,25 @@ static void print_status(json_t *s)
 	       (long long)num(s, "audit", "checkpoint_size"), (long long)num(s, "audit", "uncovered"));
 	printf("connections: %lld tool, %lld admin\n", (long long)num(s, "connections", "tool"),
 	       (long long)num(s, "connections", "admin"));
+	v = json_object_get(s, "refusal_guard");
+	if (json_is_object(v)) {
+		json_t *u;
+
+		printf("refusal guard: %lld per uid in %lld s audited one by one; %lld more counted only, %lld connections closed",
+		       (long long)num(s, "refusal_guard", "max_refusals"),
+		       (long long)num(s, "refusal_guard", "window_s"),
+		       (long long)num(s, "refusal_guard", "not_recorded_total"),
+		       (long long)num(s, "refusal_guard", "connections_closed_total"));
+		n = 0;
+		json_array_foreach(json_object_get(v, "limited_uids"), i, u) {
+			printf("%s uid %lld (%lld refused, %lld s left)", n ? "," : "; limited now:",
+			       (long long)json_integer_value(json_object_get(u, "uid")),
+			       (long long)json_integer_value(json_object_get(u, "refused")),
+			       (long long)json_integer_value(json_object_get(u, "window_left_s")));
+			n++;
+		}
+		printf("\n");
+	}
 }
 
 int cmd_status(struct cli_ctx *ctx, int argc, char **argv)

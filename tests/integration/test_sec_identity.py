@@ -15,6 +15,8 @@ local uid where the attack needs one, and checks it gets nothing.
     item 4  test_4_sparse_3g_exe_refused           truncate -s 3G: refused at once, loop serves
             test_4_large_exe_hashed_off_loop       a large exe under the cap hashes on the
                                                    worker while the admin socket answers
+    item 5  test_5_pipelined_flood                 20,000 pipelined refused lines from one
+                                                   connection: bounded records, one summary
 """
 
 import hashlib
@@ -49,8 +51,11 @@ for i, req in enumerate(sys.argv[2:]):
     o = json.loads(req)
     o.setdefault("v", 1)
     o.setdefault("id", i + 1)
-    s.sendall(json.dumps(o).encode() + b"\n")
-    line = f.readline()
+    try:
+        s.sendall(json.dumps(o).encode() + b"\n")
+        line = f.readline()
+    except OSError:
+        line = b""
     print(line.decode().strip() if line else json.dumps({"closed": True}), flush=True)
 '''
 
@@ -98,6 +103,33 @@ finally:
 
 # run by the allowed binary: connect, ask for a token (the IdP is slow),
 # then exec another program that keeps the socket and reads the reply.
+# pipeline every line of a file on one connection, read replies until EOF
+FLOODER = r'''
+import json, socket, sys, threading
+path, lines_file = sys.argv[1:3]
+data = open(lines_file, "rb").read()
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(30)
+s.connect(path)
+def pump():
+    try:
+        s.sendall(data)
+    except OSError:
+        pass
+t = threading.Thread(target=pump, daemon=True)
+t.start()
+f = s.makefile("rb")
+replies = []
+try:
+    for line in f:
+        replies.append(json.loads(line))
+except OSError:
+    pass
+limited = [r for r in replies if r.get("error") == "rate_limited"]
+print(json.dumps({"n": len(replies), "limited": limited,
+                  "codes": sorted(set(r.get("error", "ok") for r in replies))}))
+'''
+
 EXECER = r'''
 import json, os, socket, sys, time
 path, other, req = sys.argv[1:4]
@@ -158,7 +190,8 @@ def setUpModule():
         shutil.copy2(PYTHON, P["siem"])
         P["sleeper"] = os.path.join(opt, "sleeper")         # an allowed binary that holds
         shutil.copy2(SLEEP, P["sleeper"])                   # its inherited socket
-        for name, text in (("client", CLIENT), ("forker", FORKER), ("execer", EXECER)):
+        for name, text in (("client", CLIENT), ("forker", FORKER), ("execer", EXECER),
+                           ("flooder", FLOODER)):
             P[name] = os.path.join(env.base, name + ".py")
             with open(P[name], "w") as f:
                 f.write(text)
@@ -194,6 +227,8 @@ def setUpModule():
              "tenants": ["*"]},
         ]
         env.config["limits"]["max_exe_bytes"] = 512 << 20
+        env.config["limits"]["max_refusals"] = 20
+        env.config["limits"]["refusal_window_s"] = 3
         env.config["tool_socket"]["mode"] = "0666"
         env.start_broker()
         g, P["contoso"] = env.new_tenant("contoso")
@@ -395,6 +430,50 @@ class Identity(unittest.TestCase):
         self.assertIn("maps to no principal", r["message"])
         self.assertLess(worst, 1.0, "the admin socket stalled while the exe was hashed")
         self.assertGreater(n, 1)
+
+    def test_5_pipelined_flood(self):
+        uid = 65529                     # maps to no principal
+        lines = os.path.join(P["drop"], "flood.ndjson")
+        with open(lines, "wb") as f:
+            for i in range(20000):
+                f.write(json.dumps({"v": 1, "id": i, "op": "whoami"}).encode() + b"\n")
+        os.chmod(lines, 0o644)
+        t0 = time.monotonic()
+        res = json.loads(as_uid(uid, [PYTHON, P["flooder"], env.tool_path, lines]).stdout)
+        # the first 20 refusals are answered (and audited), the next gets
+        # one unaudited rate_limited line (it may overtake the others: a
+        # client matches replies by id), and the connection is closed
+        self.assertEqual(res["n"], 21, res)
+        self.assertEqual(len(res["limited"]), 1, res)
+        self.assertEqual(res["limited"][0]["id"], 20, res)
+        self.assertIn("too many refused requests", res["limited"][0]["message"])
+        self.assertEqual(res["codes"], ["rate_limited", "unauthenticated"])
+        # another connection of that uid in the window: closed at its first refusal
+        again = json_lines(as_uid(uid, [PYTHON, P["client"], env.tool_path, req("whoami"),
+                                        req("whoami")]))
+        self.assertEqual(again[0].get("error"), "rate_limited", again)
+        self.assertEqual(again[1], {"closed": True})
+        # the guard shows in status while the window lasts
+        st = env.admin_request("status")["status"]["refusal_guard"]
+        limited = [u for u in st["limited_uids"] if u["uid"] == uid]
+        self.assertEqual(len(limited), 1, st)
+        self.assertGreaterEqual(st["not_recorded_total"], 2)
+        cli = env.run_cli("status")
+        self.assertIn("refusal guard:", cli.stdout)
+        self.assertIn("uid %d" % uid, cli.stdout)
+        self.assertLess(time.monotonic() - t0, 3, "the test needs the window still open")
+        # when the window ends: one summary record with the count
+        summ = wait_for(lambda: [r for r in env.audit_records(event="refusals.limited")
+                                 if r["peer"]["uid"] == uid], 10, step=0.5,
+                        what="the summary record")
+        self.assertEqual(len(summ), 1, summ)
+        self.assertGreaterEqual(summ[0]["not_recorded"], 2)
+        self.assertEqual(summ[0]["refused"], 20 + summ[0]["not_recorded"])
+        mine = [r for r in env.audit_records(event="whoami") if r["peer"]["uid"] == uid]
+        self.assertEqual(len(mine), 20)
+        # a flood of 20,000 lines cost 21 records in all
+        allmine = [r for r in env.audit_records() if r.get("peer", {}).get("uid") == uid]
+        self.assertEqual(len(allmine), 21, [r["event"] for r in allmine])
 
 
 if __name__ == "__main__":
