@@ -15,7 +15,8 @@
  * "admin.<op>" for every admin op. Others (from newer parts) are accepted
  * when the store holds them. */
 static const char *const events[] = {
-	"token", "ping", "whoami", "tenants", "keys", "request", "start", "stop", "reload",
+	"token", "token.withheld", "ping", "whoami", "tenants", "keys", "request",
+	"refusals.limited", "start", "stop", "reload",
 	"grant.expired", "admin.grant.import", "admin.grant.list", "admin.grant.show",
 	"admin.grant.revoke", "admin.principal.suspend", "admin.principal.resume",
 	"admin.lockdown", "admin.unlock", "admin.status", "admin.reload", "admin.audit.query",
