@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """check_version.py — `custody --version` and `custodyd --version` print the
 version meson holds (DESIGN §13), and no source file spells that version
-out itself: the one copy is project() in meson.build.
+out itself: the one copy is project() in meson.build (and debian/changelog,
+which Debian needs, must say the same).
 
     check_version.py VERSION CUSTODY CUSTODYD SOURCE_DIR
 """
@@ -34,6 +35,13 @@ def main():
                                                  and line.strip().startswith("version")):
                         bad.append("%s:%d hard-codes the version: %s"
                                    % (os.path.relpath(path, src), n, line.strip()))
+    # The one copy Debian needs: debian/changelog must name the same
+    # upstream version, or the package would say another.
+    with open(os.path.join(src, "debian", "changelog")) as f:
+        m = re.match(r"custody \(([^)]+)\)", f.readline())
+    if m is None or m.group(1).split("-")[0] != version:
+        bad.append("debian/changelog's first entry is %s, meson says %s: add a changelog "
+                   "entry (dch -v %s)" % (m.group(1) if m else "unreadable", version, version))
     for b in bad:
         print("FAIL:", b, file=sys.stderr)
     if bad:
