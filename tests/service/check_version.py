@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""check_version.py — `custody --version` and `custodyd --version` print the
+"""check_version.py — `custody --version`, `custodyd --version` (and `custody-alerts --version`) print the
 version meson holds (DESIGN §13), and no source file spells that version
 out itself: the one copy is project() in meson.build (and debian/changelog,
 which Debian needs, must say the same).
 
-    check_version.py VERSION CUSTODY CUSTODYD SOURCE_DIR
+    check_version.py VERSION CUSTODY CUSTODYD SOURCE_DIR [CUSTODY_ALERTS]
 """
 import os
 import re
@@ -14,8 +14,10 @@ import sys
 
 def main():
     version, custody, custodyd, src = sys.argv[1:5]
+    programs = [(custody, "custody"), (custodyd, "custodyd")]
+    programs += [(exe, "custody-alerts") for exe in sys.argv[5:6]]
     bad = []
-    for exe, name in ((custody, "custody"), (custodyd, "custodyd")):
+    for exe, name in programs:
         p = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10)
         if p.returncode != 0 or p.stdout != "%s %s\n" % (name, version) or p.stderr:
             bad.append("%s --version: exit %d, stdout %r, stderr %r (expected %r)"
@@ -46,7 +48,8 @@ def main():
         print("FAIL:", b, file=sys.stderr)
     if bad:
         return 1
-    print("ok: custody and custodyd print %s; no other copy of it in the sources" % version)
+    print("ok: %s print %s; no other copy of it in the sources"
+          % (", ".join(n for _, n in programs), version))
     return 0
 
 
