@@ -161,6 +161,17 @@ struct audit_verify_opts {
 	 * earlier verification or export), or NULL: the log must hold exactly
 	 * the tree it signed (the root at its size must match) */
 	const char *checkpoint;
+	/* Each record, in seq order, once its own checks passed (leaf hash,
+	 * inclusion proof, tenant chain): custody audit report builds its page
+	 * from these alone. body: the stored bytes, NUL-terminated, valid
+	 * during the call; parsed: the body as the verifier parsed it (exports;
+	 * borrowed: json_incref to keep it) or NULL (databases, read with
+	 * SQLite). A record handed over is not proven yet: only the result
+	 * says the whole file held. Returns 0 or a negative errno, which stops
+	 * the verification and is returned (-EBADMSG becomes -EIO: a caller's
+	 * failure never reads as tampering). NULL: nobody watches. */
+	int (*on_record)(void *ctx, uint64_t seq, const char *body, size_t len, json_t *parsed);
+	void *ctx;
 };
 
 /* The result, filled as far as verification got (records and tenants

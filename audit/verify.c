@@ -47,11 +47,27 @@ struct vderived {
 struct vstate {
 	const struct note_key *key;
 	const struct note_checkpoint *trusted; /* opts.checkpoint, parsed */
+	const struct audit_verify_opts *o;     /* on_record */
 	struct tenant_map tenants;
 	struct merkle_range range;
 	struct vderived d;
 	struct cerr *err;
 };
+
+/* Hand a checked record to the caller (opts.on_record). */
+static int record_seen(struct vstate *v, uint64_t seq, const char *body, size_t len,
+		       json_t *parsed)
+{
+	int rc;
+
+	if (v->o == NULL || v->o->on_record == NULL)
+		return 0;
+	rc = v->o->on_record(v->o->ctx, seq, body, len, parsed);
+	if (rc < 0)
+		return cerr_set(v->err, rc == -EBADMSG ? -EIO : rc, "record %" PRIu64 ": %s", seq,
+				strerror(-rc));
+	return 0;
+}
 
 static void cps_free(struct stored_cp *cps, size_t n)
 {
@@ -637,6 +653,9 @@ static int verify_rows(sqlite3 *db, struct vstate *v, struct stored_cp *cps, siz
 		pthread_mutex_unlock(&vp->lock);
 		for (size_t i = 0; i < b->n && rc == 0; i++) {
 			rc = verify_row(v, b, &b->rows[i], expect);
+			if (rc == 0)
+				rc = record_seen(v, expect, b->arena + b->rows[i].body,
+						 b->rows[i].body_len, NULL);
 			if (rc < 0)
 				break;
 			merkle_range_append(&v->range, (const uint8_t *)b->rows[i].leafcol);
@@ -697,6 +716,7 @@ static int opts_load(const struct audit_verify_opts *o, struct vstate *v, struct
 	struct cerr e2 = {{0}};
 	int rc;
 
+	v->o = o;
 	if (o->vkey != NULL) {
 		rc = note_vkey_parse(o->vkey, key, err);
 		if (rc < 0)
@@ -1042,6 +1062,11 @@ static int export_records(struct vstate *v, json_t *recs, json_t *prev, const ch
 			/* no record may start anywhere: it chains to nothing
 			 * (tenant_seq 1) or to the record before the window */
 			rc = chain_check(v, tenant, &cf, seq, leaf, false);
+		if (rc == 0) {
+			json_t *jb = json_object_get(r, "body");
+
+			rc = record_seen(v, seq, json_string_value(jb), json_string_length(jb), body);
+		}
 		json_decref(body);
 		if (rc < 0)
 			return rc;

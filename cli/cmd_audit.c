@@ -1,4 +1,4 @@
-/* cmd_audit.c — custody audit list|export|verify|tail.
+/* cmd_audit.c — custody audit list|export|verify|report|tail.
  *
  * list/export/tail ask the running broker (admin socket, role auditor) and,
  * when it does not run, read the database file read-only. verify is
@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "report.h"
 #include "vault.h"
 
 #define PAGE 1000
@@ -92,6 +93,33 @@ static const char verify_usage[] =
 	"  --quorum N            how many of the --witness keys must have cosigned\n"
 	"                        (default: all); timestamps must not be in the future\n"
 	CLI_COMMON_HELP;
+
+static const char report_usage[] =
+	"Usage: custody audit report (--export FILE | --db FILE) [--key VKEY]\n"
+	"                            [--checkpoint NOTE] [--witness WKEY]... [--quorum N]\n"
+	"                            --output FILE\n"
+	"\n"
+	"Verify, then write the audit trail as one self-contained HTML page to read in\n"
+	"a browser or print: the verdict, the period, tokens issued and refused per\n"
+	"day, accesses by principal, purpose and scope, refusals by reason, every\n"
+	"officer action with its reason, and every token with its SHA-256, uti and\n"
+	"client-request-id for matching against Entra sign-in logs. The page runs no\n"
+	"script and loads nothing. When verification fails the page is still\n"
+	"written, with the first mismatch in red, and the exit status is 6.\n"
+	"\n"
+	"Options:\n"
+	"  --export FILE         a tenant export (the customer's view)\n"
+	"  --db FILE             an audit database: every tenant, one section each\n"
+	"  --key VKEY            the verifier key (or a file holding it); default: the\n"
+	"                        audit_verifier_key 'custody keys' prints\n"
+	"  --checkpoint NOTE     a checkpoint you kept (a note, or the export it came in):\n"
+	"                        the log must match it, as with 'audit verify'\n"
+	"  --witness WKEY        a witness's key (or a file holding it; repeatable): the\n"
+	"                        checkpoint must carry its valid cosignature, as with\n"
+	"                        'audit verify --witness'; the banner lists them\n"
+	"  --quorum N            how many of the --witness keys must have cosigned\n"
+	"                        (default: all of them)\n"
+	"  --output FILE         where to write the page (required)\n" CLI_COMMON_HELP;
 
 static const char tail_usage[] =
 	"Usage: custody audit tail [--follow]\n"
@@ -937,6 +965,236 @@ out:
 	return rc;
 }
 
+#define REPORT_WITNESS_MAX AUDIT_WITNESS_MAX
+
+/* --witness for the report: the checkpoint the page shows (an export's,
+ * or for a store the newest witnessed one) must carry quorum valid
+ * cosignatures. 0, -EBADMSG (err says what is missing), other -errno. */
+static int report_witnessed(const char *db, const struct audit_verify_stats *st,
+			    const struct audit_vkey *keys, size_t n, unsigned quorum,
+			    struct audit_witness_check *wc, struct cerr *err)
+{
+	int64_t now_s = util_now_us() / 1000000;
+	char why[CERR_MAX / 2];
+	struct cerr e2 = { "" };
+	int rc;
+
+	if (db != NULL)
+		return audit_verify_db_witnessed(db, keys, n, quorum, now_s, wc, err);
+	if (!st->have_cp || st->cp_note[0] == '\0')
+		return cerr_set(err, -EBADMSG, "the export's checkpoint cannot be checked for "
+				"witnesses (none, or its note is too long)");
+	rc = audit_witness_check_note(st->cp_note, keys, n, now_s, wc, &e2);
+	if (rc < 0)
+		return cerr_set(err, rc, "export checkpoint: %s", e2.msg);
+	if (wc->valid < quorum) {
+		audit_witness_check_describe(wc, keys, n, why, sizeof(why));
+		return cerr_set(err, -EBADMSG, "the checkpoint at size %llu carries %u of the %u "
+				"required witness cosignatures (%s)", (unsigned long long)wc->size,
+				wc->valid, quorum, why[0] ? why : "none given");
+	}
+	return 0;
+}
+
+static int audit_report_main(struct cli_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		CLI_COMMON_OPTIONS,
+		{ "db", required_argument, NULL, 'd' },
+		{ "export", required_argument, NULL, 'x' },
+		{ "key", required_argument, NULL, 'k' },
+		{ "checkpoint", required_argument, NULL, 'c' },
+		{ "witness", required_argument, NULL, 'w' },
+		{ "quorum", required_argument, NULL, 'q' },
+		{ "output", required_argument, NULL, 'o' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *db = NULL, *export = NULL, *key_arg = NULL, *output = NULL, *what;
+	const char *cp_file = NULL;
+	struct audit_vkey wkeys[REPORT_WITNESS_MAX];
+	struct audit_witness_check wc = { 0 };
+	unsigned long quorum = 0;
+	char *witness[REPORT_WITNESS_MAX] = { NULL }, *vkey = NULL, *page = NULL, *trusted = NULL;
+	char *end;
+	struct report_verdict verdict = { 0 };
+	struct audit_verify_stats *st = NULL;
+	struct audit_verify_opts vo = { 0 };
+	struct cerr err = { "" };
+	struct report *rep = NULL;
+	size_t n_witness = 0, page_len = 0;
+	json_t *keys = NULL;
+	FILE *mem = NULL;
+	int c, rc, vrc, status = EXIT_OK;
+
+	cli_getopt_reset();
+	if (cli_exact_options("audit report", argc, argv, opts) != 0)
+		return EXIT_USAGE;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': db = optarg; continue;
+		case 'x': export = optarg; continue;
+		case 'k': key_arg = optarg; continue;
+		case 'c': cp_file = optarg; continue;
+		case 'o': output = optarg; continue;
+		case 'q':
+			errno = 0;
+			quorum = strtoul(optarg, &end, 10);
+			if (errno || *end || end == optarg || optarg[0] == '-' || quorum == 0 ||
+			    quorum > REPORT_WITNESS_MAX) {
+				rc = cli_usage_error("audit report", "--quorum: '%s' is not a number "
+						     "from 1 to %d", optarg, REPORT_WITNESS_MAX);
+				goto out;
+			}
+			continue;
+		case 'w':
+			if (n_witness == REPORT_WITNESS_MAX) {
+				rc = cli_usage_error("audit report", "--witness: at most %d keys",
+						     REPORT_WITNESS_MAX);
+				goto out;
+			}
+			witness[n_witness] = load_vkey(optarg);
+			if (witness[n_witness++] == NULL) {
+				rc = cli_fail(EXIT_ERROR, "out of memory");
+				goto out;
+			}
+			continue;
+		default: break;
+		}
+		if (cli_common_stop(ctx, c, report_usage, &status)) {
+			rc = status;
+			goto out;
+		}
+	}
+	if (optind != argc) {
+		rc = cli_usage_error("audit report", "unexpected argument '%s'", argv[optind]);
+		goto out;
+	}
+	if ((db == NULL) == (export == NULL)) {
+		rc = cli_usage_error("audit report", "give --export FILE or --db FILE (one of them)");
+		goto out;
+	}
+	if (output == NULL) {
+		rc = cli_usage_error("audit report", "--output FILE is required");
+		goto out;
+	}
+	for (size_t i = 0; i < n_witness; i++)
+		if (audit_vkey_parse(witness[i], AUDIT_SIG_TYPE_COSIG_V1, &wkeys[i], &err) < 0) {
+			rc = cli_usage_error("audit report", "--witness: %s", err.msg);
+			goto out;
+		}
+	if (quorum > n_witness) {
+		rc = cli_usage_error("audit report", "--quorum %lu: only %zu --witness keys given",
+				     quorum, n_witness);
+		goto out;
+	}
+	if (quorum == 0)
+		quorum = n_witness;
+	if (cp_file != NULL) {
+		rc = checkpoint_load("--checkpoint", cp_file, &trusted);
+		if (rc != 0)
+			goto out;
+	}
+	if (key_arg != NULL) {
+		vkey = load_vkey(key_arg);
+	} else {
+		rc = cli_keys_get(ctx, &keys);
+		if (rc != 0) {
+			fprintf(stderr, "custody: without a config, pass the verifier key: --key VKEY\n");
+			goto out;
+		}
+		vkey = strdup(json_string_value(json_object_get(keys, "audit_verifier_key")));
+	}
+	st = calloc(1, sizeof(*st));
+	if (vkey == NULL || st == NULL || report_new(db != NULL, &rep) < 0) {
+		rc = cli_fail(EXIT_ERROR, "out of memory");
+		goto out;
+	}
+	/* the page is built only from what the verifier hands over */
+	vo.vkey = vkey;
+	vo.checkpoint = trusted;
+	vo.on_record = report_record;
+	vo.ctx = rep;
+	what = export ? export : db;
+	vrc = export ? audit_verify_export_with(export, &vo, st, &err)
+		     : audit_verify_db_with(db, &vo, st, &err);
+	if (vrc == 0 && n_witness > 0) {
+		vrc = report_witnessed(db, st, wkeys, n_witness, (unsigned)quorum, &wc, &err);
+		if (vrc == -EBADMSG)
+			verdict.outcome = REPORT_UNWITNESSED;
+	}
+	switch (vrc) {
+	case 0:
+		verdict.outcome = st->uncovered ? REPORT_PARTLY : REPORT_VERIFIED;
+		break;
+	case -EBADMSG:
+		if (verdict.outcome != REPORT_UNWITNESSED)
+			verdict.outcome = REPORT_TAMPERED;
+		break;
+	case -EKEYREJECTED:
+		verdict.outcome = REPORT_WRONG_KEY;
+		break;
+	case -ENODATA:
+		verdict.outcome = REPORT_INCOMPLETE;
+		break;
+	default:
+		/* unreadable, a malformed key or checkpoint: nothing to show, no page */
+		rc = cli_fail(EXIT_ERROR, "cannot verify %s: %s; check the path, permissions, --key "
+			      "and --checkpoint", what, err.msg[0] ? err.msg : strerror(-vrc));
+		goto out;
+	}
+	verdict.source = what;
+	verdict.is_db = db != NULL;
+	verdict.vkey = vkey;
+	verdict.message = err.msg[0] ? err.msg : NULL;
+	verdict.st = st;
+	verdict.wkeys = wkeys;
+	verdict.n_witness = n_witness;
+	verdict.wcheck = &wc;
+	verdict.quorum = (unsigned)quorum;
+	mem = open_memstream(&page, &page_len);
+	if (mem == NULL || report_write(rep, &verdict, mem) < 0 || fclose(mem) != 0) {
+		mem = NULL;
+		rc = cli_fail(EXIT_ERROR, "cannot write the report: out of memory");
+		goto out;
+	}
+	mem = NULL;
+	rc = util_write_file(output, page, page_len, 0644);
+	if (rc < 0) {
+		rc = cli_fail(EXIT_ERROR, "cannot write %s: %s; check the --output path", output,
+			      strerror(-rc));
+		goto out;
+	}
+	if (vrc < 0) {
+		/* as audit verify: exit 6, whatever kept the verdict from green */
+		rc = cli_fail(EXIT_VERIFY, "audit verification %s for %s: %s; the report %s says so "
+			      "in red", vrc == -ENODATA ? "INCOMPLETE" : vrc == -EKEYREJECTED
+			      ? "not possible (wrong key)" : "FAILED", what,
+			      err.msg[0] ? err.msg : "a record does not match", output);
+		goto out;
+	}
+	if (st->uncovered)
+		printf("partly verified: %s: %llu records from seq %llu on are not under a signed "
+		       "checkpoint yet; wrote the report to %s\n", what,
+		       (unsigned long long)st->uncovered, (unsigned long long)st->uncovered_from,
+		       output);
+	else
+		printf("ok: %s verified: %llu records; wrote the report to %s\n", what,
+		       (unsigned long long)st->records, output);
+	rc = EXIT_OK;
+out:
+	if (mem != NULL)
+		fclose(mem);
+	free(page);
+	report_free(rep);
+	json_decref(keys);
+	free(st);
+	free(vkey);
+	free(trusted);
+	for (size_t i = 0; i < n_witness; i++)
+		free(witness[i]);
+	return rc;
+}
+
 static volatile sig_atomic_t stop_following;
 
 static void on_signal(int sig)
@@ -1064,6 +1322,7 @@ int cmd_audit(struct cli_ctx *ctx, int argc, char **argv)
 		{ "list", audit_list_main, "list records (filters, table/json/csv)" },
 		{ "export", audit_export_main, "a tenant's records with proofs, for the customer" },
 		{ "verify", audit_verify_main, "verify a database or an export offline" },
+		{ "report", audit_report_main, "verify, then write the trail as an HTML page" },
 		{ "tail", audit_tail_main, "the last records; --follow for new ones" },
 		{ NULL, NULL, NULL },
 	};

@@ -47,8 +47,9 @@ static const char usage[] =
 	"local HTTPS identity provider, a customer sealing a grant, the MSSP\n"
 	"importing it, a tool getting a token and reading alerts with it, an\n"
 	"officer revoking it, the tool refused, the audit trail listed and\n"
-	"verified (and a tampered copy caught). Then it stops everything it\n"
-	"started. Exit 0 only when every step did what it should.\n"
+	"verified (and a tampered copy caught), and the customer's report written as\n"
+	"a web page (kept, and its path printed, even without --keep). Then it stops\n"
+	"everything it started. Exit 0 only when every step did what it should.\n"
 	"Needs python3 and openssl; finds tests/fixtures/idp.py through\n"
 	"$CUSTODY_SOURCE_DIR and custodyd through $CUSTODYD (defaults: the build tree).\n"
 	"\n"
@@ -66,6 +67,7 @@ struct demo {
 	char ca[PATH_MAX];
 	int step;
 	int failed;
+	bool report;              /* the customer's report was written */
 };
 
 /* Interrupted (^C, SIGTERM): stop the servers at once, so the step running
@@ -569,6 +571,48 @@ static int tamper_copy(struct demo *d, const char *src, const char *dst)
 	return 0;
 }
 
+/* ---- the customer's report ---------------------------------------------- */
+
+#define DEMO_REPORT "customer/contoso-report.html"
+
+/* The last step: the customer turns its verified export into the page it
+ * reads (custody audit report). */
+static int demo_report(struct demo *d)
+{
+	if (custody(d, "the customer reads its verified trail as a web page", 0, NULL, "audit",
+		    "report", "--export", "customer/contoso-audit.json", "--key",
+		    "customer/audit.vkey", "--output", DEMO_REPORT, NULL) < 0)
+		return -1;
+	d->report = true;
+	return 0;
+}
+
+/* Where the report stays once the demo is over: in the kept directory, or
+ * moved out of the directory about to be removed. Fills out ("" when there
+ * is none). */
+static void demo_report_keep(struct demo *d, bool keep, char out[static PATH_MAX])
+{
+	const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	int fd;
+
+	out[0] = '\0';
+	if (!d->report)
+		return;
+	if (keep) {
+		snprintf(out, PATH_MAX, "%s", path_in(d, DEMO_REPORT));
+		return;
+	}
+	snprintf(out, PATH_MAX, "%s/custody-demo-report.XXXXXX.html", tmp);
+	fd = mkstemps(out, 5);
+	if (fd < 0 || rename(path_in(d, DEMO_REPORT), out) < 0) {
+		if (fd >= 0)
+			unlink(out);
+		out[0] = '\0';
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
 /* ---- setup and teardown ------------------------------------------------ */
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -731,6 +775,8 @@ static int run_story(struct demo *d)
 	if (custody(d, "verification catches it (exit 6)", EXIT_VERIFY, NULL, "audit", "verify",
 		    "--db", "tampered.db", "--key", "customer/audit.vkey", NULL) < 0)
 		goto out;
+	if (demo_report(d) < 0)
+		goto out;
 	rc = 0;
 out:
 	free(out);
@@ -744,6 +790,7 @@ int cmd_demo(struct cli_ctx *ctx, int argc, char **argv)
 		CLI_COMMON_OPTIONS, { "keep", no_argument, NULL, 'k' }, { NULL, 0, NULL, 0 },
 	};
 	struct demo d;
+	char report[PATH_MAX];
 	bool keep = false;
 	int c, rc, st = EXIT_OK;
 
@@ -781,6 +828,7 @@ int cmd_demo(struct cli_ctx *ctx, int argc, char **argv)
 	stop_pid(&d.broker_pid, "custodyd");
 	stop_pid(&d.idp_pid, "the identity provider");
 	curl_global_cleanup();
+	demo_report_keep(&d, keep, report);
 	if (keep)
 		printf("kept %s (custody.json, custodyd.log, idp.log, state/audit.db)\n", d.dir);
 	else
@@ -794,5 +842,7 @@ int cmd_demo(struct cli_ctx *ctx, int argc, char **argv)
 		return EXIT_ERROR;
 	}
 	printf("demo ok: every step did what it should; everything it started is stopped\n");
+	if (report[0])
+		printf("the customer's report: %s (open it in a browser)\n", report);
 	return EXIT_OK;
 }

@@ -33,7 +33,7 @@ def main():
         check(len(steps) >= 15, "one narrated line per step", len(steps))
         for must in ("custody init", "custody keys --json", "custody grant seal",
                      "custody grant import contoso.grant --probe", "custody grant revoke",
-                     "custody audit verify"):
+                     "custody audit verify", "custody audit report"):
             check(any(must in l for l in steps), "narration shows %r" % must, steps)
         check(re.search(r"stays? valid at the provider until", p.stdout), "the exposure window is shown")
         check("(revoked)" in p.stdout or "revoked" in p.stdout, "the refusal is shown")
@@ -68,8 +68,15 @@ def main():
         p = subprocess.run([CUSTODY, "demo"], capture_output=True, text=True, timeout=300,
                            env=env)
         check(p.returncode == 0, "second demo run exits 0", p.stdout[-2000:], p.stderr[-2000:])
-        check(os.listdir(tmp) == [], "demo without --keep removes its directory",
-              os.listdir(tmp))
+        # ... all but the customer's report, whose path it prints last
+        m = re.search(r"the customer's report: (\S+) \(open it in a browser\)", p.stdout)
+        check(m and os.path.isfile(m.group(1)), "the demo prints its report's path", p.stdout[-500:])
+        with open(m.group(1)) as f:
+            page = f.read()
+        check("<h1>Verified</h1>" in page and "Content-Security-Policy" in page,
+              "the demo's report is a verified page", page[:500])
+        check(os.listdir(tmp) == [os.path.basename(m.group(1))],
+              "demo without --keep removes its directory", os.listdir(tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("ok: test_demo")
