@@ -20,14 +20,6 @@
 #define AUDIT_QUERY_MAX 10000
 #define EXPOSURE_LOOKBACK_US (24LL * 3600 * 1000000)
 
-struct admin_op {
-	const char *name;
-	enum broker_role role;
-	const char *const *fields;
-	void (*run)(struct pending *p, json_t *id, json_t *req);
-	bool officer;     /* checkpoint after the record */
-};
-
 static const char *const f_none[] = {NULL};
 static const char *const f_import[] = {"sealed", "probe", NULL};
 static const char *const f_list[] = {"tenant", NULL};
@@ -40,6 +32,8 @@ static const char *const f_query[] = {"tenant", "principal", "event", "outcome",
 				      "until", "after_seq", "limit", "order", "follow", NULL};
 static const char *const f_export[] = {"tenant", "since", "until", "from_checkpoint", NULL};
 
+static void officer_durable(struct pending *p, uint64_t seq);
+static void checkpoint_durable(struct pending *p, uint64_t seq);
 static void op_import(struct pending *p, json_t *id, json_t *req);
 static void op_list(struct pending *p, json_t *id, json_t *req);
 static void op_show(struct pending *p, json_t *id, json_t *req);
@@ -53,42 +47,6 @@ static void op_reload(struct pending *p, json_t *id, json_t *req);
 static void op_query(struct pending *p, json_t *id, json_t *req);
 static void op_export(struct pending *p, json_t *id, json_t *req);
 static void op_checkpoint(struct pending *p, json_t *id, json_t *req);
-
-static const struct admin_op ops[] = {
-	{"grant.import", ROLE_ADMIN, f_import, op_import, false},
-	{"grant.list", ROLE_AUDITOR, f_list, op_list, false},
-	{"grant.show", ROLE_AUDITOR, f_show, op_show, false},
-	{"grant.revoke", ROLE_OFFICER, f_revoke, op_revoke, true},
-	{"principal.suspend", ROLE_OFFICER, f_suspend, op_suspend, true},
-	{"principal.resume", ROLE_OFFICER, f_resume, op_resume, true},
-	{"lockdown", ROLE_OFFICER, f_lockdown, op_lockdown, true},
-	{"unlock", ROLE_OFFICER, f_none, op_unlock, true},
-	{"status", ROLE_AUDITOR, f_none, op_status, false},
-	{"reload", ROLE_ADMIN, f_none, op_reload, false},
-	{"audit.query", ROLE_AUDITOR, f_query, op_query, false},
-	{"audit.export", ROLE_AUDITOR, f_export, op_export, false},
-	{"audit.checkpoint", ROLE_OFFICER, f_none, op_checkpoint, true},
-};
-
-static const struct admin_op *find_op(const char *name)
-{
-	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
-		if (strcmp(ops[i].name, name) == 0)
-			return &ops[i];
-	return NULL;
-}
-
-bool admin_op_known(const char *op)
-{
-	return find_op(op) != NULL;
-}
-
-const char *const *admin_op_fields(const char *op)
-{
-	const struct admin_op *o = find_op(op);
-
-	return o ? o->fields : f_none;
-}
 
 static bool holds_role(const struct broker *b, const struct peer *peer, enum broker_role r)
 {
@@ -128,7 +86,7 @@ static void admin_fail(struct pending *p, json_t *id, const char *code, json_t *
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	p->kind = PENDING_PLAIN;
+	p->on_durable = NULL;
 	p->reply = reply_error(id, code, "%s", msg);
 	rec = admin_record(p, code);
 	if (rec != NULL) {
@@ -290,15 +248,32 @@ static json_t *grant_json_serving(struct broker *b, const struct grant *g, int64
 
 /* ---- grant.import ------------------------------------------------------- */
 
+/* grant.import's own state while a probe runs. */
+struct import_op {
+	struct token_wait *wait;
+	struct grant *grant;      /* the grant imported */
+	bool already;             /* it was there before */
+};
+
+static void import_op_free(void *op)
+{
+	struct import_op *im = op;
+
+	tokens_cancel(im->wait);
+	grant_free(im->grant);
+	free(im);
+}
+
 /* The grant as it stands now (a probe may have marked its credential). */
 static json_t *import_reply(struct pending *p, json_t *id, bool already)
 {
+	struct import_op *im = p->op;
 	struct broker *b = p->b;
-	const struct grant *g = policy_grant_find(b->policy, p->grant->id);
+	const struct grant *g = policy_grant_find(b->policy, im->grant->id);
 	json_t *r = reply_new(id, true), *warnings = json_array();
 
 	if (g == NULL)
-		g = p->grant;
+		g = im->grant;
 	json_object_set_new(r, "grant", grant_json_serving(b, g, util_now_us() / 1000000));
 	json_object_set_new(r, "already", json_boolean(already));
 	/* A principal the MSSP's config does not know can never use the
@@ -325,11 +300,13 @@ static json_t *import_reply(struct pending *p, json_t *id, bool already)
 
 static json_t *import_record(struct pending *p, bool already)
 {
+	struct import_op *im = p->op;
+
 	/* the name too: an auditor's `audit list --tenant contoso` resolves it
 	 * from these records when the broker is not running */
-	return json_pack("{s:s,s:s?,s:s,s:b}", "tenant", p->grant->tenant_id, "tenant_name",
-			 p->grant->tenant_name[0] ? p->grant->tenant_name : NULL, "grant",
-			 p->grant->id, "already", already);
+	return json_pack("{s:s,s:s?,s:s,s:b}", "tenant", im->grant->tenant_id, "tenant_name",
+			 im->grant->tenant_name[0] ? im->grant->tenant_name : NULL, "grant",
+			 im->grant->id, "already", already);
 }
 
 static void probe_answered(void *ctx, const struct token_reply *r)
@@ -337,20 +314,21 @@ static void probe_answered(void *ctx, const struct token_reply *r)
 	struct pending *p = ctx;
 	json_t *id = json_object_get(p->request, "id");
 	json_t *probe, *reply, *extra;
-	bool already = p->already;
+	struct import_op *im = p->op;
+	bool already = im->already;
 
-	p->wait = NULL;
+	im->wait = NULL;
 	/* Kept with the grant, so a failed one is not preferred over a grant
 	 * that works, now and after a restart. A provider that could not be
 	 * reached said nothing about the credential. */
 	if (r->status == TOKEN_OK) {
-		grant_credential_note(p->b, p->grant->id, GRANT_CRED_WORKS, NULL, true);
+		grant_credential_note(p->b, im->grant->id, GRANT_CRED_WORKS, NULL, true);
 	} else if (r->status == TOKEN_UPSTREAM_REJECTED) {
 		char why[256];
 
 		snprintf(why, sizeof(why), "%s%s%s", r->upstream_error[0] ? r->upstream_error : "",
 			 r->upstream_error[0] ? ": " : "", r->message);
-		grant_credential_note(p->b, p->grant->id, GRANT_CRED_FAILED, why, true);
+		grant_credential_note(p->b, im->grant->id, GRANT_CRED_FAILED, why, true);
 	}
 	if (r->status == TOKEN_OK) {
 		probe = json_pack("{s:b}", "ok", 1);
@@ -382,6 +360,7 @@ static void op_import(struct pending *p, json_t *id, json_t *req)
 	struct broker *b = p->b;
 	json_t *sealed = json_object_get(req, "sealed"), *probe = json_object_get(req, "probe");
 	struct grant *g = NULL;
+	struct import_op *im;
 	struct token_reply now;
 	struct cerr err = {0};
 	bool already = false;
@@ -420,7 +399,15 @@ static void op_import(struct pending *p, json_t *id, json_t *req)
 		grant_free(g);
 		return;
 	}
-	p->grant = g;
+	im = calloc(1, sizeof(*im));
+	if (im == NULL) {
+		grant_free(g);
+		admin_fail(p, id, "internal", NULL, "out of memory");
+		return;
+	}
+	im->grant = g;
+	p->op = im;
+	p->op_free = import_op_free;
 	if (!already || policy_grant_find(b->policy, g->id) == NULL)
 		policy_grant_put(b->policy, grant_dup(g));
 	broker_log("grant %s imported for tenant %s%s", g->id, g->tenant_id,
@@ -429,8 +416,8 @@ static void op_import(struct pending *p, json_t *id, json_t *req)
 		admin_ok(p, import_reply(p, id, already), import_record(p, already));
 		return;
 	}
-	p->already = already;
-	rc = tokens_probe(b->tokens, g, g->scopes[0], &now, probe_answered, p, &p->wait);
+	im->already = already;
+	rc = tokens_probe(b->tokens, g, g->scopes[0], &now, probe_answered, p, &im->wait);
 	if (rc < 0) {
 		json_t *reply = import_reply(p, id, already);
 
@@ -641,7 +628,7 @@ static void op_revoke(struct pending *p, json_t *id, json_t *req)
 		json_object_set_new(extra, "grant", json_string(one));
 	r = reply_new(id, true);
 	json_object_set_new(r, "revoked", list);
-	p->kind = PENDING_OFFICER;
+	p->on_durable = officer_durable;
 	admin_ok(p, r, extra);
 }
 
@@ -686,7 +673,7 @@ static void op_suspend(struct pending *p, json_t *id, json_t *req)
 	r = reply_new(id, true);
 	json_object_set_new(r, "principal", json_string(name));
 	json_object_set_new(r, "state", json_string("suspended"));
-	p->kind = PENDING_OFFICER;
+	p->on_durable = officer_durable;
 	admin_ok(p, r, json_pack("{s:s,s:s}", "principal", name, "reason", reason));
 }
 
@@ -718,7 +705,7 @@ static void op_resume(struct pending *p, json_t *id, json_t *req)
 	r = reply_new(id, true);
 	json_object_set_new(r, "principal", json_string(name));
 	json_object_set_new(r, "state", json_string("active"));
-	p->kind = PENDING_OFFICER;
+	p->on_durable = officer_durable;
 	admin_ok(p, r, json_pack("{s:s}", "principal", name));
 }
 
@@ -744,7 +731,7 @@ static void op_lockdown(struct pending *p, json_t *id, json_t *req)
 	broker_log("LOCKDOWN by %s", p->conn->peer.user);
 	r = reply_new(id, true);
 	json_object_set_new(r, "lockdown", json_true());
-	p->kind = PENDING_OFFICER;
+	p->on_durable = officer_durable;
 	admin_ok(p, r, json_pack("{s:s}", "reason", reason));
 }
 
@@ -763,7 +750,7 @@ static void op_unlock(struct pending *p, json_t *id, json_t *req)
 	broker_log("unlocked by %s", p->conn->peer.user);
 	r = reply_new(id, true);
 	json_object_set_new(r, "lockdown", json_false());
-	p->kind = PENDING_OFFICER;
+	p->on_durable = officer_durable;
 	admin_ok(p, r, NULL);
 }
 
@@ -917,6 +904,14 @@ static const char *read_error(int rc)
 					      : "audit_unavailable";
 }
 
+/* audit.query follow: the connection follows once its start is durable. */
+static void follow_durable(struct pending *p, uint64_t seq)
+{
+	if (p->conn != NULL && !p->conn->dead)
+		p->conn->following = true;
+	pending_answer(p, seq, true);
+}
+
 static void list_done(struct offload_job *job, bool cancelled)
 {
 	struct list_job *j = (struct list_job *)job;
@@ -951,9 +946,9 @@ static void list_done(struct offload_job *job, bool cancelled)
 		return;
 	}
 	if (j->follow && p->conn != NULL && !p->conn->dead) {
-		/* following starts once this record is durable (request.c):
-		 * a start the store could not write leaves every poll audited */
-		p->follow_start = true;
+		/* following starts once this record is durable: a start the
+		 * store could not write leaves every poll audited */
+		p->on_durable = follow_durable;
 		p->conn->follow_sent = json_array_size(j->q.records);
 	}
 	/* the query itself is audited, filter and count included */
@@ -1196,13 +1191,13 @@ static void op_checkpoint(struct pending *p, json_t *id, json_t *req)
 {
 	json_t *r = reply_new(id, true);
 
-	p->kind = PENDING_OFFICER;
-	p->checkpoint_reply = true;
+	p->on_durable = checkpoint_durable;
 	admin_ok(p, r, NULL);
 }
 
-/* After an officer action's record is durable: sign a checkpoint over it. */
-void officer_done(struct pending *p, uint64_t seq)
+/* After an officer action's record is durable: sign a checkpoint over it
+ * (audit.checkpoint: the note goes in the reply). */
+static void officer_checkpoint(struct pending *p, uint64_t seq, bool note_in_reply)
 {
 	char *note = NULL;
 	uint64_t size = 0;
@@ -1212,7 +1207,7 @@ void officer_done(struct pending *p, uint64_t seq)
 	if (rc < 0) {
 		broker_log("checkpoint after record %llu failed: %s", (unsigned long long)seq,
 			   strerror(-rc));
-		if (p->checkpoint_reply) {
+		if (note_in_reply) {
 			json_t *id = json_object_get(p->reply, "id");
 			json_t *r = reply_error(id, "audit_unavailable",
 						"cannot sign a checkpoint: %s", strerror(-rc));
@@ -1223,7 +1218,7 @@ void officer_done(struct pending *p, uint64_t seq)
 		return;
 	}
 	broker_log("checkpoint signed at size %llu", (unsigned long long)size);
-	if (p->checkpoint_reply && p->reply != NULL) {
+	if (note_in_reply && p->reply != NULL) {
 		json_object_set_new(p->reply, "checkpoint", json_string(note));
 		json_object_set_new(p->reply, "size", json_integer((json_int_t)size));
 	}
@@ -1253,16 +1248,50 @@ void admin_follow_stop(struct conn *c)
 	pending_audit(p, rec);
 }
 
-void admin_op(struct conn *c, struct pending *p, const char *op, json_t *req)
+static void officer_durable(struct pending *p, uint64_t seq)
 {
-	const struct admin_op *o = find_op(op);
-	json_t *id = json_object_get(req, "id");
+	officer_checkpoint(p, seq, false);
+	pending_answer(p, seq, true);
+}
 
-	p->request = json_incref(req);
-	if (!holds_role(c->b, &c->peer, o->role)) {
+static void checkpoint_durable(struct pending *p, uint64_t seq)
+{
+	officer_checkpoint(p, seq, true);
+	pending_answer(p, seq, true);
+}
+
+/* Every admin op first checks the caller's role. */
+static void admin_begin(struct pending *p, const struct op_def *def, json_t *id)
+{
+	const struct peer *peer = &p->conn->peer;
+
+	if (!holds_role(p->b, peer, (enum broker_role)def->role)) {
 		admin_fail(p, id, "denied", NULL, "%s needs the %s role; %s holds none that allows it",
-			   op, broker_role_name(o->role), c->peer.user);
+			   def->name, broker_role_name((enum broker_role)def->role), peer->user);
 		return;
 	}
-	o->run(p, id, req);
+	def->run(p, id, p->request);
 }
+
+static const struct op_def admin_ops[] = {
+	{.name = "grant.import", .role = ROLE_ADMIN, .fields = f_import, .run = op_import},
+	{.name = "grant.list", .role = ROLE_AUDITOR, .fields = f_list, .run = op_list},
+	{.name = "grant.show", .role = ROLE_AUDITOR, .fields = f_show, .run = op_show},
+	{.name = "grant.revoke", .role = ROLE_OFFICER, .fields = f_revoke, .run = op_revoke},
+	{.name = "principal.suspend", .role = ROLE_OFFICER, .fields = f_suspend, .run = op_suspend},
+	{.name = "principal.resume", .role = ROLE_OFFICER, .fields = f_resume, .run = op_resume},
+	{.name = "lockdown", .role = ROLE_OFFICER, .fields = f_lockdown, .run = op_lockdown},
+	{.name = "unlock", .role = ROLE_OFFICER, .fields = f_none, .run = op_unlock},
+	{.name = "status", .role = ROLE_AUDITOR, .fields = f_none, .run = op_status},
+	{.name = "reload", .role = ROLE_ADMIN, .fields = f_none, .run = op_reload},
+	{.name = "audit.query", .role = ROLE_AUDITOR, .fields = f_query, .run = op_query},
+	{.name = "audit.export", .role = ROLE_AUDITOR, .fields = f_export, .run = op_export},
+	{.name = "audit.checkpoint", .role = ROLE_OFFICER, .fields = f_none, .run = op_checkpoint},
+};
+
+const struct op_table admin_op_table = {
+	.socket = "admin",
+	.ops = admin_ops,
+	.n = sizeof(admin_ops) / sizeof(admin_ops[0]),
+	.begin = admin_begin,
+};

@@ -137,11 +137,16 @@ void conn_send_raw(struct conn *c, const char *buf, size_t len);
 char *conn_out_reserve(struct conn *c, size_t len);
 void conn_out_commit(struct conn *c, size_t len);
 void conn_close(struct conn *c);
-void conn_unref(struct conn *c);
 /* Reading may go on again (the executable's hash is in). */
 void conn_resume(struct conn *c);
-/* A request finished (its reply was queued or dropped). */
-void conn_request_done(struct conn *c);
+/* Drop a reference taken with c->refs++ (freed once closed and unreferenced). */
+void conn_unref(struct conn *c);
+/* A request on c begins (c stays allocated until it ends, even closed) and
+ * ends (its reply was queued or dropped). */
+void conn_request_begin(struct conn *c);
+void conn_request_end(struct conn *c);
+/* Read no more requests; close once the replies due are sent. */
+void conn_stop_reading(struct conn *c);
 
 /* ---- socket activation (listen_fds.c) ---------------------------------- */
 
@@ -167,42 +172,103 @@ void server_stop_listening(struct broker *b);
 void server_close_all(struct broker *b);
 unsigned server_count(const struct broker *b, bool admin);
 
-/* ---- requests and replies (request.c) --------------------------------- */
+/* ---- the wire protocol (protocol.c) ------------------------------------ */
 
 /* The audit WAL is written out this far at start (audit_opts). */
 #define BROKER_WAL_PREFILL_FRAMES 4096
 
-/* What happens once a request's record is durable: PLAIN sends the reply,
- * TOKEN re-checks and then sends the token, OFFICER signs a checkpoint
- * first. */
-enum pending_kind { PENDING_PLAIN, PENDING_TOKEN, PENDING_OFFICER };
+struct pending;
+
+/* One op of a socket: its name, the fields it takes besides v, id and op,
+ * and what runs it. A socket's ops are a table (tool_ops.c, admin_ops.c). */
+struct op_def {
+	const char *name;
+	const char *const *fields;   /* NULL-terminated */
+	void (*run)(struct pending *p, json_t *id, json_t *req);
+	int role;                    /* admin ops: the enum broker_role it needs */
+	bool anyone;                 /* tool ops: runs without a principal */
+};
+
+struct op_table {
+	const char *socket;          /* "tool" or "admin", for messages */
+	const struct op_def *ops;
+	size_t n;
+	/* What every op of the socket does first (the caller's principal or
+	 * role); it ends by calling def->run or answering a refusal. */
+	void (*begin)(struct pending *p, const struct op_def *def, json_t *id);
+};
+extern const struct op_table tool_op_table, admin_op_table;
+const struct op_def *op_find(const struct op_table *t, const char *name);
+
+json_t *reply_new(json_t *id, bool ok);
+json_t *reply_error(json_t *id, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* An audit record skeleton: event, outcome, peer, principal, request id. */
+json_t *record_new(struct broker *b, const char *event, const char *outcome,
+		   struct conn *c, const char *principal, json_t *id);
+
+/* A request line checked against the framing rules and the op's fields,
+ * without acting on it (pure: the fuzz target drives it directly). */
+struct request_parsed {
+	json_t *req;              /* owned; the object when it parsed */
+	json_t *id;               /* borrowed from req; NULL when none could be read */
+	const char *op;           /* set on success */
+	const struct op_def *def; /* set on success: the op in t */
+	const char *error;        /* on failure: the error code... */
+	char message[256];        /* ...and a message for a person */
+	bool close;               /* not this protocol at all: close after the reply */
+};
+/* 0, or -EINVAL with error/message/close set. Clear r in both cases. */
+int request_parse(const char *line, size_t len, const struct op_table *t,
+		  struct request_parsed *r);
+void request_parsed_clear(struct request_parsed *r);
+
+/* ---- the dispatcher (dispatch.c): the server's line handlers ----------- */
+
+/* One complete line from a client (without the newline). */
+void dispatch_line(struct conn *c, const char *line, size_t len);
+/* A line over the limit: answered too_large, the connection closes after. */
+void dispatch_too_large(struct conn *c);
+/* Bytes on c were sent by a process other than the one that connected
+ * (sender NULL: the kernel named none): unauthenticated, audited with the
+ * sender's credentials, and the connection closes after the reply. */
+void dispatch_foreign_sender(struct conn *c, const struct ucred *sender);
+
+/* ---- pending requests (pending.c) ---------------------------------------- */
 
 struct pending {
 	struct broker *b;
-	struct pending *prev, *next;
+	struct pending *prev, *next;  /* every pending */
+	struct pending *qnext;        /* the audit FIFO, while cookie != 0 */
 	struct conn *conn;        /* NULL when the reply goes nowhere */
 	uint64_t cookie;          /* 0: not queued with the audit */
-	enum pending_kind kind;
 	json_t *reply;            /* the reply to send once durable */
-	json_t *request;          /* parsed request (token/probe ops) */
+	json_t *request;          /* the parsed request */
 	int principal_ix;
 	char principal_name[72];  /* "" when the peer maps to no principal */
-	char cache[16];
-	bool checkpoint_reply;    /* audit.checkpoint: the note goes in the reply */
-	bool already;             /* grant.import: the grant was there before */
-	bool follow_start;        /* audit.query follow: the connection follows once durable */
-	struct grant *grant;      /* grant.import: the grant imported */
-	/* token path */
-	char *token;              /* wiped before free; never logged */
-	size_t token_len;
-	char grant_id[GRANT_ID_LEN];
-	char tenant_id[128];
-	char *scope;
-	int64_t expires_at;
-	struct token_wait *wait;
-	bool withheld;            /* a token.withheld record is what we wait for */
+	/* Once the record is durable (seq): NULL sends the reply with its
+	 * audit_seq; an op that does more (re-check a token, sign a
+	 * checkpoint) sets its own, which ends in pending_answer or frees p. */
+	void (*on_durable)(struct pending *p, uint64_t seq);
+	void *op;                 /* the op's own state, freed by op_free */
+	void (*op_free)(void *op);
 	char log[256];            /* the log line to print when done */
 };
+
+struct pending *pending_new(struct broker *b, struct conn *c);
+void pending_free(struct pending *p);
+/* Free the op's state now (its token wiped). */
+void pending_op_free(struct pending *p);
+/* Queue the audit record (steals rec) for p; the reply leaves when it is
+ * durable. On a store that cannot write, p is answered audit_unavailable
+ * at once (and freed). */
+void pending_audit(struct pending *p, json_t *rec);
+/* Send p's reply (with audit_seq when with_seq), log its line, free p. */
+void pending_answer(struct pending *p, uint64_t seq, bool with_seq);
+/* The audit completion fd's handler. */
+void pending_audit_ready(struct loop *l, int fd, uint32_t events, void *ctx);
+/* Count a request's outcome for `status`. */
+void broker_count_outcome(struct broker *b, const char *outcome);
 
 /* Work for the admin-reads thread (offload.c). run() executes there and
  * may use only what the job owns and the audit store's read side; done()
@@ -218,46 +284,7 @@ void offload_submit(struct broker *b, struct offload_job *j);
 /* Stop the worker (a running job finishes) and cancel the rest. */
 void offload_fini(struct broker *b);
 
-struct pending *pending_new(struct broker *b, struct conn *c);
-void pending_free(struct pending *p);
-void pending_token_wipe(struct pending *p);
-/* Queue the audit record (steals rec) for p; the reply leaves when it is
- * durable. On a store that cannot write, p is answered audit_unavailable
- * at once. */
-void pending_audit(struct pending *p, json_t *rec);
-void pending_complete(struct pending *p, int rc, uint64_t seq);
-/* Drain the audit completion fd. */
-void broker_audit_ready(struct loop *l, int fd, uint32_t events, void *ctx);
-
-json_t *reply_new(json_t *id, bool ok);
-json_t *reply_error(json_t *id, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-/* An audit record skeleton: event, outcome, peer, principal, request id. */
-json_t *record_new(struct broker *b, const char *event, const char *outcome,
-		   struct conn *c, const char *principal, json_t *id);
-
-/* A request line checked against the framing rules and the op's fields,
- * without acting on it (pure: the fuzz target drives it directly). */
-struct request_parsed {
-	json_t *req;              /* owned; the object when it parsed */
-	json_t *id;               /* borrowed from req; NULL when none could be read */
-	const char *op;           /* set on success */
-	const char *error;        /* on failure: the error code... */
-	char message[256];        /* ...and a message for a person */
-	bool close;               /* not this protocol at all: close after the reply */
-};
-/* 0, or -EINVAL with error/message/close set. Clear r in both cases. */
-int request_parse(const char *line, size_t len, bool admin, struct request_parsed *r);
-void request_parsed_clear(struct request_parsed *r);
-
-/* One complete line from a client (without the newline). */
-void request_line(struct conn *c, const char *line, size_t len);
-/* too_large: answered and the connection closes after the reply. */
-void request_too_large(struct conn *c);
-/* Bytes on c were sent by a process other than the one that connected
- * (sender NULL: the kernel named none): unauthenticated, audited with the
- * sender's credentials, and the connection closes after the reply. */
-void request_foreign_sender(struct conn *c, const struct ucred *sender);
+/* ---- ops (tool_ops.c, admin_ops.c) ------------------------------------- */
 
 /* ---- the refusal guard (guard.c) ----------------------------------------- */
 
@@ -274,19 +301,10 @@ bool guard_refusal(struct conn *c, json_t *id);
 void guard_flush(struct broker *b, bool all);
 json_t *guard_status_json(struct broker *b);
 
-/* ---- ops ---------------------------------------------------------------- */
-
-void tool_op(struct conn *c, struct pending *p, const char *op, json_t *req);
-bool tool_op_known(const char *op);
-const char *const *tool_op_fields(const char *op);
-void token_recheck_and_send(struct pending *p, uint64_t seq);
 json_t *broker_keys_json(struct broker *b);
-
-void admin_op(struct conn *c, struct pending *p, const char *op, json_t *req);
+/* A connection closes: the stop of its audit tail --follow is audited
+ * (the server's on_conn_close handler). */
 void admin_follow_stop(struct conn *c);
-bool admin_op_known(const char *op);
-const char *const *admin_op_fields(const char *op);
-void officer_done(struct pending *p, uint64_t seq);
 json_t *grant_json(const struct grant *g, int64_t now);
 /* Record what the provider said of grant id's credential: in the vault
  * (durable, so it survives a restart), then in the policy's grant. Only
@@ -326,10 +344,17 @@ struct broker {
 	unsigned n_tool, n_admin;
 	struct loop_timer *sweep_timer;
 	struct loop_timer *drain_timer;  /* handles buffered lines once a client may send more */
-	/* requests waiting for the audit */
+	/* the server's line handlers (dispatch.c) */
+	void (*on_line)(struct conn *c, const char *line, size_t len);
+	void (*on_too_large)(struct conn *c);
+	void (*on_foreign_sender)(struct conn *c, const struct ucred *sender);
+	void (*on_conn_close)(struct conn *c);
+	/* requests in flight (pending.c) */
 	struct pending *pend_head, *pend_tail;
+	struct pending *queued_head, *queued_tail;  /* records queued, in cookie order */
 	uint64_t next_cookie;
 	unsigned n_pending;
+	void (*on_drained)(struct broker *b);  /* n_pending fell to 0 */
 	/* the admin-reads worker (offload.c) */
 	pthread_t off_thread;
 	pthread_mutex_t off_lock;
@@ -349,8 +374,6 @@ struct broker {
 
 /* Re-read the config; 0 or -EINVAL with err filled (the running policy stays). */
 int broker_reload(struct broker *b, struct cerr *err);
-void broker_count_outcome(struct broker *b, const char *outcome);
-void broker_check_stopped(struct broker *b);
 /* The actor name for a uid ("alice" or "uid:N"). */
 void broker_user_name(uid_t uid, char out[static 64]);
 

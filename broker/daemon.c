@@ -30,15 +30,8 @@
 
 #define EXPIRY_CHECK_MS 1000
 
-void broker_count_outcome(struct broker *b, const char *outcome)
-{
-	json_t *v = json_object_get(b->outcomes, outcome);
-
-	json_object_set_new(b->outcomes, outcome,
-			    json_integer(v ? json_integer_value(v) + 1 : 1));
-}
-
-void broker_check_stopped(struct broker *b)
+/* Stopping: once no request is in flight the loop ends. */
+static void stop_when_drained(struct broker *b)
 {
 	if (b->stopping && b->n_pending == 0)
 		loop_stop(b->loop);
@@ -193,7 +186,8 @@ static void begin_stop(struct broker *b, const char *why)
 	if (b->expiry_timer != NULL)
 		loop_timer_disarm(b->expiry_timer);
 	loop_timer_arm(b->stop_timer, BROKER_STOP_GRACE_MS);
-	broker_check_stopped(b);
+	b->on_drained = stop_when_drained;
+	stop_when_drained(b);
 }
 
 static void on_signal(struct loop *l, int fd, uint32_t events, void *ctx)
@@ -232,6 +226,10 @@ static int broker_start(struct broker *b)
 	int rc;
 
 	b->tool_fd = b->admin_fd = b->sigfd = b->off_efd = -1;
+	b->on_line = dispatch_line;
+	b->on_too_large = dispatch_too_large;
+	b->on_foreign_sender = dispatch_foreign_sender;
+	b->on_conn_close = admin_follow_stop;
 	b->started_us = util_now_us();
 	b->outcomes = json_object();
 	if (b->outcomes == NULL)
@@ -288,7 +286,7 @@ static int broker_start(struct broker *b)
 	rc = loop_fd_add(b->loop, b->sigfd, EPOLLIN, on_signal, b);
 	if (rc < 0)
 		return rc;
-	rc = loop_fd_add(b->loop, audit_event_fd(b->audit), EPOLLIN, broker_audit_ready, b);
+	rc = loop_fd_add(b->loop, audit_event_fd(b->audit), EPOLLIN, pending_audit_ready, b);
 	if (rc < 0)
 		return rc;
 	rc = offload_init(b);

@@ -295,7 +295,8 @@ void conn_close(struct conn *c)
 
 	if (c->dead)
 		return;
-	admin_follow_stop(c);
+	if (b->on_conn_close != NULL)
+		b->on_conn_close(c);
 	c->dead = true;
 	loop_fd_del(b->loop, c->fd);
 	close(c->fd);
@@ -316,13 +317,23 @@ void conn_close(struct conn *c)
 		conn_free(c);
 	if (b->accept_paused)
 		accept_resume(b->loop, b->accept_timer, b);
-	broker_check_stopped(b);
 }
 
 void conn_unref(struct conn *c)
 {
 	if (--c->refs == 0 && c->dead)
 		conn_free(c);
+}
+
+void conn_request_begin(struct conn *c)
+{
+	c->refs++;
+	c->inflight++;
+}
+
+void conn_stop_reading(struct conn *c)
+{
+	c->closing = true;
 }
 
 static void conn_flush(struct conn *c)
@@ -426,7 +437,7 @@ void conn_send_json(struct conn *c, json_t *reply)
 	free(s);
 }
 
-void conn_request_done(struct conn *c)
+static void conn_request_done(struct conn *c)
 {
 	if (c->inflight > 0)
 		c->inflight--;
@@ -437,6 +448,12 @@ void conn_request_done(struct conn *c)
 		return;
 	}
 	conn_update_events(c);
+}
+
+void conn_request_end(struct conn *c)
+{
+	conn_request_done(c);
+	conn_unref(c);
 }
 
 /* Handle the complete lines in the input buffer while the connection can
@@ -450,10 +467,11 @@ static void conn_process_lines(struct conn *c)
 		size_t line_len = (size_t)(nl - (c->in + off));
 
 		if (line_len > c->max_line) {
-			request_too_large(c);
+			c->in_len = 0;
+			c->b->on_too_large(c);
 			return;
 		}
-		request_line(c, c->in + off, line_len);
+		c->b->on_line(c, c->in + off, line_len);
 		off += line_len + 1;
 	}
 	if (c->dead)
@@ -463,8 +481,10 @@ static void conn_process_lines(struct conn *c)
 		c->in_len -= off;
 	}
 	c->lines_waiting = !c->closing && memchr(c->in, '\n', c->in_len) != NULL;
-	if (!c->closing && !c->lines_waiting && c->in_len > c->max_line)
-		request_too_large(c);
+	if (!c->closing && !c->lines_waiting && c->in_len > c->max_line) {
+		c->in_len = 0;
+		c->b->on_too_large(c);
+	}
 }
 
 /* Grow the input buffer to hold at least need bytes (never beyond
@@ -514,7 +534,9 @@ static void conn_read(struct conn *c)
 		if (n > 0 && !peer_sent_by(&c->peer, &sender, have_sender)) {
 			/* another process wrote on this connection (a forked
 			 * child, a passed socket): its bytes are dropped unread */
-			request_foreign_sender(c, have_sender ? &sender : NULL);
+			/* a half line already buffered may be the other half of it */
+			c->in_len = 0;
+			c->b->on_foreign_sender(c, have_sender ? &sender : NULL);
 			if (!c->dead)
 				conn_update_events(c);
 			return;

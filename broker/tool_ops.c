@@ -20,25 +20,15 @@
 static const char *const f_none[] = {NULL};
 static const char *const f_token[] = {"tenant", "scope", "min_ttl", "purpose", NULL};
 
-bool tool_op_known(const char *op)
-{
-	return strcmp(op, "ping") == 0 || strcmp(op, "whoami") == 0 ||
-	       strcmp(op, "tenants") == 0 || strcmp(op, "keys") == 0 || strcmp(op, "token") == 0;
-}
-
-const char *const *tool_op_fields(const char *op)
-{
-	return strcmp(op, "token") == 0 ? f_token : f_none;
-}
-
 static const struct principal_config *principal_of(struct broker *b, int ix)
 {
 	return ix >= 0 && (size_t)ix < b->cfg->n_principals ? &b->cfg->principals[ix] : NULL;
 }
 
-/* Reply with an error and audit it under event. */
-static void answer_error(struct pending *p, const char *event, json_t *id, const char *code,
-			 const char *message, json_t *extra_rec)
+/* Reply with an error (and retry_after when > 0) and audit it under event. */
+static void answer_error_retry(struct pending *p, const char *event, json_t *id,
+			       const char *code, const char *message, json_t *extra_rec,
+			       int retry_after)
 {
 	struct broker *b = p->b;
 	json_t *rec;
@@ -53,6 +43,8 @@ static void answer_error(struct pending *p, const char *event, json_t *id, const
 	}
 	rec = record_new(b, event, code, p->conn, p->principal_name, id);
 	p->reply = reply_error(id, code, "%s", message);
+	if (retry_after > 0 && p->reply != NULL)
+		json_object_set_new(p->reply, "retry_after", json_integer(retry_after));
 	if (rec != NULL) {
 		json_object_set_new(rec, "error", json_string(code));
 		if (extra_rec != NULL)
@@ -64,6 +56,12 @@ static void answer_error(struct pending *p, const char *event, json_t *id, const
 		 p->principal_name[0] ? p->principal_name : "-",
 		 p->conn ? (unsigned)p->conn->peer.uid : 0, p->conn ? (int)p->conn->peer.pid : 0);
 	pending_audit(p, rec);
+}
+
+static void answer_error(struct pending *p, const char *event, json_t *id, const char *code,
+			 const char *message, json_t *extra_rec)
+{
+	answer_error_retry(p, event, id, code, message, extra_rec, 0);
 }
 
 static void answer_ok(struct pending *p, const char *event, json_t *id, json_t *reply)
@@ -78,13 +76,43 @@ static void answer_ok(struct pending *p, const char *event, json_t *id, json_t *
 	pending_audit(p, record_new(b, event, "ok", p->conn, p->principal_name, id));
 }
 
-static void op_tenants(struct pending *p, json_t *id, const struct principal_config *pc)
+static void op_ping(struct pending *p, json_t *id, json_t *req)
 {
+	json_t *r = reply_new(id, true);
+
+	json_object_set_new(r, "pong", json_true());
+	answer_ok(p, "ping", id, r);
+}
+
+static void op_whoami(struct pending *p, json_t *id, json_t *req)
+{
+	const struct peer *peer = &p->conn->peer;
+	json_t *r = reply_new(id, true);
+
+	json_object_set_new(r, "principal", json_string(p->principal_name));
+	json_object_set_new(r, "uid", json_integer(peer->uid));
+	json_object_set_new(r, "gid", json_integer(peer->gid));
+	json_object_set_new(r, "pid", json_integer(peer->pid));
+	json_object_set_new(r, "exe", peer->exe ? json_string(peer->exe) : json_null());
+	answer_ok(p, "whoami", id, r);
+}
+
+static void op_tenants(struct pending *p, json_t *id, json_t *req)
+{
+	const struct principal_config *pc = principal_of(p->b, p->principal_ix);
 	json_t *arr = policy_tenants_json(p->b->policy, pc, util_now_us() / 1000000), *r;
 
 	r = reply_new(id, true);
 	json_object_set_new(r, "tenants", arr ? arr : json_array());
 	answer_ok(p, "tenants", id, r);
+}
+
+static void op_keys(struct pending *p, json_t *id, json_t *req)
+{
+	json_t *r = reply_new(id, true);
+
+	json_object_update_new(r, broker_keys_json(p->b));
+	answer_ok(p, "keys", id, r);
 }
 
 json_t *broker_keys_json(struct broker *b)
@@ -101,6 +129,40 @@ json_t *broker_keys_json(struct broker *b)
 }
 
 /* ---- token ------------------------------------------------------------- */
+
+/* A token request's own state, from the policy's answer to the reply. */
+struct token_op {
+	struct token_wait *wait;  /* while the cache or the provider is asked */
+	char *token;              /* wiped before free; never logged */
+	size_t token_len;
+	char grant_id[GRANT_ID_LEN];
+	char tenant_id[128];
+	char *scope;
+	int64_t expires_at;
+};
+
+/* The token copy lives only between the upstream answer and the reply:
+ * plain malloc, wiped before it is freed (sodium_malloc's guard pages cost
+ * an mmap/mprotect/munmap per token, with TLB shootdowns across threads). */
+static void token_wipe(struct token_op *tk)
+{
+	if (tk->token != NULL) {
+		sodium_memzero(tk->token, tk->token_len + 1);
+		free(tk->token);
+		tk->token = NULL;
+		tk->token_len = 0;
+	}
+}
+
+static void token_op_free(void *op)
+{
+	struct token_op *tk = op;
+
+	tokens_cancel(tk->wait);
+	token_wipe(tk);
+	free(tk->scope);
+	free(tk);
+}
 
 static const char *token_error_code(enum token_status s)
 {
@@ -124,48 +186,52 @@ static const char *token_error_code(enum token_status s)
 static json_t *token_record(struct pending *p, const char *event, const char *outcome)
 {
 	struct broker *b = p->b;
+	struct token_op *tk = p->op;
 	json_t *id = json_object_get(p->request, "id");
 	json_t *rec = record_new(b, event, outcome, p->conn, p->principal_name, id);
 	json_t *purpose = json_object_get(p->request, "purpose");
 
 	if (rec == NULL)
 		return NULL;
-	json_object_set_new(rec, "tenant", json_string(p->tenant_id));
-	json_object_set_new(rec, "grant", json_string(p->grant_id));
-	json_object_set_new(rec, "scope", json_string(p->scope));
+	json_object_set_new(rec, "tenant", json_string(tk->tenant_id));
+	json_object_set_new(rec, "grant", json_string(tk->grant_id));
+	json_object_set_new(rec, "scope", json_string(tk->scope));
 	if (purpose != NULL)
 		json_object_set(rec, "purpose", purpose);
 	return rec;
 }
 
+static void token_recheck_and_send(struct pending *p, uint64_t seq);
+
 static void token_answered(void *ctx, const struct token_reply *r)
 {
 	struct pending *p = ctx;
+	struct token_op *tk = p->op;
 	struct broker *b = p->b;
 	json_t *id = json_object_get(p->request, "id");
 	const char *code = token_error_code(r->status);
 	json_t *rec;
 	char ts[UTIL_TIME_LEN];
 
-	p->wait = NULL;
+	tk->wait = NULL;
 	if (r->status == TOKEN_OK) {
 		rec = token_record(p, "token", "ok");
-		p->token = malloc(r->token_len + 1);
-		p->token_len = 0;
-		if (p->token == NULL || rec == NULL ||
+		tk->token = malloc(r->token_len + 1);
+		tk->token_len = 0;
+		if (tk->token == NULL || rec == NULL ||
 		    util_time_format(r->expires_at * 1000000, false, ts) < 0) {
 			json_decref(rec);
-			pending_token_wipe(p);
-			p->kind = PENDING_PLAIN;
+			token_wipe(tk);
+			p->on_durable = NULL;
 			p->reply = reply_error(id, "internal", "out of memory");
 			broker_count_outcome(b, "internal");
 			pending_audit(p, token_record(p, "token", "internal"));
 			return;
 		}
-		memcpy(p->token, r->access_token, r->token_len);
-		p->token[r->token_len] = '\0';
-		p->token_len = r->token_len;
-		p->expires_at = r->expires_at;
+		memcpy(tk->token, r->access_token, r->token_len);
+		tk->token[r->token_len] = '\0';
+		tk->token_len = r->token_len;
+		tk->expires_at = r->expires_at;
 		json_object_set_new(rec, "cache", json_string(r->cache));
 		json_object_set_new(rec, "token_sha256", json_string(r->token_sha256));
 		json_object_set_new(rec, "token_uti", r->uti[0] ? json_string(r->uti) : json_null());
@@ -176,15 +242,14 @@ static void token_answered(void *ctx, const struct token_reply *r)
 		p->reply = reply_new(id, true);
 		json_object_set_new(p->reply, "token_type", json_string("Bearer"));
 		json_object_set_new(p->reply, "expires_at", json_string(ts));
-		json_object_set_new(p->reply, "tenant", json_string(p->tenant_id));
-		json_object_set_new(p->reply, "scope", json_string(p->scope));
-		json_object_set_new(p->reply, "grant", json_string(p->grant_id));
+		json_object_set_new(p->reply, "tenant", json_string(tk->tenant_id));
+		json_object_set_new(p->reply, "scope", json_string(tk->scope));
+		json_object_set_new(p->reply, "grant", json_string(tk->grant_id));
 		json_object_set_new(p->reply, "cache", json_string(r->cache));
-		snprintf(p->cache, sizeof(p->cache), "%s", r->cache);
 		/* A fetch that worked clears a failure noted earlier (a probe
 		 * while the provider did not know the secret yet, say). */
 		if (strcmp(r->cache, "hit") != 0)
-			grant_credential_note(b, p->grant_id, GRANT_CRED_WORKS, NULL, false);
+			grant_credential_note(b, tk->grant_id, GRANT_CRED_WORKS, NULL, false);
 		/* Cache hits are not logged one by one (a busy tool asks
 		 * thousands of times a second, and a write(2) per token was a
 		 * tenth of the hot path): each is in the audit store and
@@ -192,8 +257,8 @@ static void token_answered(void *ctx, const struct token_reply *r)
 		if (strcmp(r->cache, "hit") != 0)
 			snprintf(p->log, sizeof(p->log),
 				 "token ok: principal=%s tenant=%s grant=%s cache=%s",
-				 p->principal_name, p->tenant_id, p->grant_id, r->cache);
-		p->kind = PENDING_TOKEN;
+				 p->principal_name, tk->tenant_id, tk->grant_id, r->cache);
+		p->on_durable = token_recheck_and_send;
 		pending_audit(p, rec);
 		return;
 	}
@@ -219,7 +284,7 @@ static void token_answered(void *ctx, const struct token_reply *r)
 		char why[256];
 
 		snprintf(why, sizeof(why), "%s: %s", r->upstream_error, r->message);
-		grant_credential_note(b, p->grant_id, GRANT_CRED_FAILED, why, false);
+		grant_credential_note(b, tk->grant_id, GRANT_CRED_FAILED, why, false);
 	}
 	if (r->status == TOKEN_UPSTREAM_REJECTED) {
 		json_t *codes = json_array();
@@ -237,8 +302,8 @@ static void token_answered(void *ctx, const struct token_reply *r)
 	}
 	broker_count_outcome(b, code);
 	snprintf(p->log, sizeof(p->log), "token %s: principal=%s tenant=%s grant=%s", code,
-		 p->principal_name, p->tenant_id, p->grant_id);
-	p->kind = PENDING_PLAIN;
+		 p->principal_name, tk->tenant_id, tk->grant_id);
+	p->on_durable = NULL;
 	pending_audit(p, rec);
 }
 
@@ -267,6 +332,7 @@ static void op_token(struct pending *p, json_t *id, json_t *req)
 	struct token_request treq;
 	struct token_reply now;
 	char msg[256];
+	struct token_op *tk;
 	int rc;
 
 	if (tenant == NULL || !json_is_string(tenant) || json_string_length(tenant) == 0 ||
@@ -319,30 +385,34 @@ static void op_token(struct pending *p, json_t *id, json_t *req)
 			json_object_set(extra, "purpose", purpose);
 		if (d.retry_after > 0)
 			json_object_set_new(extra, "retry_after", json_integer(d.retry_after));
-		answer_error(p, "token", id, d.error, d.message, extra);
-		if (d.retry_after > 0 && p->reply != NULL)
-			json_object_set_new(p->reply, "retry_after", json_integer(d.retry_after));
+		answer_error_retry(p, "token", id, d.error, d.message, extra, d.retry_after);
 		return;
 	}
-	p->request = json_incref(req);
+	tk = calloc(1, sizeof(*tk));
+	if (tk == NULL) {
+		answer_error(p, "token", id, "internal", "out of memory", NULL);
+		return;
+	}
+	p->op = tk;
+	p->op_free = token_op_free;
 	/* The names, not a copy of the grant (a 2 KiB malloc per request):
 	 * tokens_get copies what it keeps, and the re-check before the token
 	 * leaves finds the grant again by id. */
-	snprintf(p->grant_id, sizeof(p->grant_id), "%s", d.grant->id);
-	snprintf(p->tenant_id, sizeof(p->tenant_id), "%s", d.grant->tenant_id);
-	p->scope = strdup(d.scope);
-	if (p->scope == NULL) {
+	snprintf(tk->grant_id, sizeof(tk->grant_id), "%s", d.grant->id);
+	snprintf(tk->tenant_id, sizeof(tk->tenant_id), "%s", d.grant->tenant_id);
+	tk->scope = strdup(d.scope);
+	if (tk->scope == NULL) {
 		answer_error(p, "token", id, "internal", "out of memory", NULL);
 		return;
 	}
 	treq = (struct token_request){
 		.grant = d.grant,
-		.scope = p->scope,
+		.scope = tk->scope,
 		.min_ttl = min_ttl ? (int)json_integer_value(min_ttl) : 300,
 		.deadline_ms = loop_now_ms(b->loop) +
 			       (int64_t)b->cfg->upstream.timeout_ms * (b->cfg->upstream.retries + 1) + 5000,
 	};
-	rc = tokens_get(b->tokens, &treq, &now, token_answered, p, &p->wait);
+	rc = tokens_get(b->tokens, &treq, &now, token_answered, p, &tk->wait);
 	if (rc < 0) {
 		answer_error(p, "token", id, "internal", "the token cache failed: see custodyd's log",
 			     NULL);
@@ -357,11 +427,12 @@ static void op_token(struct pending *p, json_t *id, json_t *req)
  * never sits in a jansson string or a temporary copy. */
 static int send_token(struct pending *p)
 {
+	struct token_op *tk = p->op;
 	json_t *r = p->reply;
 	char *head, *line;
 	size_t hl, tl = 0, o = 0;
 	bool plain;
-	int64_t in = p->expires_at - util_now_us() / 1000000;
+	int64_t in = tk->expires_at - util_now_us() / 1000000;
 
 	json_object_set_new(r, "expires_in", json_integer(in > 0 ? in : 0));
 	head = audit_json_compact(r, &hl);
@@ -374,11 +445,11 @@ static int send_token(struct pending *p)
 	/* token_response admits printable ASCII only: '"' and '\\' are all
 	 * that could need escaping, and a JWT has neither (two memchr, one
 	 * memcpy; a byte loop here was ~8% of the loop thread) */
-	plain = memchr(p->token, '"', p->token_len) == NULL &&
-		memchr(p->token, '\\', p->token_len) == NULL;
-	tl = p->token_len;
-	for (size_t i = 0; !plain && i < p->token_len; i++)
-		tl += p->token[i] == '"' || p->token[i] == '\\';
+	plain = memchr(tk->token, '"', tk->token_len) == NULL &&
+		memchr(tk->token, '\\', tk->token_len) == NULL;
+	tl = tk->token_len;
+	for (size_t i = 0; !plain && i < tk->token_len; i++)
+		tl += tk->token[i] == '"' || tk->token[i] == '\\';
 	line = conn_out_reserve(p->conn, hl - 1 + 17 + tl + 3);
 	if (line == NULL) {
 		free(head);
@@ -390,13 +461,13 @@ static int send_token(struct pending *p)
 	memcpy(line + o, ",\"access_token\":\"", 17);
 	o += 17;
 	if (plain) {
-		memcpy(line + o, p->token, p->token_len);
-		o += p->token_len;
+		memcpy(line + o, tk->token, tk->token_len);
+		o += tk->token_len;
 	}
-	for (size_t i = 0; !plain && i < p->token_len; i++) {
-		if (p->token[i] == '"' || p->token[i] == '\\')
+	for (size_t i = 0; !plain && i < tk->token_len; i++) {
+		if (tk->token[i] == '"' || tk->token[i] == '\\')
 			line[o++] = '\\';
-		line[o++] = p->token[i];
+		line[o++] = tk->token[i];
 	}
 	memcpy(line + o, "\"}\n", 3);
 	o += 3;
@@ -418,17 +489,18 @@ static bool principal_uses_exe(struct broker *b, const char *name)
 	return false;
 }
 
-void token_recheck_and_send(struct pending *p, uint64_t seq)
+static void token_recheck_and_send(struct pending *p, uint64_t seq)
 {
 	struct broker *b = p->b;
+	struct token_op *tk = p->op;
 	const char *purpose = json_string_value(json_object_get(p->request, "purpose"));
 	/* the same rules as before the audit, for the grant chosen then */
 	struct policy_ask ask = {
 		.principal = p->principal_name,
-		.tenant = p->tenant_id,
-		.scope = p->scope,
+		.tenant = tk->tenant_id,
+		.scope = tk->scope,
 		.purpose = purpose,
-		.grant_id = p->grant_id,
+		.grant_id = tk->grant_id,
 		.now_s = util_now_us() / 1000000,
 	};
 	json_t *id = json_object_get(p->request, "id");
@@ -472,8 +544,8 @@ void token_recheck_and_send(struct pending *p, uint64_t seq)
 	}
 	/* Withheld: the token record is durable, so say so in another one. */
 	broker_log("token withheld (%s): principal=%s grant=%s seq=%llu", code,
-		   p->principal_name, p->grant_id, (unsigned long long)seq);
-	pending_token_wipe(p);
+		   p->principal_name, tk->grant_id, (unsigned long long)seq);
+	token_wipe(tk);
 	rec = token_record(p, "token.withheld", code);
 	if (rec != NULL) {
 		json_object_set_new(rec, "error", json_string(code));
@@ -481,51 +553,44 @@ void token_recheck_and_send(struct pending *p, uint64_t seq)
 	}
 	json_decref(p->reply);
 	p->reply = strcmp(code, "gone") == 0 ? NULL : reply_error(id, code, "%s", msg);
-	p->kind = PENDING_PLAIN;
+	p->on_durable = NULL;
 	p->log[0] = '\0';
 	broker_count_outcome(b, "withheld");
 	pending_audit(p, rec);
 }
 
-void tool_op(struct conn *c, struct pending *p, const char *op, json_t *req)
+/* Every tool op first maps the caller to a principal; all but ping (and
+ * token, whose refusal names the tenant asked for) need one. */
+static void tool_begin(struct pending *p, const struct op_def *def, json_t *id)
 {
-	struct broker *b = c->b;
-	json_t *id = json_object_get(req, "id"), *r;
+	struct broker *b = p->b;
 	const struct principal_config *pc;
 
-	p->principal_ix = peer_match_principal(&c->peer, b->cfg);
+	p->principal_ix = peer_match_principal(&p->conn->peer, b->cfg);
 	pc = principal_of(b, p->principal_ix);
 	if (pc != NULL)
 		snprintf(p->principal_name, sizeof(p->principal_name), "%s", pc->name);
-	if (strcmp(op, "ping") == 0) {
-		r = reply_new(id, true);
-		json_object_set_new(r, "pong", json_true());
-		answer_ok(p, "ping", id, r);
-		return;
-	}
-	if (strcmp(op, "token") == 0) {
-		op_token(p, id, req);
-		return;
-	}
-	if (pc == NULL) {
+	if (pc == NULL && !def->anyone) {
 		char msg[256];
 
-		answer_error(p, op, id, "unauthenticated", unauth_message(c, msg, sizeof(msg)), NULL);
+		answer_error(p, def->name, id, "unauthenticated",
+			     unauth_message(p->conn, msg, sizeof(msg)), NULL);
 		return;
 	}
-	if (strcmp(op, "whoami") == 0) {
-		r = reply_new(id, true);
-		json_object_set_new(r, "principal", json_string(pc->name));
-		json_object_set_new(r, "uid", json_integer(c->peer.uid));
-		json_object_set_new(r, "gid", json_integer(c->peer.gid));
-		json_object_set_new(r, "pid", json_integer(c->peer.pid));
-		json_object_set_new(r, "exe", c->peer.exe ? json_string(c->peer.exe) : json_null());
-		answer_ok(p, "whoami", id, r);
-	} else if (strcmp(op, "tenants") == 0) {
-		op_tenants(p, id, pc);
-	} else {
-		r = reply_new(id, true);
-		json_object_update_new(r, broker_keys_json(b));
-		answer_ok(p, "keys", id, r);
-	}
+	def->run(p, id, p->request);
 }
+
+static const struct op_def tool_ops[] = {
+	{.name = "ping", .fields = f_none, .run = op_ping, .anyone = true},
+	{.name = "whoami", .fields = f_none, .run = op_whoami},
+	{.name = "tenants", .fields = f_none, .run = op_tenants},
+	{.name = "keys", .fields = f_none, .run = op_keys},
+	{.name = "token", .fields = f_token, .run = op_token, .anyone = true},
+};
+
+const struct op_table tool_op_table = {
+	.socket = "tool",
+	.ops = tool_ops,
+	.n = sizeof(tool_ops) / sizeof(tool_ops[0]),
+	.begin = tool_begin,
+};

@@ -14,15 +14,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void one(const char *line, size_t len, bool admin)
 {
+	const struct op_table *t = admin ? &admin_op_table : &tool_op_table;
 	struct request_parsed r;
 	json_t *v;
 
-	if (request_parse(line, len, admin, &r) == 0) {
+	if (request_parse(line, len, t, &r) == 0) {
 		v = json_object_get(r.req, "v");
 		if (!json_is_object(r.req) || r.op == NULL || r.id == NULL || r.error != NULL ||
 		    !json_is_integer(v) || json_integer_value(v) != 1)
 			abort();
-		if (admin ? !admin_op_known(r.op) : !tool_op_known(r.op))
+		if (op_find(t, r.op) != r.def || r.def == NULL)
 			abort();
 	} else if (r.error == NULL || r.message[0] == '\0' || r.op != NULL) {
 		abort();
