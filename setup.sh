@@ -18,8 +18,8 @@ valgrind util-linux procps scdoc"
 # What each part of the project needs beyond PKGS, one line per part so that
 # work on one part edits its own line. DEMO_* lines are installed for the
 # demo and the tests, TEST_* lines for the tests only.
-DEMO_PKGS_alerts=""
-TEST_PKGS_alerts=""
+DEMO_PKGS_alerts="python3-aiosmtpd"
+TEST_PKGS_alerts="rsyslog rsyslog-gnutls"
 DEMO_PKGS_report=""
 TEST_PKGS_report="chromium"
 TEST_PKGS_service="systemd mandoc acl bash-completion debhelper dpkg-dev fakeroot lintian"

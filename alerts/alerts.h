@@ -162,6 +162,8 @@ int state_mark_delivered(struct state *s, const char *tenant_id, const char *id,
 /* Forget delivered entries older than the cursor: the filter never
  * returns them again unless they change. */
 int state_prune(struct state *s, const char *tenant_id, int64_t before_us);
+/* Forget outputs of an older config (before the pass records its own). */
+int state_outputs_clear(struct state *s);
 int state_output_put(struct state *s, const char *label, uint64_t waiting, const char *error);
 
 /* Notifications: one row per (rule, tenant, alert), never sent twice. */

@@ -22,6 +22,8 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 static const char usage[] =
 	"usage: custody-alerts run [--config FILE] [--once]\n"
 	"       custody-alerts test-email --rule NAME [--config FILE]\n"
@@ -307,6 +309,10 @@ int main(int argc, char **argv)
 	}
 	/* tokens pass through this process: keep them out of core dumps */
 	prctl(PR_SET_DUMPABLE, 0);
+	if (sodium_init() < 0) {
+		fprintf(stderr, "custody-alerts: libsodium cannot start\n");
+		return AX_ERROR;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (strcmp(cmd, "run") == 0)

@@ -859,6 +859,8 @@ out:
 	}
 	if (p.dirty)
 		flush(&p);
+	if (p.n_outs > 0 && state_begin(s) == 0)
+		(void)state_outputs_clear(s);
 	for (size_t k = 0; k < p.n_outs; k++) {
 		struct output *o = &p.outs[k];
 

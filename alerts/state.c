@@ -289,6 +289,11 @@ int state_prune(struct state *s, const char *tenant_id, int64_t before_us)
 	return step_done(st);
 }
 
+int state_outputs_clear(struct state *s)
+{
+	return sqlite3_exec(s->db, "DELETE FROM outputs", NULL, NULL, NULL) == SQLITE_OK ? 0 : -EIO;
+}
+
 int state_output_put(struct state *s, const char *label, uint64_t waiting, const char *error)
 {
 	sqlite3_stmt *st = q(s, Q_OUTPUT);

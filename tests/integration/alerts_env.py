@@ -48,7 +48,8 @@ class Alerts:
         e = dict(os.environ)
         e.pop("NOTIFY_SOCKET", None)
         e.update(env or {})
-        return subprocess.run([CUSTODY_ALERTS] + list(args) + ["--config", self.config_path],
+        wrap = os.environ.get("CUSTODY_ALERTS_WRAPPER", "").split()
+        return subprocess.run(wrap + [CUSTODY_ALERTS] + list(args) + ["--config", self.config_path],
                               capture_output=True, text=True, timeout=timeout, env=e)
 
     def run(self, timeout=60, env=None):
@@ -124,3 +125,204 @@ def wait_file_lines(a, n, timeout=20, path=None):
         time.sleep(0.1)
     raise Fail("timed out waiting for %d alerts in %s (have %d)" % (n, path or a.file,
                                                                       len(a.lines(path))))
+
+
+# ---- real receivers: rsyslog over TLS, a Splunk HEC stand-in, SMTP ----------
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Rsyslog:
+    """rsyslogd -n with imtcp over TLS (gtls, anonymous clients) on a
+    loopback port, writing "%msgid%|%structured-data%|%msg%" a line."""
+
+    def __init__(self, base):
+        from idp import make_certs
+        self.dir = os.path.join(base, "rsyslog")
+        os.makedirs(self.dir, exist_ok=True)
+        self.ca, cert, key = make_certs(os.path.join(self.dir, "certs"))
+        self.port = free_port()
+        self.out = os.path.join(self.dir, "received.log")
+        self.conf = os.path.join(self.dir, "rsyslog.conf")
+        self.pidfile = os.path.join(self.dir, "rsyslog.pid")
+        with open(self.conf, "w") as f:
+            f.write('global(workDirectory="%s" maxMessageSize="64k"\n'
+                    '  DefaultNetstreamDriver="gtls" DefaultNetstreamDriverCAFile="%s"\n'
+                    '  DefaultNetstreamDriverCertFile="%s" DefaultNetstreamDriverKeyFile="%s")\n'
+                    'module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1"\n'
+                    '  StreamDriver.AuthMode="anon")\n'
+                    'template(name="t" type="string" string="%%msgid%%|%%structured-data%%|%%msg%%\\n")\n'
+                    'input(type="imtcp" port="%d" address="127.0.0.1" ruleset="r")\n'
+                    'ruleset(name="r") { action(type="omfile" file="%s" template="t") }\n'
+                    % (self.dir, self.ca, cert, key, self.port, self.out))
+        self.proc = None
+
+    def start(self):
+        import socket
+        self.log = open(os.path.join(self.dir, "rsyslogd.log"), "ab")
+        self.proc = subprocess.Popen(["rsyslogd", "-n", "-f", self.conf, "-i", self.pidfile],
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise Fail("rsyslogd exited %s" % self.proc.returncode)
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise Fail("rsyslogd does not listen on %d" % self.port)
+
+    def lines(self):
+        try:
+            with open(self.out, encoding="utf-8") as f:
+                return [x.rstrip("\n") for x in f if x.strip()]
+        except FileNotFoundError:
+            return []
+
+    def wait_lines(self, n, timeout=20):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            got = self.lines()
+            if len(got) >= n:
+                return got
+            time.sleep(0.1)
+        raise Fail("rsyslog received %d of %d messages" % (len(self.lines()), n))
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+            self.log.close()
+
+
+CEF_KEY = "[A-Za-z0-9_]+"
+
+
+def cef_unescape(s, header):
+    out, i = [], 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\" and i + 1 < len(s):
+            n = s[i + 1]
+            out.append({"n": "\n", "r": "\r"}.get(n, n) if not header else n)
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def cef_parse(line):
+    """A CEF line -> (header fields list, extension dict), unescaped."""
+    import re
+    if not line.startswith("CEF:"):
+        raise Fail("not CEF: %r" % line[:80])
+    fields, cur, i = [], [], 0
+    while len(fields) < 7:
+        c = line[i]
+        if c == "\\":
+            cur.append(line[i:i + 2])
+            i += 2
+            continue
+        if c == "|":
+            fields.append(cef_unescape("".join(cur), True))
+            cur = []
+            i += 1
+            continue
+        cur.append(c)
+        i += 1
+    ext = line[i:]
+    pairs = {}
+    # a key starts at the beginning or after a space, and is followed by an unescaped '='
+    starts = [m for m in re.finditer(r"(?:^| )(%s)=" % CEF_KEY, ext)
+              if not (m.start(1) > 0 and ext[m.start(1) - 1] == "\\")]
+    for k, m in enumerate(starts):
+        end = starts[k + 1].start() if k + 1 < len(starts) else len(ext)
+        pairs[m.group(1)] = cef_unescape(ext[m.end():end], False)
+    return fields, pairs
+
+
+class HecServer:
+    """A local HTTPS endpoint standing in for Splunk's HTTP Event Collector:
+    keeps every request (path, headers, body); answers as Splunk does."""
+
+    def __init__(self, base, token="11111111-2222-3333-4444-555555555555"):
+        import http.server
+        import ssl
+        import threading
+        from idp import make_certs
+        self.dir = os.path.join(base, "hec")
+        self.ca, cert, key = make_certs(self.dir)
+        self.token = token
+        self.requests = []
+        self.refuse = False
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n)
+                outer.requests.append({"path": self.path, "headers": dict(self.headers),
+                                       "body": body})
+                ok = self.headers.get("Authorization") == "Splunk " + outer.token
+                if outer.refuse or not ok:
+                    status, ans = 403, {"text": "Invalid token", "code": 4}
+                else:
+                    status, ans = 200, {"text": "Success", "code": 0}
+                data = json.dumps(ans).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        self.srv.socket = ctx.wrap_socket(self.srv.socket, server_side=True)
+        self.port = self.srv.server_address[1]
+        self.url = "https://127.0.0.1:%d/services/collector/event" % self.port
+        self.token_file = os.path.join(self.dir, "hec.token")
+        with open(self.token_file, "w") as f:
+            f.write(token + "\n")
+        os.chmod(self.token_file, 0o600)
+        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.thread.start()
+
+    def events(self):
+        """Every event object received, in order (bodies are concatenated objects)."""
+        out = []
+        dec = json.JSONDecoder()
+        for r in self.requests:
+            s = r["body"].decode()
+            i = 0
+            while i < len(s):
+                while i < len(s) and s[i] in " \r\n\t":
+                    i += 1
+                if i >= len(s):
+                    break
+                o, i = dec.raw_decode(s, i)
+                out.append(o)
+        return out
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
