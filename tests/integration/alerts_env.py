@@ -326,3 +326,56 @@ class HecServer:
     def stop(self):
         self.srv.shutdown()
         self.srv.server_close()
+
+
+class Smtp:
+    """tests/fixtures/smtp.py (aiosmtpd under /usr/bin/python3) on loopback."""
+
+    def __init__(self, base, name="smtp", starttls=True, require=True):
+        from harness import SOURCE_DIR
+        from idp import make_certs
+        self.dir = os.path.join(base, name)
+        self.maildir = os.path.join(self.dir, "mail")
+        os.makedirs(self.maildir, exist_ok=True)
+        args = ["/usr/bin/python3", os.path.join(SOURCE_DIR, "tests", "fixtures", "smtp.py"),
+                "--dir", self.maildir]
+        self.ca = None
+        if starttls:
+            self.ca, cert, key = make_certs(os.path.join(self.dir, "certs"))
+            args += ["--tls-cert", cert, "--tls-key", key]
+            if require:
+                args.append("--require-starttls")
+        self.log = open(os.path.join(self.dir, "smtp.log"), "ab")
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=self.log)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise Fail("the SMTP fixture did not start (python3-aiosmtpd installed?)")
+        self.port = json.loads(line)["port"]
+        self.url = "smtp://127.0.0.1:%d" % self.port
+
+    def messages(self):
+        """[(envelope dict, email.message.Message)] in arrival order."""
+        import email
+        import email.policy
+        out = []
+        for n in sorted(x for x in os.listdir(self.maildir) if x.endswith(".eml")):
+            base = os.path.join(self.maildir, n[:-4])
+            with open(base + ".json") as f:
+                env = json.load(f)
+            with open(base + ".eml", "rb") as f:
+                raw = f.read()
+            out.append((env, email.message_from_bytes(raw, policy=email.policy.default), raw))
+        return out
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc.stdout.close()
+            self.proc = None
+            self.log.close()
