@@ -17,6 +17,8 @@
 int output_open(struct output *o, const struct alerts_config *c, const struct output_config *oc,
 		struct cerr *err)
 {
+	int rc = -EINVAL;
+
 	memset(o, 0, sizeof(*o));
 	o->cfg = oc;
 	o->conf = c;
@@ -25,13 +27,20 @@ int output_open(struct output *o, const struct alerts_config *c, const struct ou
 		strcpy(o->hostname, "-");
 	switch (oc->type) {
 	case OUTPUT_FILE:
-		return output_file_open(o, err);
+		rc = output_file_open(o, err);
+		break;
 	case OUTPUT_HEC:
-		return output_hec_open(o, err);
+		rc = output_hec_open(o, err);
+		break;
 	case OUTPUT_SYSLOG:
-		return 0;   /* connects on first use */
+		rc = 0;   /* connects on first use */
+		break;
 	}
-	return -EINVAL;
+	if (rc < 0) {
+		o->broken = true;
+		snprintf(o->error, sizeof(o->error), "%s", err && err->msg[0] ? err->msg : "cannot open");
+	}
+	return rc;
 }
 
 int output_put(struct output *o, json_t *const *alerts, size_t n, struct cerr *err)

@@ -23,7 +23,7 @@ int output_file_open(struct output *o, struct cerr *err)
 		(void)util_mkdir_p(dir, 0750);
 	}
 	free(dir);
-	o->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+	o->fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
 	if (o->fd < 0) {
 		int e = errno;
 
@@ -31,6 +31,20 @@ int output_file_open(struct output *o, struct cerr *err)
 		cerr_set(err, -e, "%s: cannot open %s: %s", o->cfg->label, path, strerror(e));
 		snprintf(o->error, sizeof(o->error), "%s", err ? err->msg : "cannot open");
 		return -e;
+	}
+	/* A write cut short (a crash, a full disk) may have left half a line:
+	 * end it, so the next alert starts a line of its own. Those alerts
+	 * were not recorded as delivered and are written again whole. */
+	{
+		char last = '\n';
+		off_t end = lseek(o->fd, 0, SEEK_END);
+
+		if (end > 0 && pread(o->fd, &last, 1, end - 1) == 1 && last != '\n' &&
+		    write(o->fd, "\n", 1) != 1) {
+			int e = errno;
+
+			return cerr_set(err, -e, "%s: cannot write: %s", o->cfg->label, strerror(e));
+		}
 	}
 	return 0;
 }

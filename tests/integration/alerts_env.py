@@ -87,12 +87,25 @@ class Alerts:
         except OSError:
             return ""
 
-    def lines(self, path=None):
+    def lines(self, path=None, torn_ok=False):
+        """The complete lines of the file output, parsed. torn_ok: skip
+        lines that are not JSON (a write cut by kill -9) instead of failing."""
         try:
             with open(path or self.file) as f:
-                return [json.loads(x) for x in f if x.strip()]
+                text = f.read()
         except FileNotFoundError:
             return []
+        out = []
+        for x in text.split("\n")[:-1]:    # a line still being written is not counted
+            if not x.strip():
+                continue
+            try:
+                out.append(json.loads(x))
+            except ValueError:
+                if not torn_ok:
+                    raise
+                self.torn = getattr(self, "torn", 0) + 1
+        return out
 
     def status(self):
         p = self.cmd("status", "--json")
