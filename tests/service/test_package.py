@@ -66,6 +66,17 @@ grep -q '"custody-tools"' /etc/custody/custody.json || fail "config: tool socket
 [ -d /var/lib/custody/vault ] || fail "no vault"
 custody keys | grep -q '^seal_public_key: ' || fail "custody keys (offline)"
 
+# a principal matched by executable: custodyd (user custody) reads
+# /proc/PID/exe of another user's process only with the unit's CAP_SYS_PTRACE
+python3 - <<'PY'
+import json
+p = "/etc/custody/custody.json"
+c = json.load(open(p))
+c["principals"] = [{"name": "pkg-tool", "match": {"user": "nobody", "exe": "/usr/bin/custody"},
+                    "tenants": ["*"]}]
+json.dump(c, open(p, "w"), indent=2)
+PY
+
 # custodyd as custodyd.service runs it: StateDirectory= hands the state to
 # custody, LoadCredential= puts the key in $CREDENTIALS_DIRECTORY (0400,
 # owned by the service user), the two socket units pass the sockets.
@@ -96,16 +107,40 @@ echo "custody status in the installed root: $(head -1 /pkg/status.log)"
 grep -q "using the tool socket systemd passed" /pkg/custodyd.log || fail "custodyd: passed sockets"
 # a user in custody-tools reaches the broker (which maps it to no principal)
 rc=0
-setpriv --reuid=nobody --regid=nogroup --groups="$(getent group custody-tools | cut -d: -f3)" \
+setpriv --reuid=12345 --regid=nogroup --groups="$(getent group custody-tools | cut -d: -f3)" \
 	custody --config /etc/custody/custody.json token --tenant contoso >/pkg/tool.out 2>/pkg/tool.err || rc=$?
 [ $rc -eq 3 ] || { cat /pkg/tool.err >&2; fail "a custody-tools member: exit $rc, expected 3 (unauthenticated)"; }
 echo "a custody-tools member: $(cat /pkg/tool.err)"
+# nobody running /usr/bin/custody is principal pkg-tool (matched by exe)
+rc=0
+setpriv --reuid=nobody --regid=nogroup --groups="$(getent group custody-tools | cut -d: -f3)" \
+	custody --config /etc/custody/custody.json token --tenant contoso >/pkg/tool.out 2>/pkg/tool.err || rc=$?
+grep -q unknown_tenant /pkg/tool.err || { cat /pkg/tool.err /pkg/custodyd.log >&2; fail "the exe-matched principal: exit $rc"; }
+echo "the exe-matched principal: $(cat /pkg/tool.err)"
 # a user outside it cannot connect at all
 rc=0
 setpriv --reuid=nobody --regid=nogroup --clear-groups \
 	custody --config /etc/custody/custody.json token --tenant contoso >/pkg/tool.out 2>/pkg/tool.err || rc=$?
 [ $rc -eq 5 ] || { cat /pkg/tool.err >&2; fail "a user outside custody-tools: exit $rc, expected 5"; }
 echo "a user outside custody-tools: $(cat /pkg/tool.err)"
+# officers and auditors reach the admin socket through the ACL that
+# custody-admin.socket's ExecStartPost= sets; the broker's roles do the rest
+post=$(sed -n 's/^ExecStartPost=-//p' /lib/systemd/system/custody-admin.socket)
+[ -n "$post" ] || fail "custody-admin.socket has no ExecStartPost="
+$post || fail "$post"
+rc=0
+setpriv --reuid=nobody --regid=nogroup --groups="$(getent group custody-auditors | cut -d: -f3)" \
+	custody --config /etc/custody/custody.json status >/pkg/auditor.out 2>/pkg/auditor.err || rc=$?
+[ $rc -eq 0 ] || { cat /pkg/auditor.err >&2; fail "an auditor: custody status exit $rc, expected 0"; }
+rc=0
+setpriv --reuid=nobody --regid=nogroup --groups="$(getent group custody-officers | cut -d: -f3)" \
+	custody --config /etc/custody/custody.json lockdown --reason "package test" >/pkg/officer.out 2>/pkg/officer.err || rc=$?
+[ $rc -eq 0 ] || { cat /pkg/officer.err >&2; fail "an officer: custody lockdown exit $rc, expected 0"; }
+rc=0
+setpriv --reuid=nobody --regid=nogroup --groups="$(getent group custody-officers | cut -d: -f3)" \
+	custody --config /etc/custody/custody.json grant list >/pkg/officer.out 2>/pkg/officer.err || rc=$?
+[ $rc -eq 3 ] || { cat /pkg/officer.err >&2; fail "an officer listing grants (admin role): exit $rc, expected 3"; }
+echo "an auditor reads the status, an officer locks down, neither holds the admin role"
 kill -TERM $pid
 wait $pid || fail "custodyd did not stop cleanly: $(tail -3 /pkg/custodyd.log)"
 trap - EXIT
