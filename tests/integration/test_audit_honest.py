@@ -43,6 +43,11 @@ def cli(env, *args, want=0):
     return p
 
 
+def stop(env):
+    rc, _ = env.stop_broker()
+    check(rc == 0, "custodyd exit status %r" % rc, env.log_text()[-1500:])
+
+
 def vkey_of(name, pk):
     kid = hashlib.sha256(name.encode() + b"\n\x01" + pk).digest()[:4]
     return "%s+%s+%s" % (name, kid.hex(), base64.b64encode(b"\x01" + pk).decode())
@@ -122,7 +127,7 @@ def test_rewritten_store(env, vkey):
     # checkpoints now cover the rewrite, the one the user kept does not.
     env.start_broker()
     fill(env, ["contoso"], 3 * 18)
-    env.stop_broker()
+    stop(env)
     p = cli(env, "audit", "verify", "--db", env.audit_db, "--key", vkey)
     check(p.stdout.startswith("ok: "), "the re-signed log verifies on its own", p.stdout)
     p = cli(env, "audit", "verify", "--db", env.audit_db, "--key", vkey,
@@ -154,7 +159,7 @@ def test_uncovered_tail(env, vkey):
           "verify of the live store names the uncovered tail", p.stdout)
     m = p.stdout.split("records from seq ")[1].split()[0]
     check(int(m) == st["checkpoint_size"] + 1, "the tail starts after the checkpoint", p.stdout)
-    env.stop_broker()
+    stop(env)
     env.config["audit"]["checkpoint_every"] = 1000
     env.config["audit"]["checkpoint_interval_s"] = 60
 
@@ -243,7 +248,7 @@ def test_exports(env, vkey):
             os.unlink(link)
         os.symlink(victim, link)
         if not running:
-            env.stop_broker()
+            stop(env)
         cli(env, "audit", "export", "--tenant", "contoso", "--output", link)
         with open(victim) as f:
             check(f.read() == "untouched\n", "export wrote through a symlink")
@@ -263,7 +268,7 @@ def test_origin_fixed(env):
           "the refusal names both origins", log[-2000:])
     env.config["audit"]["origin"] = ORIGIN
     env.start_broker()
-    env.stop_broker()
+    stop(env)
 
 
 def listing(env, *args, want=0):
@@ -337,7 +342,7 @@ def test_follow(env):
         log = env.log_text(since_start=True)
         check(log.count("admin.audit.query") <= 3, "no log line per poll", log[-1500:])
         # a restart: the follower reconnects and goes on by sequence
-        env.stop_broker()
+        stop(env)
         env.start_broker()
         fill(env, ["fabrikam"], 2, "after restart")
         wait_for(lambda: sum("after restart 1" in x for x in lines) >= 1, 15,
@@ -355,7 +360,7 @@ def test_follow(env):
           "a start and a stop per connection that followed", recs)
     err = f.stderr.read()
     check("reconnected" in err, "the follower says it reconnected", err)
-    env.stop_broker()
+    stop(env)
 
 
 def main():
@@ -377,7 +382,7 @@ def main():
         test_exports(env, vkey)
         test_names(env, tids, False)
         if env.broker is not None:
-            env.stop_broker()
+            stop(env)
         test_wrong_key(env, vkey)
         test_origin_fixed(env)
         test_uncovered_tail(env, vkey)

@@ -1054,12 +1054,15 @@ static void ed_no_since(json_t *d)
 
 static void ed_no_previous(json_t *d)
 {
+	json_t *body;
+
 	json_array_remove(json_object_get(d, "records"), 0);
 	json_object_set_new(d, "previous", json_null());
-	json_object_set_new(d, "first_tenant_seq",
-			    json_object_get(json_loads(json_string_value(json_object_get(
-						       json_array_get(json_object_get(d, "records"), 0),
-						       "body")), 0, NULL), "tenant_seq"));
+	body = json_loads(json_string_value(json_object_get(
+				  json_array_get(json_object_get(d, "records"), 0), "body")),
+			  0, NULL);
+	json_object_set(d, "first_tenant_seq", json_object_get(body, "tenant_seq"));
+	json_decref(body);
 }
 
 static void ed_later_since(json_t *d)
