@@ -557,6 +557,13 @@ static int revoke_one(struct pending *p, const struct grant *g, const char *reas
 	return 0;
 }
 
+static json_t *already_json(const struct grant *g)
+{
+	return json_pack("{s:s,s:s,s:b,s:o,s:s,s:s}", "grant", g->id, "state", "revoked",
+			 "already", 1, "revoked_at", time_json(g->revoked_at), "revoked_by",
+			 g->revoked_by, "reason", g->reason);
+}
+
 static void op_revoke(struct pending *p, json_t *id, json_t *req)
 {
 	struct broker *b = p->b;
@@ -566,7 +573,7 @@ static void op_revoke(struct pending *p, json_t *id, json_t *req)
 	const char *reason = opt_string(req, "reason", &bad);
 	char tid[128] = "", one[GRANT_ID_LEN] = "";
 	struct cerr err = {0};
-	json_t *list, *r, *extra;
+	json_t *list, *r, *extra, *already;
 	size_t found = 0;
 	int rc = 0;
 
@@ -579,24 +586,30 @@ static void op_revoke(struct pending *p, json_t *id, json_t *req)
 		return;
 	}
 	list = json_array();
+	already = json_array();
 	if (gid != NULL) {
 		const struct grant *g = policy_grant_find(b->policy, gid);
 
 		if (g == NULL) {
 			json_decref(list);
+			json_decref(already);
 			admin_fail(p, id, "bad_request", NULL, "no grant %s: see `custody grant list`", gid);
 			return;
 		}
 		snprintf(tid, sizeof(tid), "%s", g->tenant_id);
 		snprintf(one, sizeof(one), "%s", g->id);
 		found = 1;
-		rc = revoke_one(p, g, reason, list, &err);
+		if (g->revoked)
+			json_array_append_new(already, already_json(g));
+		else
+			rc = revoke_one(p, g, reason, list, &err);
 	} else {
 		const char *resolved;
 
 		rc = policy_tenant_resolve(b->policy, tenant, &resolved);
 		if (rc < 0) {
 			json_decref(list);
+			json_decref(already);
 			admin_fail(p, id, "unknown_tenant", json_pack("{s:s}", "requested_tenant", tenant),
 				   rc == -EEXIST ? "tenant name %s belongs to more than one tenant: revoke by tenant id"
 						 : "no grant for tenant %s: see `custody grant list`",
@@ -611,14 +624,17 @@ static void op_revoke(struct pending *p, json_t *id, json_t *req)
 			if (strcasecmp(g->tenant_id, tid) != 0)
 				continue;
 			found++;
-			if (g->revoked)
+			if (g->revoked) {
+				json_array_append_new(already, already_json(g));
 				continue;
+			}
 			rc = revoke_one(p, g, reason, list, &err);
 		}
 	}
 	if (rc < 0) {
 		extra = json_pack("{s:O,s:s}", "revoked", list, "tenant", tid);
 		json_decref(list);
+		json_decref(already);
 		admin_fail(p, id, "internal", extra, "revocation failed: %s",
 			   err.msg[0] ? err.msg : strerror(-rc));
 		return;
@@ -626,8 +642,12 @@ static void op_revoke(struct pending *p, json_t *id, json_t *req)
 	extra = json_pack("{s:O,s:s,s:s}", "revoked", list, "reason", reason, "tenant", tid);
 	if (one[0] != '\0')
 		json_object_set_new(extra, "grant", json_string(one));
+	/* Revoking again changes nothing, and says so with who did it first. */
+	if (json_array_size(already) > 0 && extra != NULL)
+		json_object_set(extra, "already_revoked", already);
 	r = reply_new(id, true);
 	json_object_set_new(r, "revoked", list);
+	json_object_set_new(r, "already_revoked", already);
 	p->on_durable = officer_durable;
 	admin_ok(p, r, extra);
 }
@@ -809,16 +829,18 @@ static void op_status(struct pending *p, json_t *id, json_t *req)
 static void op_reload(struct pending *p, json_t *id, json_t *req)
 {
 	struct cerr err = {0};
-	json_t *r;
+	json_t *r, *na = json_array();
 
-	if (broker_reload(p->b, &err) < 0) {
+	if (broker_reload(p->b, &err, na) < 0) {
+		json_decref(na);
 		admin_fail(p, id, "bad_request", json_pack("{s:s}", "message", err.msg),
 			   "reload failed, the running policy stays: %s", err.msg);
 		return;
 	}
 	r = reply_new(id, true);
 	json_object_set_new(r, "reloaded", json_true());
-	admin_ok(p, r, NULL);
+	json_object_set(r, "not_applied", na);
+	admin_ok(p, r, json_pack("{s:o}", "not_applied", na));
 }
 
 /* ---- audit ---------------------------------------------------------------------- */

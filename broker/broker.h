@@ -104,6 +104,14 @@ int broker_config_parse(const char *text, size_t len, const char *path, const ch
 			struct broker_config **out, struct cerr *err)
 	__attribute__((warn_unused_result));
 void broker_config_free(struct broker_config *c);
+/* `custody config check`: load path as broker_config_load does, calling
+ * each(ctx, msg) for every error found ("FILE: principals[1].match.uid:
+ * expected an integer"), not just the first, where the parse can go on
+ * (each section, each principal, each unknown key). 0 valid, -EINVAL
+ * invalid (each called at least once), else the file could not be read
+ * (err says why; each not called). */
+int broker_config_check(const char *path, void (*each)(void *ctx, const char *msg), void *ctx,
+			struct cerr *err) __attribute__((warn_unused_result));
 
 /* The vault key source described by the config (pointers into c). */
 void broker_config_key_source(const struct broker_config *c, struct vault_key_source *src);

@@ -372,8 +372,11 @@ struct broker {
 	json_t *outcomes;
 };
 
-/* Re-read the config; 0 or -EINVAL with err filled (the running policy stays). */
-int broker_reload(struct broker *b, struct cerr *err);
+/* Re-read the config; 0 or -EINVAL with err filled (the running policy
+ * stays). Settings that changed but apply only at the next start (state
+ * and key paths, a socket's path, mode or group, the audit origin) are
+ * logged and appended to not_applied (may be NULL) as "key (old -> new)". */
+int broker_reload(struct broker *b, struct cerr *err, json_t *not_applied);
 /* The actor name for a uid ("alice" or "uid:N"). */
 void broker_user_name(uid_t uid, char out[static 64]);
 

@@ -34,7 +34,26 @@ struct cfgctx {
 	struct cerr *err;
 	const char *file;
 	const char *base_dir;
+	/* `custody config check`: every error, not just the first. NULL when
+	 * loading for use, which stops at the first. */
+	void (*each)(void *ctx, const char *msg);
+	void *each_ctx;
+	size_t n_errors;
 };
+
+/* After a section (or a principal, or a key) failed: when every error is
+ * wanted, report this one and go on with the next; else stop here. A
+ * section that failed is left at what it had, which is never used: the
+ * parse fails in the end. */
+static int go_on(struct cfgctx *x, int rc)
+{
+	if (rc != -EINVAL || x->each == NULL)
+		return rc;
+	x->each(x->each_ctx, x->err->msg);
+	x->n_errors++;
+	x->err->msg[0] = '\0';
+	return 0;
+}
 
 static int bad(struct cfgctx *x, const char *path, const char *what)
 {
@@ -53,9 +72,9 @@ static int check_keys(struct cfgctx *x, json_t *obj, const char *path,
 		for (size_t i = 0; allowed[i] != NULL; i++)
 			if (strcmp(key, allowed[i]) == 0)
 				ok = true;
-		if (!ok)
-			return cerr_set(x->err, -EINVAL, "%s: unknown key: %s%s%s", x->file, path,
-					path[0] ? "." : "", key);
+		if (!ok && go_on(x, cerr_set(x->err, -EINVAL, "%s: unknown key: %s%s%s", x->file,
+					      path, path[0] ? "." : "", key)) < 0)
+			return -EINVAL;
 	}
 	return 0;
 }
@@ -533,12 +552,17 @@ static int parse_principals(struct cfgctx *x, json_t *a, struct broker_config *c
 		snprintf(path, sizeof(path), "principals[%zu]", i);
 		c->n_principals = i + 1;
 		rc = parse_principal(x, e, path, &c->principals[i]);
-		if (rc < 0)
-			return rc;
+		if (rc < 0) {
+			if ((rc = go_on(x, rc)) < 0)
+				return rc;
+			continue;
+		}
 		for (size_t j = 0; j < i; j++)
-			if (strcmp(c->principals[j].name, c->principals[i].name) == 0) {
+			if (c->principals[j].name != NULL &&
+			    strcmp(c->principals[j].name, c->principals[i].name) == 0) {
 				snprintf(path, sizeof(path), "principals[%zu].name", i);
-				return bad(x, path, "duplicate principal name");
+				if ((rc = go_on(x, bad(x, path, "duplicate principal name"))) < 0)
+					return rc;
 			}
 	}
 	return 0;
@@ -770,7 +794,7 @@ static int parse_root(struct cfgctx *x, json_t *root, struct broker_config *c)
 		return rc;
 	if ((v = json_object_get(root, "runtime_dir")) != NULL) {
 		rc = get_path(x, v, "runtime_dir", &c->runtime_dir);
-		if (rc < 0)
+		if ((rc = go_on(x, rc)) < 0)
 			return rc;
 	}
 	kf = json_object_get(root, "key_file");
@@ -798,48 +822,61 @@ static int parse_root(struct cfgctx *x, json_t *root, struct broker_config *c)
 		return -ENOMEM;
 	if ((v = json_object_get(root, "tool_socket")) != NULL) {
 		rc = parse_socket(x, v, "tool_socket", c->runtime_dir, &c->tool_socket);
-		if (rc < 0)
+		if ((rc = go_on(x, rc)) < 0)
 			return rc;
 	}
 	if ((v = json_object_get(root, "admin_socket")) != NULL) {
 		rc = parse_socket(x, v, "admin_socket", c->runtime_dir, &c->admin_socket);
-		if (rc < 0)
+		if ((rc = go_on(x, rc)) < 0)
 			return rc;
 	}
-	if (strcmp(c->tool_socket.path, c->admin_socket.path) == 0)
-		return bad(x, "admin_socket.path", "must differ from tool_socket.path");
+	if (strcmp(c->tool_socket.path, c->admin_socket.path) == 0 &&
+	    (rc = go_on(x, bad(x, "admin_socket.path", "must differ from tool_socket.path"))) < 0)
+		return rc;
 	if ((v = json_object_get(root, "roles")) != NULL) {
 		rc = parse_roles(x, v, c);
-		if (rc < 0)
+		if ((rc = go_on(x, rc)) < 0)
 			return rc;
 	}
 	if ((v = json_object_get(root, "principals")) != NULL) {
 		rc = parse_principals(x, v, c);
-		if (rc < 0)
+		if ((rc = go_on(x, rc)) < 0)
 			return rc;
 	}
 	if ((v = json_object_get(root, "upstream")) != NULL) {
 		rc = parse_upstream(x, v, &c->upstream);
-		if (rc < 0)
+		if ((rc = go_on(x, rc)) < 0)
 			return rc;
 	}
 	if ((v = json_object_get(root, "audit")) != NULL) {
 		rc = parse_audit(x, v, c);
-		if (rc < 0)
+		if ((rc = go_on(x, rc)) < 0)
 			return rc;
 	}
 	if ((v = json_object_get(root, "limits")) != NULL) {
 		rc = parse_limits(x, v, &c->limits);
-		if (rc < 0)
+		if ((rc = go_on(x, rc)) < 0)
 			return rc;
 	}
 	return 0;
 }
 
+static int config_parse(struct cfgctx *x0, const char *text, size_t len, const char *path,
+			struct broker_config **out);
+
 int broker_config_parse(const char *text, size_t len, const char *path, const char *base_dir,
 			struct broker_config **out, struct cerr *err)
 {
 	struct cfgctx x = {.err = err, .file = path ? path : "config", .base_dir = base_dir};
+
+	return config_parse(&x, text, len, path, out);
+}
+
+static int config_parse(struct cfgctx *x0, const char *text, size_t len, const char *path,
+			struct broker_config **out)
+{
+	struct cfgctx x = *x0;
+	struct cerr *err = x.err;
 	struct broker_config *c = NULL;
 	json_error_t jerr;
 	json_t *root;
@@ -857,6 +894,13 @@ int broker_config_parse(const char *text, size_t len, const char *path, const ch
 		goto out;
 	}
 	rc = parse_root(&x, root, c);
+	/* an error that stopped the parse: go_on clears those it reported */
+	if (rc == -EINVAL && x.each != NULL && err->msg[0] != '\0')
+		go_on(&x, rc);
+	if (x.n_errors > 0)
+		rc = cerr_set(err, -EINVAL, "%s: %zu error%s", x.file, x.n_errors,
+			      x.n_errors == 1 ? "" : "s");
+	x0->n_errors = x.n_errors;
 	if (rc < 0)
 		goto out;
 	if (path != NULL && (c->path = strdup(path)) == NULL) {
@@ -874,7 +918,26 @@ out:
 	return rc;
 }
 
+static int config_load(const char *path, struct broker_config **out, struct cerr *err,
+		       void (*each)(void *ctx, const char *msg), void *each_ctx);
+
 int broker_config_load(const char *path, struct broker_config **out, struct cerr *err)
+{
+	return config_load(path, out, err, NULL, NULL);
+}
+
+int broker_config_check(const char *path, void (*each)(void *ctx, const char *msg), void *ctx,
+			struct cerr *err)
+{
+	struct broker_config *c = NULL;
+	int rc = config_load(path, &c, err, each, ctx);
+
+	broker_config_free(c);
+	return rc;
+}
+
+static int config_load(const char *path, struct broker_config **out, struct cerr *err,
+		       void (*each)(void *ctx, const char *msg), void *each_ctx)
 {
 	char *text = NULL, *abs = NULL, *dir = NULL, *slash;
 	size_t len;
@@ -908,7 +971,16 @@ int broker_config_load(const char *path, struct broker_config **out, struct cerr
 		slash[1] = '\0';
 	else
 		*slash = '\0';
-	rc = broker_config_parse(text, len, abs, dir, out, err);
+	{
+		struct cfgctx x = {.err = err, .file = abs, .base_dir = dir, .each = each,
+				   .each_ctx = each_ctx};
+
+		rc = config_parse(&x, text, len, abs, out);
+		/* one error that stopped the parse (bad JSON, say) is reported
+		 * like the others */
+		if (rc == -EINVAL && each != NULL && x.n_errors == 0)
+			each(each_ctx, err->msg);
+	}
 out:
 	free(text);
 	free(abs);

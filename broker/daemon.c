@@ -117,7 +117,38 @@ static bool str_differs(const char *a, const char *b)
 	return strcmp(a, b) != 0;
 }
 
-int broker_reload(struct broker *b, struct cerr *err)
+/* A setting that changed in the file but cannot change in a running
+ * broker: named in the reload's reply, its audit record and the log, so
+ * nobody believes a socket moved when it did not. */
+static void not_applied(json_t *list, const char *key, const char *was, const char *now)
+{
+	broker_log("reload: %s changed (%s -> %s) but takes effect only at the next start",
+		   key, was ? was : "(default)", now ? now : "(default)");
+	if (list != NULL)
+		json_array_append_new(list, json_sprintf("%s (%s -> %s)", key, was ? was : "(default)",
+							 now ? now : "(default)"));
+}
+
+static void socket_not_applied(json_t *list, const char *name,
+			       const struct broker_socket_config *was,
+			       const struct broker_socket_config *now)
+{
+	char key[64], a[16], c[16];
+
+	snprintf(key, sizeof(key), "%s.path", name);
+	if (str_differs(was->path, now->path))
+		not_applied(list, key, was->path, now->path);
+	snprintf(key, sizeof(key), "%s.mode", name);
+	snprintf(a, sizeof(a), "%04o", (unsigned)was->mode);
+	snprintf(c, sizeof(c), "%04o", (unsigned)now->mode);
+	if (was->mode != now->mode)
+		not_applied(list, key, a, c);
+	snprintf(key, sizeof(key), "%s.group", name);
+	if (str_differs(was->group, now->group))
+		not_applied(list, key, was->group, now->group);
+}
+
+int broker_reload(struct broker *b, struct cerr *err, json_t *list)
 {
 	struct broker_config *nc = NULL;
 	int rc;
@@ -133,13 +164,16 @@ int broker_reload(struct broker *b, struct cerr *err)
 		broker_config_free(nc);
 		return -EINVAL;
 	}
-	if (str_differs(nc->state_dir, b->cfg->state_dir) ||
-	    str_differs(nc->key_file, b->cfg->key_file) ||
-	    str_differs(nc->passphrase_file, b->cfg->passphrase_file) ||
-	    str_differs(nc->tool_socket.path, b->cfg->tool_socket.path) ||
-	    str_differs(nc->admin_socket.path, b->cfg->admin_socket.path) ||
-	    str_differs(nc->audit_origin, b->cfg->audit_origin))
-		broker_log("reload: state_dir, key, socket and audit settings take effect at the next start");
+	if (str_differs(nc->state_dir, b->cfg->state_dir))
+		not_applied(list, "state_dir", b->cfg->state_dir, nc->state_dir);
+	if (str_differs(nc->key_file, b->cfg->key_file))
+		not_applied(list, "key_file", b->cfg->key_file, nc->key_file);
+	if (str_differs(nc->passphrase_file, b->cfg->passphrase_file))
+		not_applied(list, "passphrase_file", b->cfg->passphrase_file, nc->passphrase_file);
+	socket_not_applied(list, "tool_socket", &b->cfg->tool_socket, &nc->tool_socket);
+	socket_not_applied(list, "admin_socket", &b->cfg->admin_socket, &nc->admin_socket);
+	if (str_differs(nc->audit_origin, b->cfg->audit_origin))
+		not_applied(list, "audit.origin", b->cfg->audit_origin, nc->audit_origin);
 	policy_set_config(b->policy, nc);
 	broker_config_free(b->cfg);
 	b->cfg = nc;
@@ -152,11 +186,16 @@ static void reload_on_signal(struct broker *b)
 	struct cerr err = {0};
 	int rc;
 
+	json_t *na = json_array();
+
 	util_notify("RELOADING=1");
-	rc = broker_reload(b, &err);
-	lifecycle_record(b, rc == 0 ? json_pack("{s:s,s:s}", "event", "reload", "outcome", "ok")
+	rc = broker_reload(b, &err, na);
+	lifecycle_record(b, rc == 0 ? json_pack("{s:s,s:s,s:o}", "event", "reload", "outcome", "ok",
+						"not_applied", na)
 				    : json_pack("{s:s,s:s,s:s}", "event", "reload", "outcome",
 						"failed", "message", err.msg));
+	if (rc != 0)
+		json_decref(na);
 	util_notify("READY=1");
 }
 

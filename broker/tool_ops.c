@@ -25,10 +25,12 @@ static const struct principal_config *principal_of(struct broker *b, int ix)
 	return ix >= 0 && (size_t)ix < b->cfg->n_principals ? &b->cfg->principals[ix] : NULL;
 }
 
-/* Reply with an error (and retry_after when > 0) and audit it under event. */
-static void answer_error_retry(struct pending *p, const char *event, json_t *id,
-			       const char *code, const char *message, json_t *extra_rec,
-			       int retry_after)
+/* Reply with an error (and retry_after when > 0, and the fields of
+ * extra_reply, stolen) and audit it under event. p may be gone when this
+ * returns (the refusal guard frees it): nothing may touch p after. */
+static void answer_error_full(struct pending *p, const char *event, json_t *id,
+			      const char *code, const char *message, json_t *extra_rec,
+			      int retry_after, json_t *extra_reply)
 {
 	struct broker *b = p->b;
 	json_t *rec;
@@ -38,6 +40,7 @@ static void answer_error_retry(struct pending *p, const char *event, json_t *id,
 	if (p->conn != NULL && (p->principal_name[0] == '\0' || strcmp(code, "bad_request") == 0) &&
 	    !guard_refusal(p->conn, id)) {
 		json_decref(extra_rec);
+		json_decref(extra_reply);
 		pending_free(p);
 		return;
 	}
@@ -45,6 +48,9 @@ static void answer_error_retry(struct pending *p, const char *event, json_t *id,
 	p->reply = reply_error(id, code, "%s", message);
 	if (retry_after > 0 && p->reply != NULL)
 		json_object_set_new(p->reply, "retry_after", json_integer(retry_after));
+	if (extra_reply != NULL && p->reply != NULL)
+		json_object_update(p->reply, extra_reply);
+	json_decref(extra_reply);
 	if (rec != NULL) {
 		json_object_set_new(rec, "error", json_string(code));
 		if (extra_rec != NULL)
@@ -58,10 +64,59 @@ static void answer_error_retry(struct pending *p, const char *event, json_t *id,
 	pending_audit(p, rec);
 }
 
+static void answer_error_retry(struct pending *p, const char *event, json_t *id,
+			       const char *code, const char *message, json_t *extra_rec,
+			       int retry_after)
+{
+	answer_error_full(p, event, id, code, message, extra_rec, retry_after, NULL);
+}
+
 static void answer_error(struct pending *p, const char *event, json_t *id, const char *code,
 			 const char *message, json_t *extra_rec)
 {
-	answer_error_retry(p, event, id, code, message, extra_rec, 0);
+	answer_error_full(p, event, id, code, message, extra_rec, 0, NULL);
+}
+
+/* Why a peer maps to no principal, for the person reading the error. */
+static const char *unauth_message(const struct conn *c, char *buf, size_t len)
+{
+	if (c != NULL && c->peer.hash == PEER_HASH_FAILED && c->peer.hash_err == -E2BIG) {
+		snprintf(buf, len,
+			 "this executable (%lld bytes) is larger than limits.max_exe_bytes (%llu), so exe_sha256 principals cannot match it",
+			 (long long)c->peer.exe_size,
+			 (unsigned long long)c->b->cfg->limits.max_exe_bytes);
+		return buf;
+	}
+	return "this process maps to no principal: ask an admin to add a match for your uid/group/executable to the config";
+}
+
+/* unauthenticated: what the broker saw of the caller, so the admin can
+ * write the principal's match from the message alone (the caller learns
+ * only facts about itself), and the same as the reply's "peer". */
+static void answer_unauthenticated(struct pending *p, const char *event, json_t *id,
+				   json_t *extra_rec)
+{
+	const struct peer *peer = p->conn != NULL ? &p->conn->peer : NULL;
+	char groups[256] = "", msg[512], why[256];
+	size_t n = 0;
+
+	for (size_t i = 0; peer != NULL && i < peer->n_groups && n < sizeof(groups) - 16; i++)
+		n += (size_t)snprintf(groups + n, sizeof(groups) - n, "%s%u", i ? "," : "",
+				      (unsigned)peer->groups[i]);
+	if (peer == NULL || (peer->hash == PEER_HASH_FAILED && peer->hash_err == -E2BIG))
+		snprintf(msg, sizeof(msg), "%s", unauth_message(p->conn, why, sizeof(why)));
+	else
+		snprintf(msg, sizeof(msg),
+			 "this process maps to no principal: the broker sees uid %u (%s), gid %u, "
+			 "groups [%s], exe %s; ask an admin to add a principal whose match "
+			 "holds (uid, gid, user, group, exe) and reload",
+			 (unsigned)peer->uid, peer->user, (unsigned)peer->gid, groups,
+			 peer->exe ? peer->exe : "(unknown)");
+	answer_error_full(p, event, id, "unauthenticated", msg, extra_rec, 0,
+			  peer == NULL ? NULL
+				       : json_pack("{s:{s:I,s:I,s:s,s:s?}}", "peer", "uid",
+						   (json_int_t)peer->uid, "gid", (json_int_t)peer->gid,
+						   "user", peer->user, "exe", peer->exe));
 }
 
 static void answer_ok(struct pending *p, const char *event, json_t *id, json_t *reply)
@@ -307,19 +362,6 @@ static void token_answered(void *ctx, const struct token_reply *r)
 	pending_audit(p, rec);
 }
 
-/* Why a peer maps to no principal, for the person reading the error. */
-static const char *unauth_message(const struct conn *c, char *buf, size_t len)
-{
-	if (c != NULL && c->peer.hash == PEER_HASH_FAILED && c->peer.hash_err == -E2BIG) {
-		snprintf(buf, len,
-			 "this executable (%lld bytes) is larger than limits.max_exe_bytes (%llu), so exe_sha256 principals cannot match it",
-			 (long long)c->peer.exe_size,
-			 (unsigned long long)c->b->cfg->limits.max_exe_bytes);
-		return buf;
-	}
-	return "this process maps to no principal: ask an admin to add a match for your uid/group/executable to the config";
-}
-
 static void op_token(struct pending *p, json_t *id, json_t *req)
 {
 	struct broker *b = p->b;
@@ -331,7 +373,6 @@ static void op_token(struct pending *p, json_t *id, json_t *req)
 	struct decision d;
 	struct token_request treq;
 	struct token_reply now;
-	char msg[256];
 	struct token_op *tk;
 	int rc;
 
@@ -360,8 +401,8 @@ static void op_token(struct pending *p, json_t *id, json_t *req)
 		return;
 	}
 	if (pc == NULL) {
-		answer_error(p, "token", id, "unauthenticated", unauth_message(p->conn, msg, sizeof(msg)),
-			     json_pack("{s:s}", "requested_tenant", json_string_value(tenant)));
+		answer_unauthenticated(p, "token", id,
+				       json_pack("{s:s}", "requested_tenant", json_string_value(tenant)));
 		return;
 	}
 	ask = (struct policy_ask){
@@ -571,10 +612,7 @@ static void tool_begin(struct pending *p, const struct op_def *def, json_t *id)
 	if (pc != NULL)
 		snprintf(p->principal_name, sizeof(p->principal_name), "%s", pc->name);
 	if (pc == NULL && !def->anyone) {
-		char msg[256];
-
-		answer_error(p, def->name, id, "unauthenticated",
-			     unauth_message(p->conn, msg, sizeof(msg)), NULL);
+		answer_unauthenticated(p, def->name, id, NULL);
 		return;
 	}
 	def->run(p, id, p->request);

@@ -120,6 +120,8 @@ int cmd_status(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_audit(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_vault(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_witness(struct cli_ctx *ctx, int argc, char **argv);
+int cmd_config(struct cli_ctx *ctx, int argc, char **argv);
+int cmd_reload(struct cli_ctx *ctx, int argc, char **argv);
 int cmd_demo(struct cli_ctx *ctx, int argc, char **argv);
 
 /* Run a command group's sub-table: argv[0] is the group name. */

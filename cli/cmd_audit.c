@@ -888,9 +888,18 @@ static int audit_verify_main(struct cli_ctx *ctx, int argc, char **argv)
 	if (key_arg != NULL) {
 		vkey = load_vkey(key_arg);
 	} else {
+		/* The key comes from the broker or the vault the config names;
+		 * without a config say so once, with what to pass instead. */
+		const char *env_sock = getenv("CUSTODY_SOCKET");
+		struct cerr cerr = { "" };
+
+		if (ctx->cfg == NULL && ctx->socket_arg == NULL && (env_sock == NULL || !*env_sock) &&
+		    broker_config_load(broker_config_path(ctx->config_arg), &ctx->cfg, &cerr) < 0)
+			return cli_fail(EXIT_ERROR, "no verifier key: pass --key VKEY (the "
+					"audit_verifier_key from 'custody keys'); without it the key "
+					"comes from the config, and %s", cerr.msg);
 		rc = cli_keys_get(ctx, &keys);
 		if (rc != 0) {
-			fprintf(stderr, "custody: without a config, pass the verifier key: --key VKEY\n");
 			free(trusted);
 			return rc;
 		}

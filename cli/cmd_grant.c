@@ -765,6 +765,14 @@ static int grant_revoke_main(struct cli_ctx *ctx, int argc, char **argv)
 	json_decref(req);
 	if (rc != 0)
 		return rc;
+	json_array_foreach(json_object_get(reply, "already_revoked"), i, r) {
+		if (as_json)
+			cli_print_json(stdout, r, false);
+		else
+			printf("%s was already revoked by %s at %s (%s): nothing changed.\n",
+			       str_of(r, "grant"), str_of(r, "revoked_by"), str_of(r, "revoked_at"),
+			       str_of(r, "reason"));
+	}
 	json_array_foreach(json_object_get(reply, "revoked"), i, r) {
 		if (as_json) {
 			json_t *until = json_object_get(r, "valid_until");

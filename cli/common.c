@@ -3,10 +3,12 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -113,9 +115,13 @@ int cli_config(struct cli_ctx *ctx)
 	if (rc == -ENOENT)
 		return cli_fail(EXIT_ERROR, "cannot read config %s: no such file; run 'custody init "
 				"--config %s' or pass --config FILE", path, path);
+	/* the message names the file already ("FILE: key.path: what") */
+	if (rc < 0 && err.msg[0] != '\0')
+		return cli_fail(EXIT_ERROR, "%s; fix the file and try again ('custody config check "
+				"FILE' lists every error)", err.msg);
 	if (rc < 0)
 		return cli_fail(EXIT_ERROR, "config %s: %s; fix the file and try again", path,
-				err.msg[0] ? err.msg : strerror(-rc));
+				strerror(-rc));
 	return 0;
 }
 
@@ -206,6 +212,30 @@ static const char *advice_for(const char *code)
 	return "see the broker's log";
 }
 
+/* The socket is there but this user may not connect: custodyd runs, so
+ * "start custodyd" would mislead. Name the group that lets one in. */
+static void report_denied(const char *sock)
+{
+	struct stat st;
+	struct group *gr;
+
+	if (sock == NULL || stat(sock, &st) < 0) {
+		cli_fail(EXIT_UNREACHABLE, "permission denied on %s: a directory on the way does not "
+			 "let you in; ask an admin to check the runtime directory's permissions",
+			 sock ? sock : "the socket");
+		return;
+	}
+	gr = getgrgid(st.st_gid);
+	if (gr != NULL)
+		cli_fail(EXIT_UNREACHABLE, "permission denied on %s (mode %04o, group %s); ask to be "
+			 "added to group %s", sock, (unsigned)(st.st_mode & 07777), gr->gr_name,
+			 gr->gr_name);
+	else
+		cli_fail(EXIT_UNREACHABLE, "permission denied on %s (mode %04o, gid %u); ask to be "
+			 "added to group %u", sock, (unsigned)(st.st_mode & 07777),
+			 (unsigned)st.st_gid, (unsigned)st.st_gid);
+}
+
 int cli_report(int rc, const struct custody_error *e, const char *sock)
 {
 	int status = cli_exit_for_rc(rc, e);
@@ -219,7 +249,16 @@ int cli_report(int rc, const struct custody_error *e, const char *sock)
 			fprintf(stderr, ", upstream %s", e->upstream_error);
 		for (i = 0; i < e->n_upstream_codes; i++)
 			fprintf(stderr, "%sAADSTS%ld", i == 0 ? " " : ",", e->upstream_codes[i]);
-		fprintf(stderr, "); %s\n", advice_for(e->code));
+		/* Most refusals carry their own advice ("... (`custody grant
+		 * list`)"): the generic one then would only say it twice. */
+		if (strstr(e->message, "`custody ") || strstr(e->message, "'custody ") ||
+		    strstr(e->message, "ask the ") || strstr(e->message, "ask an ") ||
+		    strstr(e->message, " must "))
+			fprintf(stderr, ")\n");
+		else
+			fprintf(stderr, "); %s\n", advice_for(e->code));
+	} else if (status == EXIT_UNREACHABLE && rc == -EACCES) {
+		report_denied(sock);
 	} else if (status == EXIT_UNREACHABLE) {
 		cli_fail(status, "broker not reachable at %s: %s; start custodyd or pass "
 			 "--socket/--admin-socket", sock ? sock : "?", strerror(-rc));

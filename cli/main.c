@@ -21,6 +21,8 @@ static const struct cli_cmd commands[] = {
 	{ "audit", cmd_audit, "list, export, verify and follow the audit trail" },
 	{ "vault", cmd_vault, "vault maintenance (rekey)" },
 	{ "witness", cmd_witness, "run a C2SP witness that cosigns a broker's audit checkpoints" },
+	{ "config", cmd_config, "check a config file (every error with its key path)" },
+	{ "reload", cmd_reload, "ask custodyd to re-read its config (as SIGHUP)" },
 	{ "demo", cmd_demo, "the whole story on this machine, in a throw-away directory" },
 	{ NULL, NULL, NULL },
 };

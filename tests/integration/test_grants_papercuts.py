@@ -9,14 +9,17 @@ what is true in one line.
 Each part is a function named after its item; all run in order.
 """
 
-import copy
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Env, check, rfc3339  # noqa: E402
+from harness import Env, as_nobody_request, check, rfc3339, wait_for  # noqa: E402
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 def write(env, name, text):
@@ -129,9 +132,142 @@ def item8_init_keeps_key():
         env.stop_broker()
 
 
+# ---- item 9: papercuts ----------------------------------------------------------
+
+def item9_papercuts():
+    with Env("custody-pc9") as env:
+        env.start_idp()
+        env.init_vault()
+        env.start_broker()
+        os.chmod(env.config["runtime_dir"], 0o755)
+        g, tid = env.new_tenant("contoso")
+        env.import_grant(g)
+
+        # a user outside the socket's group: permission denied, not "start custodyd"
+        from harness import CUSTODY
+        p = subprocess.run(NOBODY + [CUSTODY, "--config", env.config_path, "--socket",
+                                     env.tool_path, "token", "--tenant", "contoso"],
+                           capture_output=True, text=True, timeout=30)
+        check(p.returncode == 5, "a user the socket refuses: exit 5", p.returncode, p.stderr)
+        line = one_line_error(p, "permission denied")
+        check("permission denied" in line and "ask to be added to group root" in line and
+              "start custodyd" not in line, "it names the group to join", line)
+
+        # revoking a tenant twice says the second time changed nothing
+        p = env.run_cli("grant", "revoke", "--tenant", "contoso", "--reason", "first")
+        check(p.returncode == 0 and "Revoked" in p.stdout, "first revocation", p.stdout, p.stderr)
+        p = env.run_cli("grant", "revoke", "--tenant", "contoso", "--reason", "second")
+        check(p.returncode == 0 and "already revoked by root" in p.stdout and
+              "first" in p.stdout and "Revoked" not in p.stdout,
+              "a second revocation says the grant was already revoked, by whom and why",
+              p.stdout, p.stderr)
+        p = env.run_cli("grant", "revoke", "--tenant", "contoso", "--reason", "third", "--json")
+        o = json.loads(p.stdout.splitlines()[0])
+        check(o.get("already") is True and o.get("state") == "revoked", "--json says so too", o)
+        env.stop_broker()
+
+        # whoami from a process no principal matches: what the broker saw
+        env.config["tool_socket"]["mode"] = "0666"
+        env.start_broker()
+        r = as_nobody_request(env.tool_path, {"op": "whoami"})
+        check(r.get("ok") is False and r.get("error") == "unauthenticated", "unauthenticated", r)
+        check("uid 65534" in r["message"] and "gid 65534" in r["message"] and
+              "exe /" in r["message"], "the refusal says what the broker saw", r)
+        check(r.get("peer", {}).get("uid") == 65534 and r["peer"].get("exe", "").startswith("/"),
+              "and carries it as fields", r)
+
+        # a reload that cannot move or re-mode a socket says so
+        env.config["tool_socket"]["mode"] = "0600"
+        env.write_config()
+        p = env.run_cli("reload")
+        check(p.returncode == 0 and "custodyd reloaded" in p.stdout and
+              "tool_socket.mode (0666 -> 0600)" in p.stdout,
+              "custody reload names the change that waits for a restart", p.stdout, p.stderr)
+        env.config["admin_socket"]["path"] = "admin2.sock"
+        env.write_config()
+        env.signal_broker(signal.SIGHUP)
+        wait_for(lambda: "admin_socket.path changed" in env.log_text(since_start=True),
+                 what="the SIGHUP's log line about the socket path")
+        env.config["admin_socket"]["path"] = "admin.sock"   # where it still listens
+        def reload_recorded():
+            return [r for r in env.audit_records(event="reload")
+                    if "admin_socket.path" in json.dumps(r.get("not_applied"))]
+        wait_for(reload_recorded, what="the reload's audit record naming what was not applied")
+
+        # config check: every error, each with its key path
+        bad = dict(env.config)
+        bad["bogus"] = 1
+        bad["principals"] = [{"name": "a", "match": {"uid": "x"}},
+                             {"name": "b", "match": {"gid": "y"}}]
+        bad["limits"] = {"foo": 1}
+        path = os.path.join(env.base, "bad.json")
+        env.write_config(bad, path)
+        p = env.run_cli("config", "check", path)
+        lines = p.stderr.strip().splitlines()
+        check(p.returncode == 1, "config check of a bad file exits 1", p.returncode, p.stderr)
+        for want in ("unknown key: bogus", "principals[0].match.uid", "principals[1].match.gid",
+                     "unknown key: limits.foo"):
+            check(any(want in ln for ln in lines), "config check reports %s" % want, p.stderr)
+        check(len(lines) == 4 and all(ln.startswith("custody: " + path + ": ") for ln in lines),
+              "one line per error, each naming the file once", p.stderr)
+        env.write_config()
+        p = env.run_cli("config", "check", env.config_path)
+        check(p.returncode == 0 and p.stdout.startswith("ok: "), "a good config checks ok",
+              p.stdout, p.stderr)
+        p = env.run_cli("config", "check")
+        check(p.returncode == 0, "config check defaults to --config", p.stderr)
+
+        # reload of a bad config: refused in one line, the running policy stays
+        env.write_config(bad)
+        p = env.run_cli("reload")
+        check(p.returncode == 1, "reload of a bad config exits 1", p.returncode, p.stderr)
+        line = one_line_error(p, "bad reload")
+        check("running policy stays" in line and "unknown key: bogus" in line,
+              "it says why and that nothing changed", line)
+        p = env.run_cli("--admin-socket", env.admin_path, "reload")   # the broker's refusal
+        check(p.returncode == 1, "the broker refuses a bad config", p.returncode, p.stderr)
+        line = one_line_error(p, "bad reload at the broker")
+        check("running policy stays" in line and "unknown key: bogus" in line,
+              "the broker says why and that nothing changed", line)
+        env.write_config()
+        env.stop_broker()
+
+
+# ---- item 10: errors are one line ---------------------------------------------------
+
+def item10_one_line():
+    with Env("custody-pc10") as env:
+        missing = os.path.join(env.base, "nowhere.json")
+        p = env.run_cli("--config", missing, "audit", "verify")
+        check(p.returncode != 0, "audit verify without a config fails", p.stderr)
+        line = one_line_error(p, "audit verify without a config")
+        check("--key" in line, "it says to pass --key", line)
+
+        bad = dict(env.config)
+        bad["principals"] = [{"name": "a", "match": {"uid": "x"}}]
+        env.write_config(bad)
+        p = env.run_cli("status")
+        line = one_line_error(p, "a bad config")
+        check(line.count(env.config_path) == 1 or
+              line.count(os.path.realpath(env.config_path)) == 1,
+              "the config error names the file once", line)
+        check("principals[0].match.uid" in line, "with the key path", line)
+
+        env.write_config()
+        env.start_idp()
+        env.init_vault()
+        env.start_broker()
+        p = env.run_cli("token", "--tenant", "nope")
+        check(p.returncode == 3, "unknown tenant: exit 3", p.returncode, p.stderr)
+        line = one_line_error(p, "unknown tenant")
+        check(line.count("grant list") == 1, "the hint is given once", line)
+        env.stop_broker()
+
+
 def main():
     which = sys.argv[1:]
-    for name, fn in [("7", item7_seal_and_import), ("8", item8_init_keeps_key)]:
+    for name, fn in [("7", item7_seal_and_import), ("8", item8_init_keeps_key),
+                     ("9", item9_papercuts), ("10", item10_one_line)]:
         if not which or name in which:
             fn()
             print("ok: item %s" % name)

@@ -16,6 +16,7 @@ import copy
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Env, check  # noqa: E402
@@ -44,6 +45,7 @@ def main():
         r = env.import_grant(good, probe=True)
         check(r["probe"]["ok"] is True, "the working grant probes ok", r)
         gid_good = r["grant"]["id"]
+        time.sleep(1.1)   # imported_at has whole seconds: the bad grant is the newer
         check(r["grant"]["credential"] == "works" and r["grant"]["serving"] is True,
               "a probed grant says its credential works and it serves", r["grant"])
 
