@@ -946,13 +946,19 @@ static void banner(FILE *f, const struct report *r, const struct report_verdict 
 	case REPORT_VERIFIED:
 	case REPORT_PARTLY:
 		puts_(f, "<p>");
-		if (v->is_db)
-			fprintf(f, "Every record of this audit store was checked: %" PRIu64
-				   " records, %" PRIu64 " signed checkpoints, %" PRIu64
-				   " tenant chains.", st->records, st->checkpoints, st->tenants);
-		else {
-			fprintf(f, "Every record of this export was checked against a signed "
-				   "checkpoint: %" PRIu64 " records of tenant ", st->records);
+		if (v->is_db) {
+			puts_(f, "Every record of this audit store was checked: ");
+			num(f, st->records);
+			puts_(f, " records, ");
+			num(f, st->checkpoints);
+			puts_(f, " signed checkpoints, ");
+			num(f, st->tenants);
+			puts_(f, " tenant chains.");
+		} else {
+			puts_(f, "Every record of this export was checked against a signed "
+				 "checkpoint: ");
+			num(f, st->records);
+			puts_(f, " records of tenant ");
 			btext(f, r->all.tenant, 100);
 			puts_(f, ", each with its inclusion proof, in one unbroken tenant chain.");
 		}
