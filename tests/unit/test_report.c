@@ -151,6 +151,22 @@ static void test_page(void **state)
 	assert_non_null(strstr(page, "none of it is proven"));
 	free(page);
 	report_free(r);
+
+	/* newest records under no signed checkpoint yet: amber, and said so */
+	st.covered = 3;
+	st.uncovered = 1;
+	st.uncovered_from = 4;
+	assert_int_equal(report_new(false, &r), 0);
+	v = (struct report_verdict){ .outcome = REPORT_PARTLY, .source = "x.json", .st = &st,
+				     .vkey = "o.example/audit+01020304+AQ==" };
+	f = open_memstream(&page, &len);
+	assert_int_equal(report_write(r, &v, f), 0);
+	assert_int_equal(fclose(f), 0);
+	assert_non_null(strstr(page, "verdict part"));
+	assert_non_null(strstr(page, "<h1>Partly verified</h1>"));
+	assert_non_null(strstr(page, "the 1 records from 4 on are under none yet"));
+	free(page);
+	report_free(r);
 }
 
 int main(void)
