@@ -305,6 +305,9 @@ int audit_note_parse(const char *text, size_t len, struct audit_note *n, struct 
  * -EBADMSG a line of k's does not verify (err says so). */
 int audit_note_verify_sig(const struct audit_note *n, const struct audit_vkey *k,
 			  uint64_t *time, struct cerr *err) __attribute__((warn_unused_result));
+/* The same, also giving the index in n->sig of the line that verifies. */
+int audit_note_find_sig(const struct audit_note *n, const struct audit_vkey *k, uint64_t *time,
+			size_t *index, struct cerr *err) __attribute__((warn_unused_result));
 
 /* Sign the checkpoint body (body_len bytes) as cosigner (name, Ed25519
  * secret key sk) at time t: *line malloc'd "— name base64(...)\n".
@@ -358,6 +361,18 @@ int audit_consistency_lines(struct audit *a, uint64_t m, uint64_t n, char **line
 bool audit_consistency_ok(uint64_t size1, uint64_t size2, const uint8_t root1[static 32],
 			  const uint8_t root2[static 32], const uint8_t (*proof)[32], size_t count)
 	__attribute__((warn_unused_result));
+
+/* The stored checkpoint note at size (malloc'd, no cosignatures). 0,
+ * -ENOENT, -EIO, -ENOMEM. */
+int audit_checkpoint_note(struct audit *a, uint64_t size, char **note);
+
+/* The witness alarm (a conflict custodyd shows until an officer
+ * acknowledges it), kept in the audit database (table witness_alarm) so it
+ * survives a restart; detail is JSON text. Own connection, like
+ * audit_cosig_store: call off the event loop. get: -ENOENT when none. */
+int audit_alarm_put(struct audit *a, const char *detail);
+int audit_alarm_get(struct audit *a, char **detail);
+int audit_alarm_clear(struct audit *a);
 
 /* audit verify --witness: the database's newest checkpoint carrying the
  * quorum of valid cosignatures by keys (out describes it, or the newest

@@ -258,6 +258,14 @@ static int cosig_message(const char *body, size_t body_len, uint64_t t, uint8_t 
 int audit_note_verify_sig(const struct audit_note *n, const struct audit_vkey *k, uint64_t *time,
 			  struct cerr *err)
 {
+	size_t ix;
+
+	return audit_note_find_sig(n, k, time, &ix, err);
+}
+
+int audit_note_find_sig(const struct audit_note *n, const struct audit_vkey *k, uint64_t *time,
+			size_t *index, struct cerr *err)
+{
 	size_t nlen = strlen(k->name);
 	bool seen = false;
 
@@ -276,8 +284,10 @@ int audit_note_verify_sig(const struct audit_note *n, const struct audit_vkey *k
 			if (s->raw_len != LOGSIG_RAW)
 				continue;
 			if (crypto_sign_verify_detached(s->raw + 4, (const uint8_t *)n->text,
-							n->body_len, k->pk) == 0)
+							n->body_len, k->pk) == 0) {
+				*index = i;
 				return 0;
+			}
 			continue;
 		}
 		if (s->raw_len != COSIG_RAW)
@@ -292,6 +302,7 @@ int audit_note_verify_sig(const struct audit_note *n, const struct audit_vkey *k
 		if (ok) {
 			if (time != NULL)
 				*time = t;
+			*index = i;
 			return 0;
 		}
 	}
@@ -885,5 +896,79 @@ int audit_verify_export_witnessed(const char *path, const struct audit_vkey *key
 out:
 	json_decref(doc);
 	free(buf);
+	return rc;
+}
+
+/* ---- the witness alarm ----------------------------------------------------- */
+
+static const char alarm_table_sql[] =
+	"CREATE TABLE IF NOT EXISTS witness_alarm("
+	" id INTEGER PRIMARY KEY CHECK (id = 1), detail TEXT NOT NULL, since TEXT NOT NULL);";
+
+int audit_checkpoint_note(struct audit *a, uint64_t size, char **note)
+{
+	int rc;
+
+	pthread_mutex_lock(&a->rlock);
+	rc = cp_note(a->rdb, size, note);
+	pthread_mutex_unlock(&a->rlock);
+	return rc;
+}
+
+static int alarm_exec(struct audit *a, const char *sql, const char *detail)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	char now[UTIL_TIME_LEN];
+	int rc;
+
+	rc = open_rw(a, &db, NULL);
+	if (rc < 0)
+		return rc;
+	rc = audit_exec(db, alarm_table_sql);
+	if (rc == 0)
+		rc = audit_sqlite_rc(sqlite3_prepare_v2(db, sql, -1, &st, NULL));
+	if (rc == 0 && detail != NULL) {
+		if (util_time_format(util_now_us(), false, now) < 0)
+			now[0] = '\0';
+		sqlite3_bind_text(st, 1, detail, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
+	}
+	if (rc == 0)
+		rc = audit_sqlite_rc(sqlite3_step(st));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return rc;
+}
+
+int audit_alarm_put(struct audit *a, const char *detail)
+{
+	/* the first alarm stays until acknowledged: a later one does not
+	 * replace what the officer has not seen yet */
+	return alarm_exec(a, "INSERT OR IGNORE INTO witness_alarm(id, detail, since)"
+			     " VALUES (1, ?1, ?2)", detail);
+}
+
+int audit_alarm_clear(struct audit *a)
+{
+	return alarm_exec(a, "DELETE FROM witness_alarm", NULL);
+}
+
+int audit_alarm_get(struct audit *a, char **detail)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = -ENOENT;
+
+	pthread_mutex_lock(&a->rlock);
+	if (sqlite3_prepare_v2(a->rdb, "SELECT detail FROM witness_alarm WHERE id = 1", -1, &st,
+			       NULL) != SQLITE_OK)
+		goto out; /* no table: never an alarm */
+	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0) != NULL) {
+		*detail = strdup((const char *)sqlite3_column_text(st, 0));
+		rc = *detail ? 0 : -ENOMEM;
+	}
+out:
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&a->rlock);
 	return rc;
 }

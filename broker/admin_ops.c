@@ -47,6 +47,7 @@ static void op_reload(struct pending *p, json_t *id, json_t *req);
 static void op_query(struct pending *p, json_t *id, json_t *req);
 static void op_export(struct pending *p, json_t *id, json_t *req);
 static void op_checkpoint(struct pending *p, json_t *id, json_t *req);
+static void op_ack_conflict(struct pending *p, json_t *id, json_t *req);
 
 static bool holds_role(const struct broker *b, const struct peer *peer, enum broker_role r)
 {
@@ -821,9 +822,47 @@ static void op_status(struct pending *p, json_t *id, json_t *req)
 				    json_integer((json_int_t)(size > cp ? size - cp : 0)));
 	}
 	json_object_set_new(st, "refusal_guard", guard_status_json(b));
+	if (b->wc != NULL) {
+		/* witnesses, and a conflict shown until an officer acknowledges it */
+		json_t *ws = witness_client_status(b->wc);
+
+		if (ws != NULL) {
+			json_object_set(st, "witnesses", json_object_get(ws, "witnesses"));
+			json_object_set(st, "witness_quorum", json_object_get(ws, "quorum"));
+			json_object_set(st, "witness_conflict", json_object_get(ws, "conflict")
+								? json_object_get(ws, "conflict")
+								: json_null());
+			json_decref(ws);
+		}
+	}
 	r = reply_new(id, true);
 	json_object_set_new(r, "status", st);
 	admin_ok(p, r, NULL);
+}
+
+/* audit.ack_conflict: an officer has looked at the witness conflict; the
+ * record keeps what was acknowledged, by whom and why. */
+static void op_ack_conflict(struct pending *p, json_t *id, json_t *req)
+{
+	bool bad = false;
+	const char *reason = opt_string(req, "reason", &bad);
+	json_t *was, *r;
+
+	if (bad || reason == NULL) {
+		admin_fail(p, id, "bad_request", NULL,
+			   "reason: required (what was found about the witness conflict)");
+		return;
+	}
+	if (!witness_client_has_alarm(p->b->wc)) {
+		admin_fail(p, id, "bad_request", NULL, "no witness conflict is shown");
+		return;
+	}
+	was = witness_client_ack(p->b->wc);
+	broker_log("witness conflict acknowledged by %s: %s", p->conn->peer.user, reason);
+	r = reply_new(id, true);
+	json_object_set(r, "acknowledged", was);
+	p->on_durable = officer_durable;
+	admin_ok(p, r, json_pack("{s:s,s:o}", "reason", reason, "conflict", was));
 }
 
 static void op_reload(struct pending *p, json_t *id, json_t *req)
@@ -1309,6 +1348,8 @@ static const struct op_def admin_ops[] = {
 	{.name = "audit.query", .role = ROLE_AUDITOR, .fields = f_query, .run = op_query},
 	{.name = "audit.export", .role = ROLE_AUDITOR, .fields = f_export, .run = op_export},
 	{.name = "audit.checkpoint", .role = ROLE_OFFICER, .fields = f_none, .run = op_checkpoint},
+	{.name = "audit.ack_conflict", .role = ROLE_OFFICER, .fields = f_lockdown,
+	 .run = op_ack_conflict},
 };
 
 const struct op_table admin_op_table = {

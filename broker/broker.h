@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "audit.h"
 #include "tokens.h"
 #include "util.h"
 
@@ -69,6 +70,15 @@ struct broker_limits {
 	unsigned refusal_window_s;         /* 10 */
 };
 
+/* audit.witnesses[] (DESIGN §11.1) */
+struct broker_witness_config {
+	char *name;               /* a label for status and log lines */
+	char *url;                /* the add-checkpoint URL (https:// or http://) */
+	char *key;                /* the witness's verifier key as configured */
+	struct audit_vkey vkey;   /* parsed (type 0x04) */
+	char *ca_file;            /* NULL: the system's CAs */
+};
+
 struct broker_config {
 	char *path;               /* the file loaded (absolute) */
 	char *state_dir;          /* absolute */
@@ -89,6 +99,9 @@ struct broker_config {
 	char *audit_origin;                        /* "custody.example.net/audit" */
 	uint64_t checkpoint_every;                 /* 1000 */
 	unsigned checkpoint_interval_s;            /* 60 */
+	struct broker_witness_config *witnesses;   /* audit.witnesses */
+	size_t n_witnesses;
+	unsigned witness_quorum;                   /* default: n_witnesses */
 	struct broker_limits limits;
 };
 

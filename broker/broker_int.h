@@ -364,6 +364,7 @@ struct broker {
 	bool off_started, off_stop;
 	struct policy *policy;    /* grants, suspensions, lockdown, rates (policy.h) */
 	struct refusal_guard *guard;  /* refusals per uid (guard.c) */
+	struct witness_client *wc; /* audit.witnesses; NULL: none configured */
 	struct loop_timer *expiry_timer;
 	/* stopping */
 	bool stopping;
@@ -371,6 +372,18 @@ struct broker {
 	int64_t stop_deadline_ms;
 	json_t *outcomes;
 };
+
+/* The client of the configured witnesses (witness_client.c). new: *out
+ * stays NULL when none are configured. status: {"witnesses": [...],
+ * "quorum", "conflict": the alarm or absent}. ack: the alarm taken away
+ * (the caller owns it) and the witnesses in conflict asked again; NULL
+ * when no alarm is shown. */
+struct witness_client;
+int witness_client_new(struct broker *b, struct witness_client **out);
+void witness_client_free(struct witness_client *wc);
+json_t *witness_client_status(struct witness_client *wc);
+bool witness_client_has_alarm(const struct witness_client *wc);
+json_t *witness_client_ack(struct witness_client *wc);
 
 /* Re-read the config; 0 or -EINVAL with err filled (the running policy
  * stays). Settings that changed but apply only at the next start (state

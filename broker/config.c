@@ -617,10 +617,77 @@ static int parse_upstream(struct cfgctx *x, json_t *o, struct upstream_config *u
 	return 0;
 }
 
+/* audit.witnesses: [{"name", "url", "key", "ca_file"}] */
+static int parse_witnesses(struct cfgctx *x, json_t *arr, struct broker_config *c)
+{
+	static const char *const keys[] = {"name", "url", "key", "ca_file", NULL};
+	size_t n = json_array_size(arr), i;
+	json_t *o;
+	char path[64], sub[96];
+	int rc;
+
+	if (!json_is_array(arr))
+		return bad(x, "audit.witnesses", "expected an array of witness objects");
+	if (n > AUDIT_WITNESS_MAX)
+		return bad(x, "audit.witnesses", "at most 16 witnesses");
+	c->witnesses = calloc(n ? n : 1, sizeof(*c->witnesses));
+	if (c->witnesses == NULL)
+		return -ENOMEM;
+	json_array_foreach(arr, i, o) {
+		struct broker_witness_config *w = &c->witnesses[i];
+		struct cerr e2 = {{0}};
+		json_t *v;
+
+		c->n_witnesses = i + 1;
+		snprintf(path, sizeof(path), "audit.witnesses[%zu]", i);
+		rc = check_object(x, o, path, keys);
+		if (rc < 0)
+			return rc;
+		snprintf(sub, sizeof(sub), "%s.name", path);
+		if ((v = json_object_get(o, "name")) == NULL)
+			return bad(x, sub, "required (a label for status and log lines)");
+		rc = get_string(x, v, sub, &w->name);
+		if (rc < 0)
+			return rc;
+		if (strlen(w->name) > 64 || strpbrk(w->name, "\n\r\t") != NULL)
+			return bad(x, sub, "expected a short label (at most 64 bytes, one line)");
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(c->witnesses[k].name, w->name) == 0)
+				return bad(x, sub, "two witnesses with the same name");
+		snprintf(sub, sizeof(sub), "%s.url", path);
+		if ((v = json_object_get(o, "url")) == NULL)
+			return bad(x, sub, "required (the witness's add-checkpoint URL)");
+		rc = get_string(x, v, sub, &w->url);
+		if (rc < 0)
+			return rc;
+		if ((strncmp(w->url, "https://", 8) != 0 && strncmp(w->url, "http://", 7) != 0) ||
+		    strpbrk(w->url, " \n\r\t") != NULL || strlen(w->url) > 2048)
+			return bad(x, sub, "expected an https:// (or http://) URL");
+		snprintf(sub, sizeof(sub), "%s.key", path);
+		if ((v = json_object_get(o, "key")) == NULL)
+			return bad(x, sub, "required (the witness's verifier key, type 0x04)");
+		rc = get_string(x, v, sub, &w->key);
+		if (rc < 0)
+			return rc;
+		if (audit_vkey_parse(w->key, AUDIT_SIG_TYPE_COSIG_V1, &w->vkey, &e2) < 0)
+			return bad(x, sub, e2.msg);
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(c->witnesses[k].vkey.name, w->vkey.name) == 0)
+				return bad(x, sub, "two witnesses with the same key name");
+		if ((v = json_object_get(o, "ca_file")) != NULL && !json_is_null(v)) {
+			snprintf(sub, sizeof(sub), "%s.ca_file", path);
+			rc = get_path(x, v, sub, &w->ca_file);
+			if (rc < 0)
+				return rc;
+		}
+	}
+	return 0;
+}
+
 static int parse_audit(struct cfgctx *x, json_t *o, struct broker_config *c)
 {
 	static const char *const keys[] = {"origin", "checkpoint_every", "checkpoint_interval_s",
-					   NULL};
+					   "witnesses", "witness_quorum", NULL};
 	json_t *v;
 	json_int_t n;
 	int rc;
@@ -649,6 +716,20 @@ static int parse_audit(struct cfgctx *x, json_t *o, struct broker_config *c)
 		if (rc < 0)
 			return rc;
 		c->checkpoint_interval_s = (unsigned)n;
+	}
+	if ((v = json_object_get(o, "witnesses")) != NULL) {
+		rc = parse_witnesses(x, v, c);
+		if (rc < 0)
+			return rc;
+	}
+	c->witness_quorum = (unsigned)c->n_witnesses;
+	if ((v = json_object_get(o, "witness_quorum")) != NULL) {
+		if (c->n_witnesses == 0)
+			return bad(x, "audit.witness_quorum", "no audit.witnesses are configured");
+		rc = get_int(x, v, "audit.witness_quorum", 1, (json_int_t)c->n_witnesses, &n);
+		if (rc < 0)
+			return rc;
+		c->witness_quorum = (unsigned)n;
 	}
 	return 0;
 }
@@ -1038,6 +1119,13 @@ void broker_config_free(struct broker_config *c)
 		free(c->upstream.allowed_hosts[i]);
 	free(c->upstream.allowed_hosts);
 	free(c->audit_origin);
+	for (size_t i = 0; i < c->n_witnesses; i++) {
+		free(c->witnesses[i].name);
+		free(c->witnesses[i].url);
+		free(c->witnesses[i].key);
+		free(c->witnesses[i].ca_file);
+	}
+	free(c->witnesses);
 	free(c);
 }
 

@@ -304,6 +304,16 @@ static int broker_start(struct broker *b)
 	ao.signer = &b->signer;
 	/* ~16 MiB: the WAL's laps (a fold every ~4 MiB) overwrite from the start */
 	ao.wal_prefill_frames = BROKER_WAL_PREFILL_FRAMES;
+	/* exports end at the newest checkpoint the witness quorum cosigned */
+	{
+		static struct audit_vkey wkeys[AUDIT_WITNESS_MAX];
+
+		for (size_t i = 0; i < b->cfg->n_witnesses; i++)
+			wkeys[i] = b->cfg->witnesses[i].vkey;
+		ao.witnesses = wkeys;
+		ao.n_witnesses = b->cfg->n_witnesses;
+		ao.witness_quorum = b->cfg->witness_quorum;
+	}
 	rc = audit_open(b->cfg->audit_db, &ao, &b->audit, &err);
 	if (rc < 0) {
 		broker_log("cannot open the audit store: %s", err.msg);
@@ -333,6 +343,11 @@ static int broker_start(struct broker *b)
 		broker_log("cannot start the admin-reads thread: %s", strerror(-rc));
 		return rc;
 	}
+	rc = witness_client_new(b, &b->wc);
+	if (rc < 0) {
+		broker_log("cannot start the witness client: %s", strerror(-rc));
+		return rc;
+	}
 	rc = loop_timer_new(b->loop, stop_deadline, b, &b->stop_timer);
 	if (rc < 0)
 		return rc;
@@ -352,6 +367,9 @@ static void broker_finish(struct broker *b)
 {
 	/* first: a running export still reads the audit store */
 	offload_fini(b);
+	/* after the worker: its jobs point at the witness client */
+	witness_client_free(b->wc);
+	b->wc = NULL;
 	if (b->loop != NULL) {
 		server_stop_listening(b);
 		server_close_all(b);

@@ -199,6 +199,17 @@ static int source_open(struct cli_ctx *ctx, struct source *s)
 	/* Nobody listens: read the file itself (needs read access to it). */
 	if (cli_config(ctx) != 0)
 		return EXIT_ERROR;
+	/* with witnesses configured, exports end where the broker's would:
+	 * at the newest checkpoint carrying the quorum */
+	{
+		static struct audit_vkey wkeys[AUDIT_WITNESS_MAX];
+
+		for (size_t i = 0; i < ctx->cfg->n_witnesses; i++)
+			wkeys[i] = ctx->cfg->witnesses[i].vkey;
+		o.witnesses = wkeys;
+		o.n_witnesses = ctx->cfg->n_witnesses;
+		o.witness_quorum = ctx->cfg->witness_quorum;
+	}
 	rc = audit_open(ctx->cfg->audit_db, &o, &s->a, &err);
 	if (rc < 0)
 		return cli_fail(rc == -ENOENT ? EXIT_UNREACHABLE : EXIT_ERROR,
@@ -1325,6 +1336,60 @@ out:
 	return rc;
 }
 
+static const char ack_usage[] =
+	"Usage: custody audit ack-conflict --reason TEXT\n"
+	"\n"
+	"Acknowledge the witness conflict 'custody status' shows: a witness has\n"
+	"cosigned a checkpoint this audit store no longer extends (it was rolled\n"
+	"back, replaced or forked). The acknowledgement is audited with the\n"
+	"reason; custodyd then asks the witnesses again, and a store that is\n"
+	"still not consistent with what they cosigned raises the alarm again.\n"
+	"Officer role.\n"
+	"\n"
+	"Options:\n"
+	"  --reason TEXT         what was found (recorded in the audit; required)\n"
+	CLI_COMMON_HELP;
+
+static int audit_ack_main(struct cli_ctx *ctx, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		CLI_COMMON_OPTIONS, { "reason", required_argument, NULL, 'r' }, { NULL, 0, NULL, 0 },
+	};
+	const char *reason = NULL;
+	json_t *req, *reply = NULL, *was;
+	int c, rc, st = EXIT_OK;
+
+	cli_getopt_reset();
+	if (cli_exact_options("audit ack-conflict", argc, argv, opts) != 0)
+		return EXIT_USAGE;
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		if (c == 'r') {
+			reason = optarg;
+			continue;
+		}
+		if (cli_common_stop(ctx, c, ack_usage, &st))
+			return st;
+	}
+	if (optind != argc)
+		return cli_usage_error("audit ack-conflict", "unexpected argument '%s'", argv[optind]);
+	if (reason == NULL || *reason == '\0')
+		return cli_usage_error("audit ack-conflict",
+				       "--reason TEXT is required (it goes into the audit)");
+	req = json_pack("{s:s,s:s}", "op", "audit.ack_conflict", "reason", reason);
+	if (req == NULL)
+		return cli_usage_error("audit ack-conflict", "--reason is not valid UTF-8");
+	rc = cli_admin_call(ctx, req, 30000, &reply);
+	json_decref(req);
+	if (rc != 0)
+		return rc;
+	was = json_object_get(reply, "acknowledged");
+	printf("acknowledged the witness conflict of %s (%s)\n",
+	       json_string_value(json_object_get(was, "witness")),
+	       json_string_value(json_object_get(was, "detail")));
+	json_decref(reply);
+	return EXIT_OK;
+}
+
 int cmd_audit(struct cli_ctx *ctx, int argc, char **argv)
 {
 	static const struct cli_cmd cmds[] = {
@@ -1333,6 +1398,7 @@ int cmd_audit(struct cli_ctx *ctx, int argc, char **argv)
 		{ "verify", audit_verify_main, "verify a database or an export offline" },
 		{ "report", audit_report_main, "verify, then write the trail as an HTML page" },
 		{ "tail", audit_tail_main, "the last records; --follow for new ones" },
+		{ "ack-conflict", audit_ack_main, "officer: acknowledge a witness conflict" },
 		{ NULL, NULL, NULL },
 	};
 

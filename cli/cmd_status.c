@@ -9,7 +9,8 @@ static const char usage[] =
 	"The broker's health: uptime, lockdown, grants by state, suspended\n"
 	"principals, requests by outcome, token cache, upstream, audit and the\n"
 	"refusal guard (refused requests per uid audited one by one, and the\n"
-	"uids over that limit now).\n"
+	"uids over that limit now), and the witnesses (a witness conflict stays\n"
+	"shown until an officer runs 'custody audit ack-conflict').\n"
 	"Exit 5 when the broker is not reachable.\n"
 	"\n"
 	"Options:\n"
@@ -22,6 +23,31 @@ static json_int_t num(json_t *o, const char *a, const char *b)
 	if (b != NULL)
 		v = json_object_get(v, b);
 	return json_integer_value(v);
+}
+
+/* The witnesses, and first of all an unacknowledged conflict. */
+static void print_witnesses(json_t *s)
+{
+	json_t *conflict = json_object_get(s, "witness_conflict"), *w;
+	size_t i;
+
+	if (json_is_object(conflict))
+		printf("WITNESS CONFLICT (since %s): witness %s: %s; this audit store was rolled "
+		       "back, replaced or forked; investigate, then 'custody audit ack-conflict "
+		       "--reason TEXT'\n",
+		       json_string_value(json_object_get(conflict, "since")),
+		       json_string_value(json_object_get(conflict, "witness")),
+		       json_string_value(json_object_get(conflict, "detail")));
+	json_array_foreach(json_object_get(s, "witnesses"), i, w) {
+		const char *err = json_string_value(json_object_get(w, "last_error"));
+		const char *at = json_string_value(json_object_get(w, "last_cosigned_at"));
+
+		printf("witness %s: cosigned size %lld%s%s%s%s\n",
+		       json_string_value(json_object_get(w, "name")),
+		       (long long)json_integer_value(json_object_get(w, "cosigned_size")),
+		       at ? " at " : " (none this run)", at ? at : "", err ? "; " : "",
+		       err ? err : "");
+	}
 }
 
 static void print_status(json_t *s)
@@ -87,6 +113,7 @@ static void print_status(json_t *s)
 		}
 		printf("\n");
 	}
+	print_witnesses(s);
 }
 
 int cmd_status(struct cli_ctx *ctx, int argc, char **argv)
