@@ -258,9 +258,18 @@ bool grant_names_tenant(const struct grant *g, const char *s)
 
 static bool principal_allows_tenant(const struct principal_config *p, const struct grant *g)
 {
-	for (size_t i = 0; i < p->n_tenants; i++)
-		if (strcmp(p->tenants[i], "*") == 0 || grant_names_tenant(g, p->tenants[i]))
+	for (size_t i = 0; i < p->n_tenants; i++) {
+		const char *t = p->tenants[i];
+
+		if (strcmp(t, "*") == 0)
 			return true;
+		/* an entry in the form of a tenant id names that id only: a
+		 * customer's tenant_name (from a grant imported before names
+		 * of that form were refused) must never widen it */
+		if (vault_tenant_id_form(t) ? strcasecmp(g->tenant_id, t) == 0
+					    : grant_names_tenant(g, t))
+			return true;
+	}
 	return false;
 }
 
@@ -584,6 +593,9 @@ static json_t *tenant_slots(const struct policy *pol, const char *tenant, bool *
 		const struct grant *g = pol->grants[json_integer_value(v)];
 
 		if (*by_id ? strcasecmp(g->tenant_id, tenant) != 0 : !grant_names_tenant(g, tenant))
+			continue;
+		/* a string in the form of a tenant id is never a name */
+		if (!*by_id && vault_tenant_id_form(tenant))
 			continue;
 		if (*first == NULL)
 			*first = g;

@@ -216,6 +216,13 @@ static bool is_guid(const char *s)
 	return true;
 }
 
+static bool is_domain(const char *s);
+
+bool vault_tenant_id_form(const char *s)
+{
+	return is_guid(s) || is_domain(s);
+}
+
 /* A DNS name with at least two labels (contoso.onmicrosoft.com). */
 static bool is_domain(const char *s)
 {
@@ -515,6 +522,15 @@ int grant_validate(const char *json, size_t len, const char *const *allowed_host
 		if (!is_name(s)) {
 			rc = cerr_set(err, -EINVAL,
 				      "tenant_name: only letters, digits, '.', '_' and '-' are allowed");
+			goto out;
+		}
+		/* a name is matched wherever a tenant id is (policy entries,
+		 * requests): one in the form of an id could stand for another
+		 * customer's tenant */
+		if (vault_tenant_id_form(s)) {
+			rc = cerr_set(err, -EINVAL,
+				      "tenant_name: \"%s\" has the form of a tenant id (a GUID or a domain name): choose a short name such as \"contoso\"",
+				      s);
 			goto out;
 		}
 		copy_field(g->tenant_name, sizeof(g->tenant_name), s);

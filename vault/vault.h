@@ -128,6 +128,11 @@ int grant_validate(const char *json, size_t len, const char *const *allowed_host
 		   struct grant **out, char **secret_out, struct cerr *err)
 	__attribute__((warn_unused_result));
 
+/* Does s have the form of a tenant id: a GUID, or a domain name with at
+ * least two labels? A tenant_name must not (grant_validate refuses it),
+ * and a policy entry of that form names a tenant by id only. */
+bool vault_tenant_id_form(const char *s);
+
 /* Customer side: validate grant_json (hosts not checked) and seal it to
  * seal_pk. *envelope_out: malloc'd one-line JSON envelope, newline ended. */
 int grant_seal(const char *grant_json, size_t len, const uint8_t seal_pk[static 32],

@@ -62,6 +62,38 @@ int main(int argc, char **argv)
 		free(env);
 		return 0;
 	}
-	fprintf(stderr, "usage: custody-testtool init VAULT_DIR KEY_FILE | seal VAULT_DIR GRANT_JSON\n");
+	/* seal-raw: what a hostile customer's own sealer makes (no checks) */
+	if (argc == 4 && strcmp(argv[1], "seal-raw") == 0) {
+		struct vault_public pub;
+		char *json = NULL;
+		uint8_t *sealed;
+		char *b64, kid[VAULT_KEY_ID_HEX];
+		size_t len, slen, b64len;
+
+		rc = vault_read_public(argv[2], &pub, &err);
+		if (rc < 0 || util_read_file(argv[3], 1 << 20, &json, &len) < 0) {
+			fprintf(stderr, "testtool: cannot read the vault or the grant\n");
+			return 1;
+		}
+		slen = len + crypto_box_SEALBYTES;
+		b64len = sodium_base64_ENCODED_LEN(slen, sodium_base64_VARIANT_ORIGINAL);
+		sealed = malloc(slen);
+		b64 = malloc(b64len);
+		if (sealed == NULL || b64 == NULL ||
+		    crypto_box_seal(sealed, (const uint8_t *)json, len, pub.seal_pk) != 0) {
+			fprintf(stderr, "testtool: cannot seal\n");
+			return 1;
+		}
+		sodium_bin2base64(b64, b64len, sealed, slen, sodium_base64_VARIANT_ORIGINAL);
+		snprintf(kid, sizeof(kid), "%s", pub.seal_key_id);
+		printf("{\"format\":\"custody-sealed-grant/1\",\"recipient\":\"%s\",\"sealed\":\"%s\"}\n",
+		       kid, b64);
+		sodium_memzero(json, len);
+		free(json);
+		free(sealed);
+		free(b64);
+		return 0;
+	}
+	fprintf(stderr, "usage: custody-testtool init VAULT_DIR KEY_FILE | seal|seal-raw VAULT_DIR GRANT_JSON\n");
 	return 2;
 }

@@ -17,6 +17,10 @@ local uid where the attack needs one, and checks it gets nothing.
                                                    worker while the admin socket answers
     item 5  test_5_pipelined_flood                 20,000 pipelined refused lines from one
                                                    connection: bounded records, one summary
+    item 7  test_7_tenant_name_is_another_tenants_id
+                                                   a grant whose tenant_name is contoso's id
+                                                   (seal refuses it; a hostile sealer's
+                                                   envelope is refused at import)
 """
 
 import hashlib
@@ -30,7 +34,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Env, wait_for  # noqa: E402
+from harness import TESTTOOL, Env, wait_for  # noqa: E402
 
 # Debian's interpreter (sys.executable may be a pyenv shim, a script)
 PYTHON = os.path.realpath("/usr/bin/python3")
@@ -212,6 +216,7 @@ def setUpModule():
             os.chmod(P[k], 0o755)
         env.init_vault()
         env.start_idp()
+        P["contoso_id"] = "72f988bf-86f1-41af-91ab-%012x" % (os.getpid() & 0xffffffffffff)
         env.config["principals"] = [
             {"name": "root-tool", "match": {"uid": 0}, "tenants": ["*"]},
             {"name": "siem", "match": {"uid": 65534, "exe": P["siem"]}, "tenants": ["*"]},
@@ -225,6 +230,7 @@ def setUpModule():
              "tenants": ["*"]},
             {"name": "giant", "match": {"uid": 65530, "exe_sha256": "0" * 64},
              "tenants": ["*"]},
+            {"name": "contoso-only", "match": {"uid": 65528}, "tenants": [P["contoso_id"]]},
         ]
         env.config["limits"]["max_exe_bytes"] = 512 << 20
         env.config["limits"]["max_refusals"] = 20
@@ -232,6 +238,12 @@ def setUpModule():
         env.config["tool_socket"]["mode"] = "0666"
         env.start_broker()
         g, P["contoso"] = env.new_tenant("contoso")
+        env.import_grant(g)
+        g, P["contoso2"] = env.new_tenant("contoso2")   # contoso_id's own tenant
+        g["tenant_id"] = P["contoso2"] = P["contoso_id"]
+        g["token_endpoint"] = env.token_endpoint(P["contoso_id"])
+        env.idp.add_app(tenant_id=P["contoso_id"], tenant_name="contoso2",
+                        client_id=g["client_id"], secret=g["client_secret"])
         env.import_grant(g)
         g, P["slow"] = env.new_tenant("slow-co")
         env.import_grant(g)
@@ -474,6 +486,40 @@ class Identity(unittest.TestCase):
         # a flood of 20,000 lines cost 21 records in all
         allmine = [r for r in env.audit_records() if r.get("peer", {}).get("uid") == uid]
         self.assertEqual(len(allmine), 21, [r["event"] for r in allmine])
+
+    def test_7_tenant_name_is_another_tenants_id(self):
+        # another customer (evil-co) names its tenant with contoso's id
+        g, evil = env.new_tenant("evil-co")
+        g["tenant_name"] = P["contoso_id"]
+        # the customer-side tool refuses to seal it
+        keys = json.loads(env.run_cli("keys", "--json").stdout)
+        with open(os.path.join(env.base, "pub"), "w") as f:
+            f.write(keys["seal_public_key"])
+        secret = os.path.join(env.base, "evil.secret")
+        with open(secret, "w") as f:
+            f.write(g["client_secret"])
+        for name in (P["contoso_id"], "contoso.onmicrosoft.com"):
+            p = env.run_cli("grant", "seal", "--broker-key", os.path.join(env.base, "pub"),
+                            "--tenant-id", evil, "--tenant-name", name, "--client-id",
+                            g["client_id"], "--client-secret-file", secret, "--output", "-")
+            self.assertNotEqual(p.returncode, 0, p.stdout)
+            self.assertIn("form of a tenant id", p.stderr)
+        # a hostile customer seals it with its own tool: the import refuses it
+        path = os.path.join(env.base, "evil.json")
+        with open(path, "w") as f:
+            json.dump(g, f)
+        sealed = subprocess.run([TESTTOOL, "seal-raw", env.vault_dir, path], check=True,
+                                capture_output=True, text=True).stdout
+        os.unlink(path)
+        r = env.admin_request("grant.import", sealed=sealed)
+        self.assertIs(r.get("ok"), False, r)
+        self.assertIn("form of a tenant id", r["message"])
+        # the principal limited to contoso's id gets nothing of evil-co
+        tok, ten = json_lines(as_uid(65528, [PYTHON, P["client"], env.tool_path,
+                                             req("token", tenant=evil), req("tenants")]))
+        self.assertIn(tok.get("error"), ("unknown_tenant", "denied"),
+                      {k: v for k, v in tok.items() if k != "access_token"})
+        self.assertEqual([t["tenant_id"] for t in ten["tenants"]], [P["contoso_id"]], ten)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ static const char *config_text =
 	"{\"name\":\"tier1\",\"match\":{\"uid\":1002},\"tenants\":[\"contoso\"],"
 	"\"scopes\":[\"" SCOPE_B "\"]},"
 	"{\"name\":\"slow\",\"match\":{\"uid\":1003},\"rate\":{\"per_second\":0.5,\"burst\":2}},"
-	"{\"name\":\"careful\",\"match\":{\"uid\":1004},\"require_purpose\":true}]}";
+	"{\"name\":\"careful\",\"match\":{\"uid\":1004},\"require_purpose\":true},"
+	"{\"name\":\"by-id\",\"match\":{\"uid\":1005},\"tenants\":[\"" TID "\"]}]}";
 
 struct fixture {
 	struct policy *pol;
@@ -199,6 +200,42 @@ static void test_ambiguous_name(void **state)
 	assert_string_equal(d.grant->id, "g_b");
 }
 
+/* issue 12 item 7: a customer's tenant_name in the form of another
+ * tenant's id (in a vault from before such names were refused) must not
+ * widen a policy entry that names that id */
+static void test_name_in_id_form(void **state)
+{
+	struct fixture *f = *state;
+	struct decision d;
+	struct grant *g = NULL, *evil;
+	struct cerr err = {{0}};
+	const char *other = "33333333-86f1-41af-91ab-2d7cd011db47";
+	char json[512];
+
+	snprintf(json, sizeof(json),
+		 "{\"custody_grant\":1,\"tenant_id\":\"%s\",\"tenant_name\":\"%s\","
+		 "\"client_id\":\"c\",\"client_secret\":\"s\",\"scopes\":[\"" SCOPE_A "\"]}",
+		 other, TID);
+	assert_int_equal(grant_validate(json, strlen(json), NULL, &g, NULL, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "form of a tenant id"));
+	snprintf(json, sizeof(json),
+		 "{\"custody_grant\":1,\"tenant_id\":\"%s\",\"tenant_name\":\"contoso.com\","
+		 "\"client_id\":\"c\",\"client_secret\":\"s\",\"scopes\":[\"" SCOPE_A "\"]}",
+		 other);
+	assert_int_equal(grant_validate(json, strlen(json), NULL, &g, NULL, &err), -EINVAL);
+	/* the legacy record, as a vault from before would hand it over */
+	evil = make_grant("g_evil", other, "evil", "", 100);
+	snprintf(evil->tenant_name, sizeof(evil->tenant_name), "%s", TID);
+	policy_grant_put(f->pol, evil);
+	policy_grant_put(f->pol, make_grant("g_contoso", TID, "contoso", "", 50));
+	assert_string_equal(decide(f, "by-id", other, NULL, NULL, &d), "denied");
+	assert_string_equal(decide(f, "by-id", TID, NULL, NULL, &d), "ok");
+	assert_string_equal(d.grant->id, "g_contoso");
+	/* and a request in the form of an id is never taken for a name */
+	assert_string_equal(decide(f, "siem", TID, NULL, NULL, &d), "ok");
+	assert_string_equal(d.grant->id, "g_contoso");
+}
+
 static void test_rate_bucket(void **state)
 {
 	struct fixture *f = *state;
@@ -300,6 +337,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_newest_active_grant, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refusal_order, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_ambiguous_name, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_name_in_id_form, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rate_bucket, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recheck, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_failed_credential_not_preferred, setup, teardown),
