@@ -82,6 +82,7 @@ struct entry {
 	char *token;                /* sodium_malloc, NUL-ended; NULL: none */
 	size_t token_len;
 	int64_t expires_at;         /* unix seconds */
+	int64_t lifetime_s;         /* what the provider's last token lasted; 0: none fetched yet */
 	char token_sha256[65];
 	char uti[128];
 	char crid[37];
@@ -397,6 +398,7 @@ static void entry_fetched(void *ctx, struct upstream_token *res)
 		res->access_token = NULL;
 		e->token_len = res->token_len;
 		e->expires_at = res->expires_at;
+		e->lifetime_s = res->expires_at - now;
 		e->http_status = res->http_status;
 		memcpy(e->token_sha256, res->token_sha256, sizeof(e->token_sha256));
 		memcpy(e->uti, res->uti, sizeof(e->uti));
@@ -461,6 +463,14 @@ static void entry_timer_fired(struct loop *l, struct loop_timer *tm, void *ctx)
 		entry_schedule_after_failure(e, now);
 }
 
+/* The longest min_ttl served for tokens that last lifetime seconds: a
+ * fresh token meets it for at least min(300 s, half the lifetime), so
+ * fetches for it are that far apart at least. */
+static int64_t max_min_ttl(int64_t lifetime)
+{
+	return lifetime - (lifetime / 2 < 300 ? lifetime / 2 : 300);
+}
+
 /* ---- waiters ---------------------------------------------------------- */
 
 static void wait_deadline(struct loop *l, struct loop_timer *tm, void *ctx)
@@ -492,6 +502,18 @@ int tokens_get(struct tokens *t, const struct token_request *req, struct token_r
 		e->used = true;
 		t->st.hits++;
 		reply_from_entry(now_r, e, "hit");
+		return 1;
+	}
+	/* A min_ttl no token of this provider can meet would make every
+	 * request a fetch (and the provider throttle the MSSP's app): once
+	 * a fetch has shown how long its tokens last, such a request is
+	 * answered at once with the longest min_ttl that is served. */
+	if (e->lifetime_s > 0 && need > max_min_ttl(e->lifetime_s)) {
+		reply_init(now_r, TOKEN_TTL_TOO_LONG, "");
+		now_r->max_min_ttl = (int)max_min_ttl(e->lifetime_s);
+		snprintf(now_r->message, sizeof(now_r->message),
+			 "min_ttl %d s is longer than this identity provider's tokens last (%lld s): ask for at most %d s",
+			 need, (long long)e->lifetime_s, now_r->max_min_ttl);
 		return 1;
 	}
 	if (e->hold_until_ms > mono) {

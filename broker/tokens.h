@@ -33,6 +33,7 @@ enum token_status {
 	TOKEN_UPSTREAM_REJECTED,   /* upstream_error, upstream_codes set */
 	TOKEN_UPSTREAM_UNAVAILABLE,
 	TOKEN_REVOKED,             /* the grant was revoked while waiting */
+	TOKEN_TTL_TOO_LONG,        /* min_ttl beyond what the provider's tokens last: max_min_ttl set */
 	TOKEN_INTERNAL,
 };
 
@@ -47,6 +48,7 @@ struct token_reply {
 	char uti[128];             /* the JWT's uti claim, "" when none */
 	char client_request_id[37];/* of the upstream call that produced it */
 	int retry_after;           /* seconds, TOKEN_RATE_LIMITED */
+	int max_min_ttl;           /* seconds, TOKEN_TTL_TOO_LONG */
 	int http_status;           /* of the last upstream answer, 0 if none */
 	char upstream_error[64];   /* e.g. "invalid_client" */
 	uint32_t upstream_codes[8];/* e.g. 7000222 */

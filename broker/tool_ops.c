@@ -232,6 +232,8 @@ static const char *token_error_code(enum token_status s)
 		return "upstream_unavailable";
 	case TOKEN_REVOKED:
 		return "revoked";
+	case TOKEN_TTL_TOO_LONG:
+		return "bad_request";
 	default:
 		return "internal";
 	}
@@ -325,6 +327,11 @@ static void token_answered(void *ctx, const struct token_reply *r)
 					    json_string(r->client_request_id));
 	}
 	p->reply = reply_error(id, code, "%s", r->message[0] ? r->message : code);
+	if (r->status == TOKEN_TTL_TOO_LONG) {
+		json_object_set_new(p->reply, "max_min_ttl", json_integer(r->max_min_ttl));
+		if (rec != NULL)
+			json_object_set_new(rec, "max_min_ttl", json_integer(r->max_min_ttl));
+	}
 	if (r->status == TOKEN_RATE_LIMITED) {
 		json_object_set_new(p->reply, "retry_after", json_integer(r->retry_after));
 		if (rec != NULL)

@@ -21,6 +21,8 @@ local uid where the attack needs one, and checks it gets nothing.
                                                    a grant whose tenant_name is contoso's id
                                                    (seal refuses it; a hostile sealer's
                                                    envelope is refused at import)
+    item 8  test_8_min_ttl_beyond_token_lifetime   min_ttl 7200 against 3599 s tokens, 20 times:
+                                                   one upstream fetch, then clear refusals
 """
 
 import hashlib
@@ -520,6 +522,30 @@ class Identity(unittest.TestCase):
         self.assertIn(tok.get("error"), ("unknown_tenant", "denied"),
                       {k: v for k, v in tok.items() if k != "access_token"})
         self.assertEqual([t["tenant_id"] for t in ten["tenants"]], [P["contoso_id"]], ten)
+
+    def test_8_min_ttl_beyond_token_lifetime(self):
+        # a principal without `rate` asks for more than the provider's
+        # tokens ever last: that must not become a fetch per request
+        g, tid = env.new_tenant("ttl-co")
+        env.import_grant(g)
+        calls = lambda: env.idp.counters()["token_calls"].get(tid, 0)   # noqa: E731
+        replies = []
+        with env.tool() as c:
+            for _ in range(20):
+                replies.append(c.request({"op": "token", "tenant": "ttl-co", "min_ttl": 7200}))
+        self.assertLessEqual(calls(), 1)
+        refused = [r for r in replies if not r.get("ok")]
+        self.assertGreaterEqual(len(refused), 19)
+        for r in refused:
+            self.assertEqual(r["error"], "bad_request", r)
+            self.assertIn("ask for at most", r["message"])
+            self.assertGreater(r["max_min_ttl"], 3000)
+            self.assertLess(r["max_min_ttl"], 3599)
+        # what it says is served, from the cache
+        r = env.token("ttl-co", min_ttl=refused[-1]["max_min_ttl"])
+        self.assertTrue(r.get("ok"), {k: v for k, v in r.items() if k != "access_token"})
+        self.assertEqual(r["cache"], "hit")
+        self.assertLessEqual(calls(), 1)
 
 
 if __name__ == "__main__":
