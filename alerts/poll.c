@@ -38,7 +38,7 @@
 #include "libcustody.h"
 
 #define MAX_INFLIGHT 32
-#define TOKEN_THREADS 4
+#define TOKEN_THREADS 16
 #define FLUSH_MS 250
 /* The next pass asks again from a little before the newest lastUpdateTime
  * seen: an update the API makes visible late is still caught; the
@@ -90,6 +90,7 @@ struct pass {
 	size_t max_page;
 	int inflight;
 	bool dirty;
+	bool kick;         /* a tenant became ready: loop again at once */
 	int64_t last_flush_ms;
 	json_t **batch;
 	size_t batch_cap;
@@ -487,6 +488,7 @@ static void deliver_page(struct pass *p, struct tenant *t)
 	}
 	t->page++;
 	t->st = T_READY;
+	p->kick = true;   /* the next page starts without waiting in poll */
 }
 
 static void page_done(struct pass *p, struct tenant *t, CURLcode result)
@@ -843,6 +845,10 @@ int alerts_pass(const struct alerts_config *c, struct state *s, int stop_fd,
 			flush(&p);
 		if (p.n_finished == p.n)
 			break;
+		if (p.kick) {
+			p.kick = false;
+			continue;
+		}
 		curl_multi_poll(p.multi, stop_fd >= 0 ? &wfd : NULL, stop_fd >= 0 ? 1 : 0,
 				(int)(next > now ? (next - now > 1000 ? 1000 : next - now) : 1), NULL);
 	}

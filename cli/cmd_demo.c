@@ -45,7 +45,9 @@ static const char usage[] =
 	"\n"
 	"Show the whole story on this machine, in a fresh temporary directory: a\n"
 	"local HTTPS identity provider, a customer sealing a grant, the MSSP\n"
-	"importing it, a tool getting a token and reading alerts with it, an\n"
+	"importing it, a tool getting a token and reading alerts with it, the MSSP's\n"
+	"connector custody-alerts pulling them into a file and a notification e-mail\n"
+	"arriving, an\n"
 	"officer revoking it, the tool refused, the audit trail listed and\n"
 	"verified (and a tampered copy caught), and the customer's report written as\n"
 	"a web page (kept, and its path printed, even without --keep). Then it stops\n"
@@ -544,6 +546,237 @@ static int tool_gets_token(struct demo *d)
 	return 0;
 }
 
+/* ---- the MSSP's alert connector (custody-alerts, DESIGN.md §12) ---------- */
+
+/* custody-alerts next to this binary (installed side by side), else in the
+ * build tree; $CUSTODY_ALERTS overrides. */
+static int find_alerts(struct demo *d, char out[static PATH_MAX])
+{
+	const char *env = getenv("CUSTODY_ALERTS");
+	char *slash;
+
+	if (env && *env) {
+		snprintf(out, PATH_MAX, "%s", env);
+		return access(out, X_OK);
+	}
+	snprintf(out, PATH_MAX, "%s", d->self);
+	slash = strrchr(out, '/');
+	snprintf(slash + 1, PATH_MAX - (size_t)(slash + 1 - out), "custody-alerts");
+	if (access(out, X_OK) == 0)
+		return 0;
+	snprintf(slash + 1, PATH_MAX - (size_t)(slash + 1 - out), "../alerts/custody-alerts");
+	if (access(out, X_OK) == 0)
+		return 0;
+	snprintf(out, PATH_MAX, "%s/alerts/custody-alerts", CUSTODY_BUILD_ROOT);
+	return access(out, X_OK);
+}
+
+/* The SOC's mail server: tests/fixtures/smtp.py (aiosmtpd, Debian's
+ * python3-aiosmtpd under /usr/bin/python3), STARTTLS with the demo CA's
+ * certificate for 127.0.0.1. Returns its port, or -1. */
+static int start_smtp(struct demo *d, pid_t *pid)
+{
+	char smtp_py[PATH_MAX], maildir[PATH_MAX], cert[PATH_MAX], key[PATH_MAX], line[256];
+	char *argv[] = { "/usr/bin/python3", smtp_py, "--dir", maildir, "--tls-cert", cert,
+			 "--tls-key", key, "--require-starttls", NULL };
+	int64_t deadline = util_mono_ms() + 30000;
+	size_t len = 0;
+	json_t *j;
+	int fd = -1, port = -1;
+
+	snprintf(smtp_py, sizeof(smtp_py), "%s", d->idp_py);
+	snprintf(strrchr(smtp_py, '/') + 1, sizeof(smtp_py) - (size_t)(strrchr(smtp_py, '/') + 1 - smtp_py),
+		 "smtp.py");
+	snprintf(maildir, sizeof(maildir), "%s", path_in(d, "mail"));
+	snprintf(cert, sizeof(cert), "%s", path_in(d, "idp/server.pem"));
+	snprintf(key, sizeof(key), "%s", path_in(d, "idp/server.key"));
+	*pid = spawn(d, argv, path_in(d, "smtp.log"), &fd);
+	if (*pid < 0) {
+		*pid = 0;
+		return -1;
+	}
+	while (len < sizeof(line) - 1 && memchr(line, '\n', len) == NULL) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int left = (int)(deadline - util_mono_ms());
+		ssize_t r;
+
+		if (left <= 0 || poll(&p, 1, left) <= 0)
+			break;
+		r = read(fd, line + len, sizeof(line) - 1 - len);
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fd);
+	line[len] = '\0';
+	j = json_loads(line, JSON_DISABLE_EOF_CHECK, NULL);
+	if (json_is_integer(json_object_get(j, "port")))
+		port = (int)json_integer_value(json_object_get(j, "port"));
+	json_decref(j);
+	return port;
+}
+
+static int write_alerts_config(struct demo *d, int smtp_port)
+{
+	char api[64], smtp[64];
+	json_t *cfg;
+	char *text;
+	int rc;
+
+	snprintf(api, sizeof(api), "https://127.0.0.1:%d", d->idp_port);
+	snprintf(smtp, sizeof(smtp), "smtp://127.0.0.1:%d", smtp_port);
+	cfg = json_pack("{s:s, s:s, s:s, s:s, s:s,"
+			" s:[{s:s, s:s}],"
+			" s:{s:s, s:s, s:s, s:s},"
+			" s:[{s:s, s:s, s:b, s:b, s:b, s:[s]}]}",
+			"socket", "run/custody.sock", "state_dir", "alerts-state", "api_base", api,
+			"ca_file", d->ca, "purpose", "demo: SIEM alert pull",
+			"outputs", "type", "file", "path", "siem/alerts.ndjson",
+			"smtp", "url", smtp, "from", "custody-alerts@mssp.example", "tls", "required",
+			"ca_file", d->ca,
+			"notifications", "name", "SOC high", "min_severity", "High",
+			"include_org_name", 1, "include_portal_link", 1, "include_device_info", 0,
+			"to", "soc@mssp.example");
+	if (cfg == NULL)
+		return -1;
+	text = json_dumps(cfg, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(cfg);
+	if (text == NULL)
+		return -1;
+	rc = util_write_file(path_in(d, "custody-alerts.json"), text, strlen(text), 0644);
+	free(text);
+	return rc;
+}
+
+/* A header value as a person reads it: RFC 2047 "=?UTF-8?B?...?=" words
+ * decoded, folding undone. */
+static void header_text(const char *v, char *out, size_t size)
+{
+	size_t o = 0;
+
+	while (*v != '\0' && o + 1 < size) {
+		const char *end;
+
+		if (strncmp(v, "=?UTF-8?B?", 10) == 0 && (end = strstr(v + 10, "?=")) != NULL) {
+			unsigned char bin[256];
+			size_t n = 0;
+
+			if (sodium_base642bin(bin, sizeof(bin), v + 10, (size_t)(end - v - 10), NULL, &n,
+					      NULL, sodium_base64_VARIANT_ORIGINAL) == 0) {
+				if (n > size - 1 - o)
+					n = size - 1 - o;
+				memcpy(out + o, bin, n);
+				o += n;
+			}
+			v = end + 2;
+			while (*v == '\r' || *v == '\n' || *v == ' ' || *v == '\t')
+				v++;
+			continue;
+		}
+		if (*v != '\r' && *v != '\n')
+			out[o++] = *v;
+		v++;
+	}
+	out[o] = '\0';
+}
+
+/* The first message in the mail directory: its Subject and To, decoded. */
+static int first_mail(struct demo *d, char *subject, size_t ssize, char *to, size_t tsize)
+{
+	char *text = NULL, *p, *hdr_end, saved;
+	size_t len = 0;
+
+	if (util_read_file(path_in(d, "mail/0001.eml"), 1 << 20, &text, &len) < 0)
+		return -1;
+	subject[0] = to[0] = '\0';
+	hdr_end = strstr(text, "\r\n\r\n");
+	for (p = text; p != NULL && (hdr_end == NULL || p < hdr_end); ) {
+		char *next = strstr(p, "\r\n");
+		char *field = p;
+
+		/* a header continues on lines that start with white space */
+		while (next != NULL && (next[2] == ' ' || next[2] == '\t'))
+			next = strstr(next + 2, "\r\n");
+		if (next == NULL)
+			break;
+		saved = *next;
+		*next = '\0';
+		if (strncmp(field, "Subject: ", 9) == 0)
+			header_text(field + 9, subject, ssize);
+		else if (strncmp(field, "To: ", 4) == 0)
+			header_text(field + 4, to, tsize);
+		*next = saved;
+		p = next + 2;
+	}
+	free(text);
+	return 0;
+}
+
+/* The MSSP's connector pulls the customer's alerts into the SIEM's file and
+ * the SOC gets its notification e-mail. */
+static int demo_alerts(struct demo *d)
+{
+	char exe[PATH_MAX], subject[512], to[256], *out = NULL, *text = NULL;
+	char *argv[] = { exe, "run", "--once", "--config", "custody-alerts.json", NULL };
+	pid_t smtp_pid = 0;
+	size_t len = 0, lines = 0;
+	int port, st, rc = -1;
+	int64_t deadline;
+
+	if (find_alerts(d, exe) != 0)
+		return fail(d, "custody-alerts not found (build it, or set CUSTODY_ALERTS)");
+	say(d, "the SOC's mail server starts (STARTTLS, the demo CA)",
+	    "/usr/bin/python3 tests/fixtures/smtp.py --dir mail --require-starttls ... &");
+	port = start_smtp(d, &smtp_pid);
+	if (port < 0) {
+		fail(d, "the SMTP server did not start (python3-aiosmtpd installed? see smtp.log)");
+		goto out;
+	}
+	printf("    smtp://127.0.0.1:%d\n", port);
+	if (write_alerts_config(d, port) < 0) {
+		fail(d, "cannot write custody-alerts.json");
+		goto out;
+	}
+	say(d, "the MSSP's connector pulls every customer's alerts into the SIEM (one pass)",
+	    "custody-alerts run --once --config custody-alerts.json");
+	st = run_capture(d, argv, &out);
+	if (out != NULL)
+		indent(out);
+	if (st != 0) {
+		fail(d, "custody-alerts run --once exited %d", st);
+		goto out;
+	}
+	if (util_read_file(path_in(d, "siem/alerts.ndjson"), 64u << 20, &text, &len) < 0) {
+		fail(d, "custody-alerts wrote no siem/alerts.ndjson");
+		goto out;
+	}
+	for (size_t i = 0; i < len; i++)
+		lines += text[i] == '\n';
+	printf("    siem/alerts.ndjson: %zu alerts, each with custody_tenant, custody_tenant_id, "
+	       "custody_portal_link (tid=...) and custody_audit_seq\n", lines);
+	if (lines == 0 || strstr(text, "\"custody_portal_link\":\"https://security.microsoft.com/alerts/") == NULL ||
+	    strstr(text, "?tid=" DEMO_TENANT_ID) == NULL) {
+		fail(d, "the alerts file lacks the custody fields");
+		goto out;
+	}
+	say(d, "the SOC's notification e-mail arrives (rule \"SOC high\": High alerts)", "ls mail/");
+	deadline = util_mono_ms() + 15000;
+	while (access(path_in(d, "mail/0001.eml"), R_OK) != 0 && util_mono_ms() < deadline)
+		poll(NULL, 0, 50);
+	if (first_mail(d, subject, sizeof(subject), to, sizeof(to)) < 0) {
+		fail(d, "no notification e-mail arrived (see smtp.log)");
+		goto out;
+	}
+	printf("    To: %s\n    Subject: %s\n", to, subject);
+	rc = 0;
+out:
+	free(out);
+	free(text);
+	if (smtp_pid > 0)
+		stop_pid(&smtp_pid, "the SMTP server");
+	return rc;
+}
+
 /* ---- tampering ------------------------------------------------------------ */
 
 /* Copy audit.db and change one byte inside a record body, as someone
@@ -734,6 +967,8 @@ static int run_story(struct demo *d)
 		goto out;
 
 	if (tool_gets_token(d) < 0)
+		goto out;
+	if (demo_alerts(d) < 0)
 		goto out;
 
 	if (custody(d, "a security officer revokes the grant (the exposure window is shown)", 0,

@@ -16,7 +16,12 @@ Measures, in one run on this machine, and prints one markdown table:
       upstream TCP connections that took (the IdP's counter);
   (f) scale: custodyd start-up time and peak RSS with 10,000 grants; audit
       verify rate and tenant query time on 1,000,000 records (the audit
-      helper's bench-audit binary, when built).
+      helper's bench-audit binary, when built);
+  (g) custody-alerts: one first pass over 1,000 tenants x 100 alerts from the
+      fixture's Defender API with outputs file + syslog (a real rsyslog over
+      TLS; file alone when rsyslogd is missing): wall time, HTTPS connections
+      that carried API calls (the IdP's counter), peak RSS; and a first pass
+      of 10,000 alerts for one tenant (paged, 1,000 a page).
 
 Absolute times on shared machines are noisy: read custody's figures as
 ratios against the references measured in the same run. Every process this
@@ -742,6 +747,118 @@ class Bench:
             ", %.0f records/s (custody audit verify)" % res["cli_verify_records_per_s"]
             if "cli_verify_records_per_s" in res else "", res["tenant_query_ms"], res["tenant_query_rows"]))
 
+    # -- (g) custody-alerts
+
+    def alerts_pass(self, cfg, name):
+        """custody-alerts run --once with cfg; (seconds, peak RSS KiB, stderr)."""
+        path = os.path.join(self.tmp, name + ".json")
+        with open(path, "w") as f:
+            json.dump(cfg, f, indent=1)
+        err = open(os.path.join(self.tmp, name + ".log"), "wb")
+        # GNU time reports the connector's own peak RSS; a child forked
+        # straight from this (large) Python process would count its pages
+        # from before the exec too
+        gnu_time = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
+        argv = [self.alerts_bin, "run", "--once", "--config", path]
+        if gnu_time:
+            argv = [gnu_time, "-f", "custody-alerts-maxrss-kib %M"] + argv
+        t0 = time.monotonic()
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        _, status, ru = os.wait4(p.pid, 0)
+        dt = time.monotonic() - t0
+        p.returncode = os.waitstatus_to_exitcode(status)
+        err.close()
+        with open(err.name, errors="replace") as f:
+            text = f.read()
+        if p.returncode != 0:
+            raise BenchError("custody-alerts (%s) exited %d: %s" % (name, p.returncode, text[-500:]))
+        m = re.search(r"custody-alerts-maxrss-kib (\d+)", text)
+        return dt, int(m.group(1)) if m else ru.ru_maxrss, text
+
+    def bench_alerts(self, sodium):
+        self.alerts_bin = self.bin("alerts/custody-alerts")
+        if self.alerts_bin is None:
+            self.notes.append("(g) skipped: alerts/custody-alerts is not built.")
+            return
+        n, per = (20, 10) if self.quick else (1000, 100)
+        big = 1000 if self.quick else 10000
+        apps = self.make_apps(n + 1)
+        idp, meta = self.start_idp(os.path.join(self.tmp, "idp-g"), apps)
+        rsys = None
+        try:
+            env = self.custody_env("custody-g", meta)
+            broker, _ = self.start_custodyd(env)
+            try:
+                self.import_grants(env, sodium, apps, meta["port"])
+                t0 = time.monotonic()
+                batch = [{"tenant": a["tenant_id"], "count": per, "age_s": 7200} for a in apps[:n]]
+                for i in range(0, n, 100):
+                    self.idp_control(meta, "POST", "/alerts", batch[i:i + 100])
+                self.idp_control(meta, "POST", "/alerts",
+                                 {"tenant": apps[n]["tenant_id"], "count": big, "age_s": 7200})
+                self.log("alerts: %d tenants x %d alerts + one of %d generated in %.1f s" % (
+                    n, per, big, time.monotonic() - t0))
+                outputs = [{"type": "file", "path": os.path.join(self.tmp, "alerts.ndjson")}]
+                if shutil.which("rsyslogd") or os.path.exists("/usr/sbin/rsyslogd"):
+                    sys.path.insert(0, os.path.join(SOURCE, "tests", "integration"))
+                    sys.path.insert(0, os.path.join(SOURCE, "tests", "fixtures"))
+                    from alerts_env import Rsyslog
+                    rsys = Rsyslog(self.tmp).start()
+                    outputs.append({"type": "syslog", "url": "tls://127.0.0.1:%d" % rsys.port,
+                                    "ca_file": rsys.ca, "format": "cef"})
+                else:
+                    self.notes.append("(g) rsyslogd is not installed: the pass ran with the "
+                                      "file output alone.")
+                cfg = {"socket": env["tool"], "state_dir": os.path.join(self.tmp, "alerts-state"),
+                       "api_base": "https://127.0.0.1:%d" % meta["port"], "ca_file": meta["ca"],
+                       "tenants": ["bench-%d" % i for i in range(n)], "page_size": 1000,
+                       "outputs": outputs}
+                self.idp_control(meta, "POST", "/reset")
+                dt, rss, _ = self.alerts_pass(cfg, "alerts-1000")
+                cnt = self.idp_control(meta, "GET", "/counters")
+                with open(outputs[0]["path"]) as f:
+                    lines = sum(1 for _ in f)
+                if lines != n * per:
+                    raise BenchError("custody-alerts wrote %d alerts of %d" % (lines, n * per))
+                received = None
+                if rsys is not None:
+                    t1 = time.monotonic()
+                    def count():
+                        try:
+                            with open(rsys.out, "rb") as f:
+                                return sum(1 for _ in f)
+                        except FileNotFoundError:
+                            return 0
+                    while count() < n * per and time.monotonic() - t1 < 60:
+                        time.sleep(0.2)
+                    received = count()
+                self.results["alerts"] = {"tenants": n, "per_tenant": per, "seconds": dt,
+                                          "rss_kib": rss, "api_connections": cnt["api_connections"],
+                                          "api_calls": cnt["api_calls"],
+                                          "connections": cnt["connections"],
+                                          "syslog": rsys is not None, "syslog_received": received}
+                self.log("alerts: %d tenants x %d in %.2f s, %d API connections (%d calls), "
+                         "peak RSS %.1f MiB, rsyslog received %s" % (
+                             n, per, dt, cnt["api_connections"], cnt["api_calls"], rss / 1024,
+                             received))
+                cfg["tenants"] = ["bench-%d" % n]
+                cfg["state_dir"] = os.path.join(self.tmp, "alerts-state-big")
+                outputs[0]["path"] = os.path.join(self.tmp, "alerts-big.ndjson")
+                dt, rss, _ = self.alerts_pass(cfg, "alerts-big")
+                with open(outputs[0]["path"]) as f:
+                    lines = sum(1 for _ in f)
+                if lines != big:
+                    raise BenchError("custody-alerts wrote %d alerts of %d" % (lines, big))
+                self.results["alerts_big"] = {"alerts": big, "seconds": dt, "rss_kib": rss}
+                self.log("alerts: one tenant, %d alerts in %.2f s, peak RSS %.1f MiB" % (
+                    big, dt, rss / 1024))
+            finally:
+                self.stop(broker)
+        finally:
+            if rsys is not None:
+                rsys.stop()
+            self.stop(idp)
+
     # -- driver
 
     def section(self, name, fn, *a):
@@ -777,6 +894,8 @@ class Bench:
             self.section("(e) cold", self.bench_custody_cold, sodium)
             self.section("(f) scale", self.bench_custody_scale, sodium)
         self.section("(f) audit", self.bench_audit)
+        if custody_ok and sodium is not None:
+            self.section("(g) alerts", self.bench_alerts, sodium)
 
 
 def parse_audit_output(text):
@@ -935,6 +1054,30 @@ def report(b):
         rows.append(("audit verify, 1,000,000 records", "not measured", "—", "—", "≥ 200,000 records/s", "—"))
         rows.append(("audit tenant query, 1,000,000 records", "not measured", "—", "—", "< 50 ms", "—"))
 
+    al = R.get("alerts")
+    if al:
+        outs = "file + syslog (rsyslog, TLS)" if al["syslog"] else "file"
+        rows.append(("custody-alerts first pass, %s tenants × %d alerts, outputs %s" % (
+                     "{:,}".format(al["tenants"]), al["per_tenant"], outs),
+                     "%.2f s" % al["seconds"], "—", "—", "< 30 s", met(al["seconds"] < 30)))
+        rows.append(("custody-alerts: HTTPS connections that carried API calls (IdP counter)",
+                     str(al["api_connections"]), "%s API calls" % "{:,}".format(al["api_calls"]),
+                     "—", "≤ 64", met(al["api_connections"] <= 64)))
+        rows.append(("custody-alerts peak RSS over that pass",
+                     "%.1f MiB" % (al["rss_kib"] / 1024), "—", "—", "< 64 MiB",
+                     met(al["rss_kib"] < 64 * 1024)))
+    else:
+        rows.append(("custody-alerts first pass, 1,000 tenants × 100 alerts", "not measured",
+                     "—", "—", "< 30 s", "—"))
+    ab = R.get("alerts_big")
+    if ab:
+        rows.append(("custody-alerts first pass, one tenant, %s alerts (1,000 a page)" %
+                     "{:,}".format(ab["alerts"]), "%.2f s" % ab["seconds"], "—", "—", "< 5 s",
+                     met(ab["seconds"] < 5)))
+    else:
+        rows.append(("custody-alerts first pass, one tenant, 10,000 alerts", "not measured",
+                     "—", "—", "< 5 s", "—"))
+
     lines = ["# custody benchmark%s" % (" (--quick: figures mean nothing)" if b.quick else ""), "",
              "%s — %d CPUs (%s), kernel %s; load average %s at the start, %s at the end (other "
              "work on the machine shares the CPUs and the disk). Measuring window %.1f s after %.1f s "
@@ -1001,7 +1144,7 @@ def main():
     ap.add_argument("--idp", help="the fake IdP script (default tests/fixtures/idp.py)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     ap.add_argument("--only", help="run only these sections, comma-separated: "
-                    "cached, echo, redis, floor, sshagent, cold, scale, audit (the table shows what ran)")
+                    "cached, echo, redis, floor, sshagent, cold, scale, audit, alerts (the table shows what ran)")
     ap.add_argument("--perf-record", metavar="FILE",
                     help="also record custodyd's call graphs (perf record -g) over the "
                          "profile's requests into FILE, for perf report")

@@ -39,11 +39,21 @@ def main():
         check("(revoked)" in p.stdout or "revoked" in p.stdout, "the refusal is shown")
         check("audit verification FAILED" in p.stdout, "the tampered copy is caught")
         check(re.search(r"HTTP 200: \d+ alerts", p.stdout), "the tool read alerts")
+        check(any("custody-alerts run --once" in l for l in steps), "the connector's pass is shown")
+        check(re.search(r"siem/alerts\.ndjson: [1-9]\d* alerts", p.stdout),
+              "custody-alerts pulled the customer's alerts into a file")
+        check(re.search(r"Subject: \[High\] .* \u2014 contoso", p.stdout),
+              "the notification e-mail arrived, with the organization's name", p.stdout[-2000:])
 
         # --keep: the directory is there; nothing secret reached the output.
         dirs = [d for d in os.listdir(tmp) if d.startswith("custody-demo.")]
         check(len(dirs) == 1, "one demo directory kept", dirs)
         demo = os.path.join(tmp, dirs[0])
+        with open(os.path.join(demo, "siem", "alerts.ndjson")) as f:
+            pulled = [__import__("json").loads(x) for x in f]
+        check(all("tid=" + x["custody_tenant_id"] in x["custody_portal_link"] for x in pulled),
+              "every pulled alert carries its tenant-specific portal link")
+        check(os.path.exists(os.path.join(demo, "mail", "0001.eml")), "the e-mail is in the mailbox")
         with open(os.path.join(demo, "customer", "client-secret")) as f:
             secret = f.read().strip()
         check(len(secret) >= 20, "the demo made a secret")
