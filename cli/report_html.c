@@ -796,7 +796,9 @@ static const char css[] =
 	"footer{margin:2rem 0 1rem;color:var(--mute);font-size:.8rem}"
 	"@media (max-width:640px){body{font-size:14px}main{padding:.5rem}"
 	"dl.facts{grid-template-columns:1fr}dl.facts dd{margin-bottom:.3rem}"
-	"table{font-size:.8rem}th,td{padding:.2rem .3rem}.hide-s{display:none}}"
+	"table{font-size:.8rem}th,td{padding:.2rem .3rem}.hide-s{display:none}"
+	/* the chart's 800-unit drawing is scaled down: keep its labels legible */
+	".chart text{font-size:22px}}"
 	"@media print{body{font-size:10pt}main{max-width:none;padding:0}nav{display:none}"
 	".verdict,.sw,.ctl,rect{-webkit-print-color-adjust:exact;print-color-adjust:exact}"
 	"h2{break-after:avoid}tr,dl.facts,.verdict,svg{break-inside:avoid}"
@@ -1276,6 +1278,7 @@ static void refusals(FILE *f, struct view *v)
 static void action_detail(FILE *f, json_t *rec)
 {
 	static const char *const keys[] = { "grant", "principal", "tenant_name", NULL };
+	static const char *const label[] = { "grant", "principal", "tenant name", NULL };
 	json_t *revoked = json_object_get(rec, "revoked");
 	bool any = false;
 
@@ -1284,7 +1287,7 @@ static void action_detail(FILE *f, json_t *rec)
 
 		if (s == NULL)
 			continue;
-		fprintf(f, "%s%s <code>", any ? "; " : "", keys[i]);
+		fprintf(f, "%s%s <code>", any ? "; " : "", label[i]);
 		text(f, s, CUT_CELL);
 		puts_(f, "</code>");
 		any = true;
