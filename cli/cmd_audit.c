@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "audit.h"
@@ -1096,6 +1097,18 @@ static int audit_report_main(struct cli_ctx *ctx, int argc, char **argv)
 	if (output == NULL) {
 		rc = cli_usage_error("audit report", "--output FILE is required");
 		goto out;
+	}
+	{
+		/* never write the page over the evidence it reports on */
+		struct stat in_sb, out_sb;
+		const char *in = export ? export : db;
+
+		if (stat(in, &in_sb) == 0 && stat(output, &out_sb) == 0 &&
+		    in_sb.st_dev == out_sb.st_dev && in_sb.st_ino == out_sb.st_ino) {
+			rc = cli_usage_error("audit report", "--output %s is the file being verified; "
+					     "write the page somewhere else", output);
+			goto out;
+		}
 	}
 	for (size_t i = 0; i < n_witness; i++)
 		if (audit_vkey_parse(witness[i], AUDIT_SIG_TYPE_COSIG_V1, &wkeys[i], &err) < 0) {

@@ -1069,6 +1069,7 @@ static void chart(FILE *f, const struct view *v, const char *id)
 	int64_t d0, d1, step = 1;
 	uint64_t max = 1;
 	const double W = 800, H = 180, L = 44, B = 24, T = 8;
+	char unit[32];
 	double bw;
 	char d[16];
 
@@ -1078,8 +1079,12 @@ static void chart(FILE *f, const struct view *v, const char *id)
 	}
 	d0 = v->days[0].day;
 	d1 = v->days[v->ndays - 1].day;
+	/* at most CHART_DAYS_MAX bars: a week per bar, or more days over years
+	 * (a hostile file may span millennia) */
 	if (d1 - d0 + 1 > CHART_DAYS_MAX)
-		step = 7;
+		step = d1 - d0 + 1 <= 7 * CHART_DAYS_MAX ? 7 : (d1 - d0) / CHART_DAYS_MAX + 1;
+	snprintf(unit, sizeof(unit), step == 1 ? "day" : step == 7 ? "week" : "%" PRId64 " days",
+		 step);
 	nb = (size_t)((d1 - d0) / step + 1);
 	b = calloc(nb, sizeof(*b));
 	if (b == NULL) {
@@ -1102,11 +1107,10 @@ static void chart(FILE *f, const struct view *v, const char *id)
 	fprintf(f, "<p class=legend><span><i class=sw style=\"background:var(--ok)\"></i>issued</span>"
 		   "<span><i class=sw style=\"background:var(--bad)\"></i>refused</span>"
 		   "<span><i class=sw style=\"background:var(--fail)\"></i>failed</span>"
-		   "<span class=note>one bar per %s (UTC)</span></p>\n",
-		step == 1 ? "day" : "week");
+		   "<span class=note>one bar per %s (UTC)</span></p>\n", unit);
 	fprintf(f, "<svg class=chart id=\"%s\" viewBox=\"0 0 %.0f %.0f\" role=img "
 		   "aria-label=\"tokens issued and refused per %s\" xmlns=\"http://www.w3.org/2000/svg\">\n",
-		id, W, H, step == 1 ? "day" : "week");
+		id, W, H, unit);
 	fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#999\"/>"
 		   "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#999\"/>\n",
 		L, T, L, H - B, L, H - B, W - 2, H - B);
@@ -1125,7 +1129,7 @@ static void chart(FILE *f, const struct view *v, const char *id)
 			continue;
 		fmt_day(d, b[i].day);
 		fprintf(f, "<g><title>%s%s: %" PRIu64 " issued, %" PRIu64 " refused, %" PRIu64
-			   " failed</title>", step == 1 ? "" : "week of ", d, parts[0], parts[1],
+			   " failed</title>", step == 1 ? "" : "from ", d, parts[0], parts[1],
 			parts[2]);
 		for (j = 0; j < 3; j++) {
 			double hgt = (double)parts[j] * scale;
@@ -1143,13 +1147,16 @@ static void chart(FILE *f, const struct view *v, const char *id)
 	/* x labels: the first day, month starts when there is room, the last */
 	{
 		double last_x = -100;
+		char month[8] = "";
 
 		for (i = 0; i < nb; i++) {
 			double x = L + 1 + (double)i * bw;
+			bool new_month;
 
 			fmt_day(d, b[i].day);
-			if (!(i == 0 || i == nb - 1 || (step == 1 && d[8] == '0' && d[9] == '1') ||
-			      (step == 7 && d[8] <= '0' && d[9] <= '7')))
+			new_month = strncmp(d, month, 7) != 0;
+			snprintf(month, sizeof(month), "%.7s", d);
+			if (!(i == 0 || i == nb - 1 || new_month))
 				continue;
 			if (i == nb - 1 && x > W - 70)
 				x = W - 70;
@@ -1163,7 +1170,7 @@ static void chart(FILE *f, const struct view *v, const char *id)
 	/* the figures as a table, for print and screen readers */
 	fprintf(f, "<details><summary>The figures per %s</summary><div class=scroll><table>"
 		   "<thead><tr><th>%s<th class=n>issued<th class=n>refused<th class=n>failed</thead>"
-		   "<tbody>\n", step == 1 ? "day" : "week", step == 1 ? "day" : "week of");
+		   "<tbody>\n", unit, step == 1 ? "day" : "from");
 	for (i = 0; i < nb; i++) {
 		if (b[i].issued + b[i].refused + b[i].failed == 0)
 			continue;

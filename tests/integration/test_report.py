@@ -361,6 +361,14 @@ def main():
         size = os.path.getsize(out_h)
         check(size < 600 * 1024, "60 KiB strings are cut, not repeated everywhere", size)
 
+        # the page never replaces the evidence it reports on
+        copy = os.path.join(tmp, "hostile-copy.json")
+        shutil.copy(hostile, copy)
+        p = report(None, ["audit", "report", "--export", copy, "--key", g.stdout.strip(),
+                          "--output", copy], 2)
+        with open(copy, "rb") as f1, open(hostile, "rb") as f2:
+            check(f1.read() == f2.read(), "--output naming the input leaves the input alone")
+
         # another log's key: its own finding (exit 6), not called tampering
         out_k = os.path.join(tmp, "wrongkey.html")
         p = report(None, ["audit", "report", "--export", hostile, "--key", vkey, "--output",

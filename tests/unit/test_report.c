@@ -152,6 +152,22 @@ static void test_page(void **state)
 	free(page);
 	report_free(r);
 
+	/* a file spanning millennia: at most 400 bars, each over many days */
+	assert_int_equal(report_new(false, &r), 0);
+	assert_int_equal(feed(r, 1, "{\"event\":\"token\",\"outcome\":\"ok\",\"seq\":1,"
+				   "\"tenant\":\"t1\",\"time\":\"0001-01-01T00:00:00Z\"}"), 0);
+	assert_int_equal(feed(r, 2, "{\"event\":\"token\",\"outcome\":\"ok\",\"seq\":2,"
+				   "\"tenant\":\"t1\",\"time\":\"9999-12-31T23:59:59Z\"}"), 0);
+	v = (struct report_verdict){ .outcome = REPORT_VERIFIED, .source = "x.json", .st = &st,
+				     .vkey = "o.example/audit+01020304+AQ==" };
+	f = open_memstream(&page, &len);
+	assert_int_equal(report_write(r, &v, f), 0);
+	assert_int_equal(fclose(f), 0);
+	assert_non_null(strstr(page, "one bar per 9131 days"));
+	assert_true(len < 200 * 1024);
+	free(page);
+	report_free(r);
+
 	/* newest records under no signed checkpoint yet: amber, and said so */
 	st.covered = 3;
 	st.uncovered = 1;
