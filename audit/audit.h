@@ -88,7 +88,10 @@ int audit_event_fd(const struct audit *a);
 struct audit_done {
 	uint64_t cookie;
 	int rc;          /* 0 durable; -EIO/-ENOSPC not written (fail closed) */
-	uint64_t seq;    /* when rc == 0 */
+	uint64_t seq;    /* when rc == 0 (a checkpoint's: the tree size it signs) */
+	bool checkpoint; /* the answer to audit_checkpoint_async, not a record */
+	char *note;      /* checkpoint, rc == 0: the signed note (malloc'd: the
+			  * poller frees it); NULL otherwise */
 };
 /* Drain up to max completions; returns how many were written to out. */
 size_t audit_poll(struct audit *a, struct audit_done *out, size_t max);
@@ -104,6 +107,13 @@ int audit_append(struct audit *a, json_t *fields, uint64_t *seq);
  * read-only store, -EIO/-ENOSPC while the store cannot write, or the
  * signer's error. */
 int audit_checkpoint(struct audit *a, char **note_out, uint64_t *size_out);
+/* The same without waiting: the answer comes through audit_poll as a
+ * completion with cookie, checkpoint set, seq the size and note the text
+ * (so an event loop never blocks on the signing). Its place among the
+ * record completions is not by cookie: after the records written with it.
+ * 0 queued, or what audit_checkpoint refuses with at once, -ENOMEM, or
+ * -EAGAIN when 65536 completions are outstanding. */
+int audit_checkpoint_async(struct audit *a, uint64_t cookie);
 
 /* Records committed so far (the tree size) and the writer's health.
  * After a write error the writer retries by itself (backoff up to 1 s) and

@@ -69,7 +69,8 @@ struct audit_item {
 
 struct audit_cpreq {
 	struct audit_cpreq *next;
-	struct audit_waiter *w;
+	struct audit_waiter *w;  /* blocking; NULL: async, answered in the ring */
+	uint64_t cookie;         /* async */
 };
 
 struct audit {

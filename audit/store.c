@@ -664,6 +664,9 @@ int audit_close(struct audit *a)
 	/* nothing is queued once the writer has stopped; an open that failed
 	 * never queued anything */
 	tenant_map_free(&a->tenants);
+	/* checkpoint answers nobody polled */
+	for (size_t i = 0; a->done != NULL && i < a->done_len; i++)
+		free(a->done[(a->done_head + i) % a->done_cap].note);
 	free(a->done);
 	free(a->body_buf);
 	free((char *)a->signer.origin);

@@ -143,6 +143,41 @@ int audit_checkpoint(struct audit *a, char **note_out, uint64_t *size_out)
 	return rc;
 }
 
+int audit_checkpoint_async(struct audit *a, uint64_t cookie)
+{
+	struct audit_cpreq *req;
+	int rc = 0;
+
+	if (a->read_only)
+		return -EROFS;
+	if (!a->has_signer)
+		return -ENOKEY;
+	req = calloc(1, sizeof(*req));
+	if (req == NULL)
+		return -ENOMEM;
+	req->cookie = cookie;
+	pthread_mutex_lock(&a->lock);
+	if (a->stopping)
+		rc = -EIO;
+	else if (!atomic_load(&a->writable))
+		rc = atomic_load(&a->fail_rc);
+	else if (a->outstanding >= AUDIT_QUEUE_MAX)
+		rc = -EAGAIN;
+	if (rc == 0) {
+		if (a->cp_tail)
+			a->cp_tail->next = req;
+		else
+			a->cp_head = req;
+		a->cp_tail = req;
+		a->outstanding++;
+		pthread_cond_signal(&a->wake);
+	}
+	pthread_mutex_unlock(&a->lock);
+	if (rc < 0)
+		free(req);
+	return rc;
+}
+
 /* ---- the writer thread --------------------------------------------------- */
 
 /* The file we opened must still be the file at path, with a link: SQLite
@@ -462,9 +497,8 @@ static void complete(struct audit *a, struct audit_item *list, int batch_rc)
 			/* room is reserved: outstanding <= done_cap */
 			size_t i = (a->done_head + a->done_len) % a->done_cap;
 
-			a->done[i].cookie = it->cookie;
-			a->done[i].rc = rc;
-			a->done[i].seq = rc == 0 ? it->seq : 0;
+			a->done[i] = (struct audit_done){.cookie = it->cookie, .rc = rc,
+							 .seq = rc == 0 ? it->seq : 0};
 			a->done_len++;
 			signal = true;
 		}
@@ -483,11 +517,30 @@ static void complete(struct audit *a, struct audit_item *list, int batch_rc)
 static void complete_cps(struct audit *a, struct audit_cpreq *cps, int rc, const char *note,
 			 uint64_t size)
 {
+	bool signal = false;
+
 	pthread_mutex_lock(&a->lock);
 	while (cps) {
 		struct audit_cpreq *c = cps;
 
 		cps = c->next;
+		if (c->w == NULL) {
+			/* async: room is reserved like an append's */
+			size_t i = (a->done_head + a->done_len) % a->done_cap;
+
+			a->done[i] = (struct audit_done){.cookie = c->cookie, .rc = rc,
+							 .checkpoint = true};
+			if (rc == 0) {
+				a->done[i].seq = size;
+				a->done[i].note = strdup(note);
+				if (a->done[i].note == NULL)
+					a->done[i].rc = -ENOMEM;
+			}
+			a->done_len++;
+			signal = true;
+			free(c);
+			continue;
+		}
 		c->w->rc = rc;
 		c->w->seq = size;
 		if (rc == 0) {
@@ -497,6 +550,13 @@ static void complete_cps(struct audit *a, struct audit_cpreq *cps, int rc, const
 		}
 		c->w->done = true;
 		pthread_cond_signal(&c->w->cond);
+	}
+	if (signal) {
+		uint64_t one = 1;
+
+		if (write(a->efd, &one, sizeof(one)) < 0) {
+			/* counter saturated: it is readable anyway */
+		}
 	}
 	pthread_mutex_unlock(&a->lock);
 }

@@ -511,19 +511,48 @@ static int exposure_record(void *ctx, uint64_t seq, const char *body, size_t len
 	return 0;
 }
 
+/* A revocation's answer: the exposure window of each grant revoked is
+ * read from the audit store, which can take a while on a busy store, so
+ * it runs on the admin-reads thread (offload.c) and the reply is built
+ * when it is back. */
+struct revoke_job {
+	struct offload_job job;
+	struct pending *p;
+	struct revoked_grant {
+		char id[GRANT_ID_LEN];
+		char tenant_id[128];
+	} *grants;
+	size_t n, cap;
+	json_t *list;             /* built on the worker, used on the loop */
+	json_t *already;          /* grants revoked before: who did it first (loop) */
+	struct audit *audit;      /* the worker's only way to the broker */
+	int64_t now_us;
+	int rc;                   /* of the revocation itself */
+	char err[256];
+	char tid[128], one[GRANT_ID_LEN];
+};
+
+static void revoke_job_free(struct revoke_job *j)
+{
+	json_decref(j->list);
+	json_decref(j->already);
+	free(j->grants);
+	free(j);
+}
+
 /* The exposure window of a revoked grant: tokens handed out that are still
  * valid, from the durable "token"/"ok" records of the last 24 hours
- * (longer than any Entra token lives). */
-static json_t *exposure_of(struct broker *b, const struct grant *g)
+ * (longer than any Entra token lives). Worker thread. */
+static json_t *exposure_of(struct audit *a, const struct revoked_grant *g, int64_t now_us)
 {
-	struct exposure e = {.grant = g->id, .now_s = util_now_us() / 1000000, .seen = json_object()};
+	struct exposure e = {.grant = g->id, .now_s = now_us / 1000000, .seen = json_object()};
 	struct audit_filter f = {.tenant = g->tenant_id, .event = "token", .outcome = "ok",
-				 .since_us = util_now_us() - EXPOSURE_LOOKBACK_US};
+				 .since_us = now_us - EXPOSURE_LOOKBACK_US};
 	json_t *o;
 
 	if (e.seen == NULL)
 		return NULL;
-	if (audit_query(b->audit, &f, exposure_record, &e) < 0)
+	if (audit_query(a, &f, exposure_record, &e) < 0)
 		broker_log("exposure window of %s: cannot read the audit store", g->id);
 	o = json_pack("{s:s,s:s,s:I,s:o}", "grant", g->id, "state", "revoked",
 		      "outstanding_tokens", (json_int_t)json_object_size(e.seen), "valid_until",
@@ -532,17 +561,69 @@ static json_t *exposure_of(struct broker *b, const struct grant *g)
 	return o;
 }
 
+static void revoke_run(struct offload_job *job)
+{
+	struct revoke_job *j = (struct revoke_job *)job;
+
+	for (size_t i = 0; j->list != NULL && i < j->n; i++)
+		json_array_append_new(j->list, exposure_of(j->audit, &j->grants[i], j->now_us));
+}
+
+static void revoke_done(struct offload_job *job, bool cancelled)
+{
+	struct revoke_job *j = (struct revoke_job *)job;
+	struct pending *p = j->p;
+	json_t *id = json_object_get(p->request, "id");
+	const char *reason = json_string_value(json_object_get(p->request, "reason"));
+	json_t *r, *extra;
+
+	if (cancelled) {
+		revoke_job_free(j);
+		return;
+	}
+	if (j->rc < 0) {
+		extra = json_pack("{s:O,s:s}", "revoked", j->list, "tenant", j->tid);
+		admin_fail(p, id, "internal", extra, "revocation failed: %s", j->err);
+		revoke_job_free(j);
+		return;
+	}
+	extra = json_pack("{s:O,s:s,s:s}", "revoked", j->list, "reason", reason, "tenant", j->tid);
+	if (j->one[0] != '\0')
+		json_object_set_new(extra, "grant", json_string(j->one));
+	/* Revoking again changes nothing, and says so with who did it first. */
+	if (json_array_size(j->already) > 0 && extra != NULL)
+		json_object_set(extra, "already_revoked", j->already);
+	r = reply_new(id, true);
+	json_object_set(r, "revoked", j->list);
+	json_object_set(r, "already_revoked", j->already);
+	p->on_durable = officer_durable;
+	admin_ok(p, r, extra);
+	revoke_job_free(j);
+}
+
 static int revoke_one(struct pending *p, const struct grant *g, const char *reason,
-		      json_t *list, struct cerr *err)
+		      struct revoke_job *j, struct cerr *err)
 {
 	struct broker *b = p->b;
 	struct grant *fresh = NULL;
 	int rc;
 
+	if (j->n == j->cap) {
+		size_t n = j->cap ? j->cap * 2 : 4;
+		struct revoked_grant *ng = realloc(j->grants, n * sizeof(*ng));
+
+		if (ng == NULL)
+			return cerr_set(err, -ENOMEM, "out of memory");
+		j->grants = ng;
+		j->cap = n;
+	}
 	rc = vault_grant_revoke(b->vault, g->id, p->conn ? p->conn->peer.user : "?", reason,
 				util_now_us() / 1000000, err);
 	if (rc < 0 && rc != -EALREADY)
 		return rc;
+	snprintf(j->grants[j->n].id, sizeof(j->grants[j->n].id), "%s", g->id);
+	snprintf(j->grants[j->n].tenant_id, sizeof(j->grants[j->n].tenant_id), "%s", g->tenant_id);
+	j->n++;
 	/* the vault's copy carries who revoked it and when; failing that, a
 	 * copy marked revoked keeps the policy from serving it */
 	if (vault_grant_get(b->vault, g->id, &fresh) < 0 && (fresh = grant_dup(g)) != NULL)
@@ -554,7 +635,6 @@ static int revoke_one(struct pending *p, const struct grant *g, const char *reas
 	tokens_forget_grant(b->tokens, g->id);
 	broker_log("grant %s for tenant %s revoked by %s", g->id, g->tenant_id,
 		   p->conn ? p->conn->peer.user : "?");
-	json_array_append_new(list, exposure_of(b, g));
 	return 0;
 }
 
@@ -572,10 +652,8 @@ static void op_revoke(struct pending *p, json_t *id, json_t *req)
 	const char *gid = opt_string(req, "grant", &bad);
 	const char *tenant = opt_string(req, "tenant", &bad);
 	const char *reason = opt_string(req, "reason", &bad);
-	char tid[128] = "", one[GRANT_ID_LEN] = "";
 	struct cerr err = {0};
-	json_t *list, *r, *extra, *already;
-	size_t found = 0;
+	struct revoke_job *j;
 	int rc = 0;
 
 	if (bad || (gid == NULL) == (tenant == NULL)) {
@@ -586,71 +664,61 @@ static void op_revoke(struct pending *p, json_t *id, json_t *req)
 		admin_fail(p, id, "bad_request", NULL, "reason: required (why the grant is revoked)");
 		return;
 	}
-	list = json_array();
-	already = json_array();
+	j = calloc(1, sizeof(*j));
+	if (j == NULL || (j->list = json_array()) == NULL || (j->already = json_array()) == NULL) {
+		if (j != NULL)
+			revoke_job_free(j);
+		admin_fail(p, id, "internal", NULL, "out of memory");
+		return;
+	}
+	j->job = (struct offload_job){.run = revoke_run, .done = revoke_done};
+	j->p = p;
+	j->audit = b->audit;
+	j->now_us = util_now_us();
 	if (gid != NULL) {
 		const struct grant *g = policy_grant_find(b->policy, gid);
 
 		if (g == NULL) {
-			json_decref(list);
-			json_decref(already);
+			revoke_job_free(j);
 			admin_fail(p, id, "bad_request", NULL, "no grant %s: see `custody grant list`", gid);
 			return;
 		}
-		snprintf(tid, sizeof(tid), "%s", g->tenant_id);
-		snprintf(one, sizeof(one), "%s", g->id);
-		found = 1;
+		snprintf(j->tid, sizeof(j->tid), "%s", g->tenant_id);
+		snprintf(j->one, sizeof(j->one), "%s", g->id);
 		if (g->revoked)
-			json_array_append_new(already, already_json(g));
+			json_array_append_new(j->already, already_json(g));
 		else
-			rc = revoke_one(p, g, reason, list, &err);
+			rc = revoke_one(p, g, reason, j, &err);
 	} else {
 		const char *resolved;
 
 		rc = policy_tenant_resolve(b->policy, tenant, &resolved);
 		if (rc < 0) {
-			json_decref(list);
-			json_decref(already);
+			revoke_job_free(j);
 			admin_fail(p, id, "unknown_tenant", json_pack("{s:s}", "requested_tenant", tenant),
 				   rc == -EEXIST ? "tenant name %s belongs to more than one tenant: revoke by tenant id"
 						 : "no grant for tenant %s: see `custody grant list`",
 				   tenant);
 			return;
 		}
-		snprintf(tid, sizeof(tid), "%s", resolved);
+		snprintf(j->tid, sizeof(j->tid), "%s", resolved);
 		/* every grant of the tenant that is not revoked yet */
 		for (size_t i = 0; i < policy_grant_count(b->policy) && rc == 0; i++) {
 			const struct grant *g = policy_grant_at(b->policy, i);
 
-			if (strcasecmp(g->tenant_id, tid) != 0)
+			if (strcasecmp(g->tenant_id, j->tid) != 0)
 				continue;
-			found++;
 			if (g->revoked) {
-				json_array_append_new(already, already_json(g));
+				json_array_append_new(j->already, already_json(g));
 				continue;
 			}
-			rc = revoke_one(p, g, reason, list, &err);
+			rc = revoke_one(p, g, reason, j, &err);
 		}
 	}
-	if (rc < 0) {
-		extra = json_pack("{s:O,s:s}", "revoked", list, "tenant", tid);
-		json_decref(list);
-		json_decref(already);
-		admin_fail(p, id, "internal", extra, "revocation failed: %s",
-			   err.msg[0] ? err.msg : strerror(-rc));
-		return;
-	}
-	extra = json_pack("{s:O,s:s,s:s}", "revoked", list, "reason", reason, "tenant", tid);
-	if (one[0] != '\0')
-		json_object_set_new(extra, "grant", json_string(one));
-	/* Revoking again changes nothing, and says so with who did it first. */
-	if (json_array_size(already) > 0 && extra != NULL)
-		json_object_set(extra, "already_revoked", already);
-	r = reply_new(id, true);
-	json_object_set_new(r, "revoked", list);
-	json_object_set_new(r, "already_revoked", already);
-	p->on_durable = officer_durable;
-	admin_ok(p, r, extra);
+	j->rc = rc;
+	if (rc < 0)
+		snprintf(j->err, sizeof(j->err), "%s", err.msg[0] ? err.msg : strerror(-rc));
+	offload_submit(b, &j->job);
 }
 
 /* ---- principals, lockdown --------------------------------------------------- */
@@ -1256,17 +1324,14 @@ static void op_checkpoint(struct pending *p, json_t *id, json_t *req)
 	admin_ok(p, r, NULL);
 }
 
-/* After an officer action's record is durable: sign a checkpoint over it
- * (audit.checkpoint: the note goes in the reply). */
-static void officer_checkpoint(struct pending *p, uint64_t seq, bool note_in_reply)
+/* After an officer action's record is durable a checkpoint is signed over
+ * it, on the audit writer (pending_checkpoint); the reply leaves once it
+ * is (audit.checkpoint: with the note). */
+static void officer_signed(struct pending *p, int rc, char *note, uint64_t size,
+			   bool note_in_reply)
 {
-	char *note = NULL;
-	uint64_t size = 0;
-	int rc;
-
-	rc = audit_checkpoint(p->b->audit, &note, &size);
 	if (rc < 0) {
-		broker_log("checkpoint after record %llu failed: %s", (unsigned long long)seq,
+		broker_log("checkpoint after record %llu failed: %s", (unsigned long long)p->seq,
 			   strerror(-rc));
 		if (note_in_reply) {
 			json_t *id = json_object_get(p->reply, "id");
@@ -1276,14 +1341,35 @@ static void officer_checkpoint(struct pending *p, uint64_t seq, bool note_in_rep
 			json_decref(p->reply);
 			p->reply = r;
 		}
-		return;
-	}
-	broker_log("checkpoint signed at size %llu", (unsigned long long)size);
-	if (note_in_reply && p->reply != NULL) {
-		json_object_set_new(p->reply, "checkpoint", json_string(note));
-		json_object_set_new(p->reply, "size", json_integer((json_int_t)size));
+	} else {
+		broker_log("checkpoint signed at size %llu", (unsigned long long)size);
+		if (note_in_reply && p->reply != NULL) {
+			json_object_set_new(p->reply, "checkpoint", json_string(note));
+			json_object_set_new(p->reply, "size", json_integer((json_int_t)size));
+		}
 	}
 	free(note);
+	pending_answer(p, p->seq, true);
+}
+
+static void officer_signed_plain(struct pending *p, int rc, char *note, uint64_t size)
+{
+	officer_signed(p, rc, note, size, false);
+}
+
+static void officer_signed_note(struct pending *p, int rc, char *note, uint64_t size)
+{
+	officer_signed(p, rc, note, size, true);
+}
+
+static void officer_durable(struct pending *p, uint64_t seq)
+{
+	pending_checkpoint(p, officer_signed_plain);
+}
+
+static void checkpoint_durable(struct pending *p, uint64_t seq)
+{
+	pending_checkpoint(p, officer_signed_note);
 }
 
 /* A connection that followed the log closes: the stop of its following is
@@ -1307,18 +1393,6 @@ void admin_follow_stop(struct conn *c)
 	json_object_set_new(rec, "follow", json_string("stop"));
 	json_object_set_new(rec, "returned", json_integer((json_int_t)c->follow_sent));
 	pending_audit(p, rec);
-}
-
-static void officer_durable(struct pending *p, uint64_t seq)
-{
-	officer_checkpoint(p, seq, false);
-	pending_answer(p, seq, true);
-}
-
-static void checkpoint_durable(struct pending *p, uint64_t seq)
-{
-	officer_checkpoint(p, seq, true);
-	pending_answer(p, seq, true);
 }
 
 /* Every admin op first checks the caller's role. */

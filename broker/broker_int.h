@@ -250,6 +250,9 @@ struct pending {
 	 * audit_seq; an op that does more (re-check a token, sign a
 	 * checkpoint) sets its own, which ends in pending_answer or frees p. */
 	void (*on_durable)(struct pending *p, uint64_t seq);
+	uint64_t seq;             /* the record's, once durable */
+	/* pending_checkpoint's answer (note: the callee frees it) */
+	void (*on_checkpoint)(struct pending *p, int rc, char *note, uint64_t size);
 	void *op;                 /* the op's own state, freed by op_free */
 	void (*op_free)(void *op);
 	char log[256];            /* the log line to print when done */
@@ -263,6 +266,11 @@ void pending_op_free(struct pending *p);
  * durable. On a store that cannot write, p is answered audit_unavailable
  * at once (and freed). */
 void pending_audit(struct pending *p, json_t *rec);
+/* Have a checkpoint signed over everything durable so far; cb runs on the
+ * loop with its result once the audit writer has signed it (the loop never
+ * waits for the signing). */
+void pending_checkpoint(struct pending *p,
+			void (*cb)(struct pending *p, int rc, char *note, uint64_t size));
 /* Send p's reply (with audit_seq when with_seq), log its line, free p. */
 void pending_answer(struct pending *p, uint64_t seq, bool with_seq);
 /* The audit completion fd's handler. */
@@ -352,6 +360,7 @@ struct broker {
 	/* requests in flight (pending.c) */
 	struct pending *pend_head, *pend_tail;
 	struct pending *queued_head, *queued_tail;  /* records queued, in cookie order */
+	struct pending *cp_waiting;  /* waiting for a checkpoint (few: officer actions) */
 	uint64_t next_cookie;
 	unsigned n_pending;
 	void (*on_drained)(struct broker *b);  /* n_pending fell to 0 */

@@ -53,7 +53,8 @@ void pending_op_free(struct pending *p)
 	p->op_free = NULL;
 }
 
-/* Take p off the audit FIFO (it is there while p->cookie != 0). */
+/* Take p off the audit FIFO or the checkpoint list (it is on one while
+ * p->cookie != 0). */
 static void queued_unlink(struct pending *p)
 {
 	struct broker *b = p->b;
@@ -61,6 +62,15 @@ static void queued_unlink(struct pending *p)
 
 	if (p->cookie == 0)
 		return;
+	if (p->on_checkpoint != NULL) {
+		for (pp = &b->cp_waiting; *pp != NULL && *pp != p; pp = &(*pp)->qnext)
+			;
+		if (*pp == p)
+			*pp = p->qnext;
+		p->qnext = NULL;
+		p->cookie = 0;
+		return;
+	}
 	/* almost always the head: completions come in order */
 	for (pp = &b->queued_head; *pp != NULL && *pp != p; pp = &(*pp)->qnext)
 		;
@@ -154,6 +164,40 @@ void pending_audit(struct pending *p, json_t *rec)
 	b->queued_tail = p;
 }
 
+void pending_checkpoint(struct pending *p,
+			void (*cb)(struct pending *p, int rc, char *note, uint64_t size))
+{
+	struct broker *b = p->b;
+	uint64_t cookie = ++b->next_cookie;
+	int rc = audit_checkpoint_async(b->audit, cookie);
+
+	if (rc < 0) {
+		cb(p, rc, NULL, 0);
+		return;
+	}
+	p->cookie = cookie;
+	p->on_checkpoint = cb;
+	p->qnext = b->cp_waiting;
+	b->cp_waiting = p;
+}
+
+static void checkpoint_complete(struct broker *b, const struct audit_done *d)
+{
+	void (*cb)(struct pending *p, int rc, char *note, uint64_t size);
+	struct pending *p;
+
+	for (p = b->cp_waiting; p != NULL && p->cookie != d->cookie; p = p->qnext)
+		;
+	if (p == NULL) {
+		free(d->note);
+		return;
+	}
+	queued_unlink(p);
+	cb = p->on_checkpoint;
+	p->on_checkpoint = NULL;
+	cb(p, d->rc, d->note, d->seq);
+}
+
 static void pending_complete(struct pending *p, int rc, uint64_t seq)
 {
 	queued_unlink(p);
@@ -161,6 +205,7 @@ static void pending_complete(struct pending *p, int rc, uint64_t seq)
 		pending_fail_audit(p);
 		return;
 	}
+	p->seq = seq;
 	if (p->on_durable != NULL)
 		p->on_durable(p, seq);
 	else
@@ -191,7 +236,13 @@ void pending_audit_ready(struct loop *l, int fd, uint32_t events, void *ctx)
 
 	while ((n = audit_poll(b->audit, done, 64)) > 0) {
 		for (size_t i = 0; i < n; i++) {
-			struct pending *p = queued_find(b, done[i].cookie);
+			struct pending *p;
+
+			if (done[i].checkpoint) {
+				checkpoint_complete(b, &done[i]);
+				continue;
+			}
+			p = queued_find(b, done[i].cookie);
 
 			if (p != NULL)
 				pending_complete(p, done[i].rc, done[i].seq);

@@ -797,7 +797,41 @@ static void test_store_checkpoints(void **state)
 	assert_string_equal(note, note2);
 	free(note2);
 	free(note);
-	tfill(a, 1, 2);
+	/* async: the note comes through the completion ring, after the
+	 * records queued with it, never by blocking the caller */
+	{
+		struct pollfd pfd = {.fd = audit_event_fd(a), .events = POLLIN};
+		struct audit_done d[8];
+		bool got_rec = false, got_cp = false;
+
+		assert_int_equal(audit_append_async(a, json_pack("{s:s}", "event", "e"), 41), 0);
+		assert_int_equal(audit_checkpoint_async(a, 42), 0);
+		while (!got_cp) {
+			size_t n;
+
+			assert_int_equal(poll(&pfd, 1, 5000), 1);
+			n = audit_poll(a, d, 8);
+			for (size_t i = 0; i < n; i++) {
+				if (d[i].cookie == 41) {
+					assert_false(d[i].checkpoint);
+					assert_null(d[i].note);
+					got_rec = true;
+					continue;
+				}
+				assert_int_equal(d[i].cookie, 42);
+				assert_true(d[i].checkpoint);
+				assert_true(got_rec);
+				assert_int_equal(d[i].rc, 0);
+				assert_int_equal(d[i].seq, 9);
+				assert_int_equal(note_checkpoint_verify(d[i].note, &nk, &cp, &err), 0);
+				assert_int_equal(cp.size, 9);
+				free(d[i].note);
+				got_cp = true;
+			}
+		}
+		/* one nobody polls is freed at close */
+		assert_int_equal(audit_checkpoint_async(a, 43), 0);
+	}
 	assert_int_equal(audit_close(a), 0); /* final checkpoint at 9 */
 
 	/* checkpoint_every: count-based ones appear */
