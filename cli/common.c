@@ -36,10 +36,16 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
+/* The command being parsed, for one-line option errors (getopt's own
+ * messages would make them two). Set by cli_exact_options, which every
+ * command calls first. */
+static const char *parsing_cmd;
+static char **parsing_argv;
+
 void cli_getopt_reset(void)
 {
 	optind = 0;   /* GNU: 0 re-initialises getopt completely */
-	opterr = 1;
+	opterr = 0;   /* errors are reported by cli_common_option, in one line */
 }
 
 int cli_exact_options(const char *cmd, int argc, char **argv, const struct option *opts)
@@ -48,6 +54,8 @@ int cli_exact_options(const char *cmd, int argc, char **argv, const struct optio
 	size_t n;
 	int i;
 
+	parsing_cmd = cmd;
+	parsing_argv = argv;
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--") == 0)
 			break;
@@ -85,10 +93,23 @@ int cli_common_option(struct cli_ctx *ctx, int c, const char *usage, int *exit_n
 		*exit_now = EXIT_OK;
 		return 1;
 	case '?':
-	case ':':
-		fputs("custody: see --help for the options\n", stderr);
+	case ':': {
+		/* long options are spelled out (cli_exact_options), so a '?' on
+		 * one means its value is missing; on a short one, it is unknown */
+		const char *arg = parsing_argv != NULL && optind > 0 ? parsing_argv[optind - 1] : NULL;
+		const char *cmd = parsing_cmd != NULL ? parsing_cmd : "";
+
+		if (arg != NULL && strncmp(arg, "--", 2) == 0)
+			fprintf(stderr, "custody: option '%.*s' needs a value; see 'custody %s --help'\n",
+				(int)strcspn(arg, "="), arg, cmd);
+		else if (optopt > 0 && optopt < 128)
+			fprintf(stderr, "custody: unknown option '-%c'; see 'custody %s --help'\n",
+				optopt, cmd);
+		else
+			fprintf(stderr, "custody: bad option; see 'custody %s --help'\n", cmd);
 		*exit_now = EXIT_USAGE;
 		return -1;
+	}
 	default:
 		return 0;
 	}

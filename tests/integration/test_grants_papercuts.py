@@ -237,6 +237,11 @@ def item9_papercuts():
 
 def item10_one_line():
     with Env("custody-pc10") as env:
+        for args in (["audit", "list", "--tenant"], ["grant", "list", "-x"]):
+            p = env.run_cli(*args)
+            check(p.returncode == 2, "%s: a usage error" % args, p.returncode, p.stderr)
+            line = one_line_error(p, " ".join(args))
+            check("custody %s --help" % " ".join(args[:2]) in line, "it points at --help", line)
         missing = os.path.join(env.base, "nowhere.json")
         p = env.run_cli("--config", missing, "audit", "verify")
         check(p.returncode != 0, "audit verify without a config fails", p.stderr)
