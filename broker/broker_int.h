@@ -70,13 +70,12 @@ struct conn;
  * executable's identity. 0 or -errno (the peer is then unusable). */
 int peer_from_socket(int fd, struct peer *p);
 void peer_clear(struct peer *p);
-/* Tool connections: start hashing the executable when some principal of
- * the config in force asks for exe_sha256 and could match this peer
- * otherwise. Answered from the cache at once, or hashed on the offload
- * worker (the connection reads no request until it is done). */
+/* Right after accept: on a tool connection, start hashing the executable
+ * when some principal of the config in force asks for exe_sha256 and
+ * could match this peer otherwise (answered from the cache at once, or
+ * hashed on the offload worker; the connection reads no request until it
+ * is done). Closes the executable's fd when no hash is needed. */
 void peer_resolve(struct conn *c);
-/* True when the pid still runs the process seen at accept. */
-bool peer_still_same(const struct peer *p);
 /* Before a token leaves: 0 when the client is still there and still the
  * same process (and, with same_exe, still runs the executable seen at
  * accept: same device and inode), -EPIPE when it hung up, -ESRCH when the

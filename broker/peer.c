@@ -158,10 +158,10 @@ static void peer_read_exe(struct peer *p)
 		close(fd);
 		return;
 	}
-	/* the pid must still be the process that connected: with a pidfd
-	 * from the fallback (pidfd_open), the start time says so */
-	if ((p->has_pidfd && pidfd_exited(p->pidfd)) || p->start_time == 0 ||
-	    proc_start_time(p->pid) != p->start_time) {
+	/* the pid must still be the process that connected (the pidfd was
+	 * taken first; without one, the start time says so) */
+	if (p->start_time == 0 ||
+	    (p->has_pidfd ? pidfd_exited(p->pidfd) : proc_start_time(p->pid) != p->start_time)) {
 		close(fd);
 		return;
 	}
@@ -236,15 +236,6 @@ static bool pidfd_exited(int pidfd)
 	struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
 
 	return poll(&pfd, 1, 0) != 0;
-}
-
-bool peer_still_same(const struct peer *p)
-{
-	if (p->start_time == 0)
-		return false;
-	if (p->has_pidfd)
-		return !pidfd_exited(p->pidfd);
-	return proc_start_time(p->pid) == p->start_time;
 }
 
 /* Does the pid still run the file seen at accept? An exec of another
@@ -488,7 +479,7 @@ void peer_resolve(struct conn *c)
 	struct hash_job *j;
 	struct conn **w;
 
-	if (!p->have_exe_id || p->exe_fd < 0 || !peer_wants_hash(p, b->cfg)) {
+	if (c->admin || !p->have_exe_id || p->exe_fd < 0 || !peer_wants_hash(p, b->cfg)) {
 		if (p->exe_fd >= 0) {
 			close(p->exe_fd);
 			p->exe_fd = -1;

@@ -233,12 +233,11 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *ctx)
 		if (b->conns != NULL)
 			b->conns->prev = c;
 		b->conns = c;
-		if (admin) {
+		if (admin)
 			b->n_admin++;
-		} else {
+		else
 			b->n_tool++;
-			peer_resolve(c);
-		}
+		peer_resolve(c);
 	}
 }
 
