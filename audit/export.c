@@ -97,23 +97,27 @@ static json_t *record_json(const struct merkle_tree *t, uint64_t seq, const char
 	return r;
 }
 
-/* The tenant's newest record before since (up to the checkpoint), which
- * shows where the window starts: the first exported record chains to it,
- * and it is older than since. json null when there is none. */
-static int previous_json(sqlite3 *db, const struct merkle_tree *t, const char *tenant,
-			 uint64_t size, const char *since, json_t **out)
+/* The tenant's newest record before since, or (after) its oldest one
+ * after until, up to the checkpoint: they show where the window starts and
+ * ends, since the exported records chain from the one and to the other.
+ * json null when there is none. */
+static int edge_json(sqlite3 *db, const struct merkle_tree *t, const char *tenant,
+		     uint64_t size, const char *at, bool after, json_t **out)
 {
 	sqlite3_stmt *st = NULL;
 	int rc = 0, src;
 
 	*out = NULL;
-	if (sqlite3_prepare_v2(db, "SELECT seq, body FROM events WHERE tenant = ?1 AND seq <= ?2"
-			       " AND time < ?3 ORDER BY time DESC, seq DESC LIMIT 1", -1, &st,
-			       NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(db,
+			       after ? "SELECT seq, body FROM events WHERE tenant = ?1 AND seq <= ?2"
+				       " AND time > ?3 ORDER BY time, seq LIMIT 1"
+				     : "SELECT seq, body FROM events WHERE tenant = ?1 AND seq <= ?2"
+				       " AND time < ?3 ORDER BY time DESC, seq DESC LIMIT 1",
+			       -1, &st, NULL) != SQLITE_OK)
 		return -EIO;
 	sqlite3_bind_text(st, 1, tenant, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, (sqlite3_int64)size);
-	sqlite3_bind_text(st, 3, since, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, at, -1, SQLITE_STATIC);
 	src = sqlite3_step(st);
 	if (src == SQLITE_ROW) {
 		*out = record_json(t, (uint64_t)sqlite3_column_int64(st, 0),
@@ -182,7 +186,7 @@ int audit_export(struct audit *a, const char *tenant, int64_t since_us, int64_t 
 	uint8_t(*leaves)[MERKLE_HASH] = NULL, root[MERKLE_HASH];
 	char since[UTIL_TIME_LEN], until[UTIL_TIME_LEN];
 	char *note = NULL;
-	json_t *cons = NULL, *prev = NULL;
+	json_t *cons = NULL, *prev = NULL, *next = NULL;
 	sqlite3_stmt *st = NULL;
 	uint64_t size = 0;
 	int64_t first_ts = 0, last_ts = 0;
@@ -267,13 +271,15 @@ int audit_export(struct audit *a, const char *tenant, int64_t since_us, int64_t 
 			goto out;
 	}
 
-	if (since_us) {
-		rc = previous_json(a->rdb, &t, tenant, size, since, &prev);
-		if (rc < 0) {
-			cerr_set(err, rc, "cannot read the record before the window: %s",
-				 rc == -EIO ? sqlite3_errmsg(a->rdb) : strerror(-rc));
-			goto out;
-		}
+	rc = 0;
+	if (since_us)
+		rc = edge_json(a->rdb, &t, tenant, size, since, false, &prev);
+	if (rc == 0 && until_us)
+		rc = edge_json(a->rdb, &t, tenant, size, until, true, &next);
+	if (rc < 0) {
+		cerr_set(err, rc, "cannot read the records around the window: %s",
+			 rc == -EIO ? sqlite3_errmsg(a->rdb) : strerror(-rc));
+		goto out;
 	}
 
 	/* the origin is the checkpoint's first line (verified against the
@@ -357,6 +363,10 @@ int audit_export(struct audit *a, const char *tenant, int64_t since_us, int64_t 
 	if (rc == 0)
 		rc = emit(out, ",\"last_tenant_seq\":",
 			  first ? json_null() : json_integer((json_int_t)last_ts));
+	if (rc == 0) {
+		rc = emit(out, ",\"next\":", next ? next : json_null());
+		next = NULL;
+	}
 	if (rc == 0)
 		rc = emit(out, ",\"consistency\":", cons ? cons : json_null());
 	cons = NULL;
@@ -369,6 +379,7 @@ out:
 	pthread_mutex_unlock(&a->rlock);
 	json_decref(cons);
 	json_decref(prev);
+	json_decref(next);
 	merkle_tree_free(&t);
 	free(leaves);
 	free(note);

@@ -927,6 +927,7 @@ struct xwin {
 	int64_t since, until;      /* 0: unbounded */
 	bool has_first;
 	uint64_t first_ts, last_ts;
+	bool has_next;             /* the record after the window was checked */
 };
 
 /* One exported record (or the one before the window): its proof against
@@ -984,8 +985,9 @@ static int export_record(struct vstate *v, json_t *r, const char *what, const ch
 	return 0;
 }
 
-static int export_records(struct vstate *v, json_t *recs, json_t *prev, const char *tenant,
-			  const struct note_checkpoint *cp, struct xwin *w, uint64_t *count)
+static int export_records(struct vstate *v, json_t *recs, json_t *prev, json_t *next,
+			  const char *tenant, const struct note_checkpoint *cp, struct xwin *w,
+			  uint64_t *count)
 {
 	uint64_t last = 0, pseq = 0;
 	size_t i;
@@ -1076,6 +1078,32 @@ static int export_records(struct vstate *v, json_t *recs, json_t *prev, const ch
 	if (w->has_first && i > 0 && w->last_ts != w->first_ts + i - 1)
 		return cerr_set(v->err, -EBADMSG, "tenant %s: the export's chain is not dense", tenant);
 	*count = i;
+	/* The record after the window anchors its end: newer than until and
+	 * chained to the last exported one, so none at the end was left out.
+	 * (Without it the export ends at the checkpoint: records cut from its
+	 * end show only against a later export.) */
+	if (next != NULL && !json_is_null(next)) {
+		uint64_t nseq;
+
+		if (w->until == 0)
+			return cerr_set(v->err, -EBADMSG,
+					"export: a record after the window, but no until");
+		rc = export_record(v, next, "the record after the window", tenant, cp, &nseq, leaf,
+				   &body, &t);
+		if (rc < 0)
+			return rc;
+		chain_fields_json(body, &cf);
+		if (nseq <= last || t <= w->until)
+			rc = cerr_set(v->err, -EBADMSG,
+				      "record %" PRIu64 ": given as the one after the window but is "
+				      "not newer than until", nseq);
+		else
+			rc = chain_check(v, tenant, &cf, nseq, leaf, false);
+		json_decref(body);
+		if (rc < 0)
+			return rc;
+		w->has_next = true;
+	}
 	return 0;
 }
 
@@ -1102,7 +1130,7 @@ int audit_verify_export_with(const char *path, const struct audit_verify_opts *o
 	struct vstate v = {.err = err};
 	struct audit_verify_stats dummy;
 	struct xwin w = {0};
-	json_t *doc = NULL, *cons, *jf;
+	json_t *doc = NULL, *cons, *jf, *jl;
 	json_error_t jerr;
 	const char *tenant, *fmt, *origin, *note;
 	char *buf = NULL;
@@ -1184,9 +1212,19 @@ int audit_verify_export_with(const char *path, const struct audit_verify_opts *o
 	}
 	w.has_first = json_is_integer(jf);
 	w.first_ts = w.has_first ? (uint64_t)json_integer_value(jf) : 0;
+	jl = json_object_get(doc, "last_tenant_seq");
+	if (jl == NULL || json_is_integer(jl) != w.has_first ||
+	    (!json_is_null(jl) && !json_is_integer(jl))) {
+		rc = cerr_set(err, -EBADMSG, "export: last_tenant_seq missing or malformed");
+		goto out;
+	}
 	rc = export_records(&v, json_object_get(doc, "records"), json_object_get(doc, "previous"),
-			    tenant, &cp, &w, &nrec);
+			    json_object_get(doc, "next"), tenant, &cp, &w, &nrec);
 	st->records = nrec;
+	if (rc == 0 && w.has_first && (uint64_t)json_integer_value(jl) != w.last_ts)
+		rc = cerr_set(err, -EBADMSG, "tenant %s: the export says its last record is "
+			      "tenant_seq %" PRIu64 ", its records end at %" PRIu64, tenant,
+			      (uint64_t)json_integer_value(jl), w.last_ts);
 	if (rc < 0)
 		goto out;
 	cons = json_object_get(doc, "consistency");

@@ -208,6 +208,22 @@ def test_exports(env, vkey):
         wdoc = json.load(f)
     check(wdoc["previous"] is not None and wdoc["first_tenant_seq"] == 4, "window anchored",
           wdoc["previous"], wdoc["first_tenant_seq"])
+    # ... and with --until, the record after it anchors the end
+    until = json.loads(doc["records"][5]["body"])["time"]
+    end = os.path.join(env.base, "window-end.json")
+    cli(env, "audit", "export", "--tenant", "contoso", "--until", until, "--output", end)
+    with open(end) as f:
+        edoc = json.load(f)
+    check(edoc["next"] is not None and edoc["last_tenant_seq"] == 6 and
+          json.loads(edoc["next"]["body"])["tenant_seq"] == 7, "window end anchored",
+          edoc["last_tenant_seq"], edoc["next"])
+    cli(env, "audit", "verify", "--export", end, "--key", vkey)
+    edoc["records"] = edoc["records"][:-1]
+    edoc["last_tenant_seq"] = 5
+    with open(end, "w") as f:
+        json.dump(edoc, f)
+    p = cli(env, "audit", "verify", "--export", end, "--key", vkey, want=6)
+    check("has tenant_seq 7, expected 6" in p.stderr, "records cut at the end show", p.stderr)
     wdoc["records"] = wdoc["records"][1:]
     wdoc["previous"] = None
     wdoc["first_tenant_seq"] = 5

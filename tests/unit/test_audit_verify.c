@@ -1065,6 +1065,48 @@ static void ed_no_previous(json_t *d)
 	json_decref(body);
 }
 
+static void ed_drop_newest(json_t *d)
+{
+	json_t *r = json_object_get(d, "records");
+
+	json_array_remove(r, json_array_size(r) - 1);
+	json_object_set_new(d, "last_tenant_seq",
+			    json_integer(json_integer_value(json_object_get(d, "last_tenant_seq")) - 1));
+}
+
+static void ed_no_next(json_t *d)
+{
+	json_object_set_new(d, "until", json_null());
+}
+
+/* Export t1 up to until, apply edit, expect rc naming needle. */
+static void export_edit_until(struct fx *f, int64_t until, void (*edit)(json_t *), int want,
+			      const char *needle)
+{
+	char msg[CERR_MAX];
+	int rc;
+	char *p = do_export(f, "t1", 0, until, NULL, &rc);
+	json_t *doc;
+
+	assert_int_equal(rc, 0);
+	assert_int_equal(vexport(f, p, NULL, msg), 0);
+	doc = json_load_file(p, 0, NULL);
+	assert_non_null(doc);
+	assert_true(json_is_object(json_object_get(doc, "next")));
+	edit(doc);
+	assert_int_equal(json_dump_file(doc, p, JSON_COMPACT), 0);
+	json_decref(doc);
+	rc = vexport(f, p, NULL, msg);
+	if (rc != want || strstr(msg, needle) == NULL)
+		fail_msg("expected %d naming \"%s\", got %d: %s", want, needle, rc, msg);
+	free(p);
+}
+
+static void ed_last_claim(json_t *d)
+{
+	json_object_set_new(d, "last_tenant_seq", json_integer(9));
+}
+
 static void ed_later_since(json_t *d)
 {
 	json_object_set_new(d, "since", json_string("2999-01-01T00:00:00Z"));
@@ -1086,6 +1128,7 @@ static void test_export_oldest_missing(void **state)
 	export_edit(f, 0, ed_no_since, -EBADMSG, "since/until missing");
 	export_edit(f, 0, ed_later_since, -EBADMSG, "outside the export's window");
 	export_edit(f, 0, ed_early_until, -EBADMSG, "outside the export's window");
+	export_edit(f, 0, ed_last_claim, -EBADMSG, "says its last record is tenant_seq 9");
 }
 
 /* with since, the record before the window anchors its start */
@@ -1117,6 +1160,16 @@ static void test_export_window_start(void **state)
 	/* the window's first record cut, and the record before it with it */
 	export_edit(f, mid, ed_no_previous, -EBADMSG, "without the record before its window");
 	export_edit(f, mid, ed_drop_oldest_only, -EBADMSG, "is not first_tenant_seq 9");
+	/* with until, the record after the window anchors its end */
+	p = do_export(f, "t1", 0, mid, NULL, &rc);
+	assert_int_equal(rc, 0);
+	assert_int_equal(vexport(f, p, &st, msg), 0);
+	assert_int_equal(st.records, 8);
+	assert_int_equal(st.last_tenant_seq, 8);
+	assert_true(st.until_us == mid);
+	free(p);
+	export_edit_until(f, mid, ed_drop_newest, -EBADMSG, "has tenant_seq 9, expected 8");
+	export_edit_until(f, mid, ed_no_next, -EBADMSG, "a record after the window, but no until");
 }
 
 /* --checkpoint on an export: the same size must have the same root; an
