@@ -129,8 +129,8 @@ int output_hec_put(struct output *o, json_t *const *alerts, size_t n, struct cer
 	curl_easy_getinfo(o->conn, CURLINFO_RESPONSE_CODE, &code);
 	j = reply.len ? json_loadb(reply.p, reply.len, 0, NULL) : NULL;
 	if (cc != CURLE_OK)
-		rc = cerr_set(err, -EIO, "%s: %s%s%s", o->cfg->label, curl_easy_strerror(cc),
-			      errbuf[0] ? ": " : "", errbuf);
+		rc = cerr_set(err, -EIO, "%s: %s", o->cfg->label,
+			      errbuf[0] ? errbuf : curl_easy_strerror(cc));
 	else if (code == 401 || code == 403)
 		rc = cerr_set(err, -EACCES, "%s: the collector refused the token from %s (HTTP %ld: "
 			      "%.100s)", o->cfg->label, o->cfg->token_file, code,

@@ -88,8 +88,8 @@ static int syslog_connect(struct output *o, struct cerr *err)
 	if (cc != CURLE_OK) {
 		curl_easy_cleanup(o->conn);
 		o->conn = NULL;
-		return cerr_set(err, -ECONNREFUSED, "%s: cannot connect: %s%s%s", oc->label,
-				curl_easy_strerror(cc), errbuf[0] ? ": " : "", errbuf);
+		return cerr_set(err, -ECONNREFUSED, "%s: cannot connect: %s", oc->label,
+				errbuf[0] ? errbuf : curl_easy_strerror(cc));
 	}
 	return 0;
 }

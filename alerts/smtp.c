@@ -106,8 +106,8 @@ int smtp_send(const struct alerts_config *c, const struct rule_config *r, const 
 		rc = cerr_set(err, -EACCES, "SMTP server %s refused the login of smtp.username",
 			      s->url);
 	else if (cc != CURLE_OK)
-		rc = cerr_set(err, -EIO, "SMTP server %s: %s%s%s", s->url, curl_easy_strerror(cc),
-			      errbuf[0] ? ": " : "", errbuf);
+		rc = cerr_set(err, -EIO, "SMTP server %s: %s", s->url,
+			      errbuf[0] ? errbuf : curl_easy_strerror(cc));
 out:
 	if (password != NULL)
 		sodium_free(password);

@@ -135,6 +135,42 @@ class Core(unittest.TestCase):
         self.assertIn("Retry-After", p.stderr)
         self.assertEqual(len(a.lines()), 3)
 
+    def test_api_budget_kept_across_runs(self):
+        """Defender's limits per tenant (100 calls a minute, 1,500 an hour)
+        are counted in the state database, so they hold across runs."""
+        import sqlite3
+        a = Alerts(env, "budget")
+        tid = tenant("budget-co", 3)
+        a.config["tenants"] = [tid]
+        p = a.run()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        db_path = os.path.join(a.config["state_dir"], "state.db")
+
+        def set_budget(**kw):
+            db = sqlite3.connect(db_path)
+            db.execute("UPDATE tenants SET %s WHERE tenant_id = ?" % ", ".join(
+                "%s = ?" % k for k in kw), list(kw.values()) + [tid])
+            db.commit()
+            db.close()
+
+        now = int(time.time())
+        set_budget(hour_start=now, hour_calls=1500)
+        upd = env.idp.update_alerts(tid, count=1)
+        calls = env.idp.counters()["api_calls"]
+        p = a.run()
+        self.assertEqual(p.returncode, 4, p.stderr)
+        self.assertIn("1500 calls an hour is used up", p.stderr)
+        self.assertEqual(env.idp.counters()["api_calls"], calls, "an API call past the budget")
+        self.assertEqual(len(a.lines()), 3)
+        # the minute's 100 calls are spent and the minute ends in 3 s: it waits
+        now = int(time.time())
+        set_budget(hour_start=now, hour_calls=0, not_before=0, min_start=now - 57, min_calls=100)
+        t0 = time.monotonic()
+        p = a.run()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertGreaterEqual(time.monotonic() - t0, 1.5)
+        self.assertEqual([x["id"] for x in a.lines()[3:]], upd)
+
     def test_refused_and_unreachable(self):
         a = Alerts(env, "refused")
         tid = tenant("revoked-co", 2)
