@@ -7,7 +7,8 @@
  * every output, then into the delivered set; the tenant's cursor moves
  * only when the last page is in and every output took every alert, and
  * only after the outputs synced (state and outputs commit together, every
- * FLUSH_MS or at the end).
+ * FLUSH_MS or at the end). Notification e-mails queued on the way (in the
+ * state database) are sent when the API work of the pass is over.
  *
  * Threads: the main thread owns the curl multi handle, the outputs and
  * the state database. TOKEN_THREADS workers, each with its own broker
@@ -552,7 +553,7 @@ static void page_done(struct pass *p, struct tenant *t, CURLcode result)
 	}
 }
 
-/* ---- flushing: outputs synced, then state committed, then mail ------------ */
+/* ---- flushing: outputs synced, then state committed ------------------------ */
 
 static void flush(struct pass *p)
 {
@@ -576,13 +577,6 @@ static void flush(struct pass *p)
 	}
 	p->dirty = false;
 	p->last_flush_ms = util_mono_ms();
-	if (p->c->n_rules > 0) {
-		size_t failed = 0;
-
-		alerts_notify_flush(p->c, p->s, &failed);
-		if (failed > 0)
-			worse(&p->res->status, AX_FAILED);
-	}
 }
 
 size_t alerts_notify_flush(const struct alerts_config *c, struct state *s, size_t *failed)
@@ -876,6 +870,16 @@ out:
 	}
 	if (state_commit(s, err) < 0)
 		worse(&res->status, AX_FAILED);
+	/* Mail goes out once the API work is done: a slow mail server then
+	 * delays the end of the pass, never another tenant's transfer. The
+	 * queue is durable; a stopped pass leaves it for the next start. */
+	if (c->n_rules > 0 && !stopping && rc == 0) {
+		size_t failed = 0;
+
+		alerts_notify_flush(c, s, &failed);
+		if (failed > 0)
+			worse(&res->status, AX_FAILED);
+	}
 	if (stopping)
 		fprintf(stderr, "custody-alerts: stopped in the middle of a pass; unfinished "
 			"tenants keep their cursors\n");
