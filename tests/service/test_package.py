@@ -255,8 +255,8 @@ def main():
         # The throw-away root: this machine's / under a tmpfs overlay.
         pkg = os.path.join(tmp, "pkg")
         os.makedirs(pkg)
-        for d in debs.values():
-            shutil.copy(d, pkg)
+        for name in ("custody", "libcustody-dev"):
+            shutil.copy(debs[name], pkg)
         shutil.copy(os.path.join(src, "cli", "example.c"), pkg)
         with open(os.path.join(pkg, "in-root.sh"), "w") as f:
             f.write(IN_ROOT)
