@@ -384,6 +384,34 @@ int audit_alarm_put(struct audit *a, const char *detail);
 int audit_alarm_get(struct audit *a, char **detail);
 int audit_alarm_clear(struct audit *a);
 
+/* ---- shipping to a SIEM (ship.c, DESIGN §11.2) ----------------------------- */
+
+struct audit_shipdb;
+/* One item handed to a sink: a record, or the checkpoint at size seq
+ * (which follows record seq). Pointers valid during the callback. */
+struct audit_ship_item {
+	uint64_t seq;
+	bool checkpoint;
+	const char *time;            /* RFC 3339 as stored */
+	const char *event, *tenant;  /* records; tenant may be NULL */
+	uint8_t leaf[32];            /* records */
+	const char *body;            /* the stored body, or the checkpoint note */
+	size_t len;
+};
+/* A shipper's own connections to the store (one thread each). */
+int audit_shipdb_open(struct audit *a, const char *sink, struct audit_shipdb **out,
+		      struct cerr *err);
+void audit_shipdb_close(struct audit_shipdb *s);
+/* The sink's cursor: last record seq and checkpoint size handed over
+ * (0, 0 for a new sink). 0 or -EIO. */
+int audit_shipdb_cursor(struct audit_shipdb *s, uint64_t *seq, uint64_t *cp);
+int audit_shipdb_advance(struct audit_shipdb *s, uint64_t seq, uint64_t cp);
+/* Up to max records after after_seq, each followed by the checkpoints at
+ * its size (and first any checkpoint above after_cp at or below
+ * after_seq), to cb in order; a non-zero cb return stops and is returned. */
+int audit_shipdb_read(struct audit_shipdb *s, uint64_t after_seq, uint64_t after_cp, size_t max,
+		      int (*cb)(void *ctx, const struct audit_ship_item *it), void *ctx);
+
 /* audit verify --witness: the database's newest checkpoint carrying the
  * quorum of valid cosignatures by keys (out describes it, or the newest
  * checkpoint's shortfall when none does: then -EBADMSG with err naming

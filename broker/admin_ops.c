@@ -890,6 +890,8 @@ static void op_status(struct pending *p, json_t *id, json_t *req)
 				    json_integer((json_int_t)(size > cp ? size - cp : 0)));
 	}
 	json_object_set_new(st, "refusal_guard", guard_status_json(b));
+	if (b->ship != NULL)
+		json_object_set_new(st, "ship", shipper_status(b->ship, audit_size(b->audit)));
 	if (b->wc != NULL) {
 		/* witnesses, and a conflict shown until an officer acknowledges it */
 		json_t *ws = witness_client_status(b->wc);

@@ -79,6 +79,15 @@ struct broker_witness_config {
 	char *ca_file;            /* NULL: the system's CAs */
 };
 
+/* audit.ship[] (DESIGN §11.2) */
+struct broker_ship_config {
+	bool syslog;              /* "type": "syslog" (else "file") */
+	char *url;                /* syslog: tls://host:port */
+	char *ca_file, *cert_file, *key_file;  /* syslog; NULL: system CAs, no client cert */
+	char *path;               /* file */
+	char *name;               /* "syslog <url>" or "file <path>": status and cursor key */
+};
+
 struct broker_config {
 	char *path;               /* the file loaded (absolute) */
 	char *state_dir;          /* absolute */
@@ -102,6 +111,8 @@ struct broker_config {
 	struct broker_witness_config *witnesses;   /* audit.witnesses */
 	size_t n_witnesses;
 	unsigned witness_quorum;                   /* default: n_witnesses */
+	struct broker_ship_config *ship;           /* audit.ship */
+	size_t n_ship;
 	struct broker_limits limits;
 };
 

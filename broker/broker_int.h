@@ -373,6 +373,7 @@ struct broker {
 	struct policy *policy;    /* grants, suspensions, lockdown, rates (policy.h) */
 	struct refusal_guard *guard;  /* refusals per uid (guard.c) */
 	struct witness_client *wc; /* audit.witnesses; NULL: none configured */
+	struct shipper *ship;      /* audit.ship; NULL: none configured */
 	struct loop_timer *expiry_timer;
 	/* stopping */
 	bool stopping;
@@ -386,6 +387,15 @@ struct broker {
  * "quorum", "conflict": the alarm or absent}. ack: the alarm taken away
  * (the caller owns it) and the witnesses in conflict asked again; NULL
  * when no alarm is shown. */
+/* The shippers of audit.ship (ship.c): one thread per sink. start: *out
+ * stays NULL when no sink is configured; stop joins the threads (before
+ * the audit store closes). status: [{"name","type","shipped_through",
+ * "backlog","last_error"}]. */
+struct shipper;
+int shipper_start(struct broker *b, struct shipper **out);
+void shipper_stop(struct shipper *sh);
+json_t *shipper_status(struct shipper *sh, uint64_t audit_size_now);
+
 struct witness_client;
 int witness_client_new(struct broker *b, struct witness_client **out);
 void witness_client_free(struct witness_client *wc);

@@ -684,10 +684,96 @@ static int parse_witnesses(struct cfgctx *x, json_t *arr, struct broker_config *
 	return 0;
 }
 
+/* audit.ship: [{"type": "syslog", "url", "ca_file", "cert_file", "key_file"} |
+ *              {"type": "file", "path"}] */
+static int parse_ship(struct cfgctx *x, json_t *arr, struct broker_config *c)
+{
+	static const char *const skeys[] = {"type", "url", "ca_file", "cert_file", "key_file", NULL};
+	static const char *const fkeys[] = {"type", "path", NULL};
+	size_t n = json_array_size(arr), i;
+	json_t *o;
+	char path[64], sub[96];
+	int rc;
+
+	if (!json_is_array(arr))
+		return bad(x, "audit.ship", "expected an array of sink objects");
+	if (n > 8)
+		return bad(x, "audit.ship", "at most 8 sinks");
+	c->ship = calloc(n ? n : 1, sizeof(*c->ship));
+	if (c->ship == NULL)
+		return -ENOMEM;
+	json_array_foreach(arr, i, o) {
+		struct broker_ship_config *sk = &c->ship[i];
+		const char *type = json_string_value(json_object_get(o, "type"));
+		json_t *v;
+
+		c->n_ship = i + 1;
+		snprintf(path, sizeof(path), "audit.ship[%zu]", i);
+		if (!json_is_object(o))
+			return bad(x, path, "expected an object");
+		snprintf(sub, sizeof(sub), "%s.type", path);
+		if (type == NULL || (strcmp(type, "syslog") != 0 && strcmp(type, "file") != 0))
+			return bad(x, sub, "expected \"syslog\" or \"file\"");
+		sk->syslog = strcmp(type, "syslog") == 0;
+		rc = check_object(x, o, path, sk->syslog ? skeys : fkeys);
+		if (rc < 0)
+			return rc;
+		if (sk->syslog) {
+			const char *u;
+
+			snprintf(sub, sizeof(sub), "%s.url", path);
+			if ((v = json_object_get(o, "url")) == NULL)
+				return bad(x, sub, "required (tls://host:port)");
+			rc = get_string(x, v, sub, &sk->url);
+			if (rc < 0)
+				return rc;
+			u = sk->url;
+			if (strncmp(u, "tls://", 6) != 0 || strchr(u + 6, ':') == NULL ||
+			    strpbrk(u + 6, " \n\r\t/@?#") != NULL || strlen(u) > 512)
+				return bad(x, sub, "expected tls://host:port (RFC 5425 syslog over TLS)");
+			{
+				static const char *const files[] = {"ca_file", "cert_file", "key_file"};
+				char **dst[] = {&sk->ca_file, &sk->cert_file, &sk->key_file};
+
+				for (size_t k = 0; k < 3; k++) {
+					v = json_object_get(o, files[k]);
+					if (v == NULL || json_is_null(v))
+						continue;
+					snprintf(sub, sizeof(sub), "%s.%s", path, files[k]);
+					rc = get_path(x, v, sub, dst[k]);
+					if (rc < 0)
+						return rc;
+				}
+			}
+			if ((sk->cert_file == NULL) != (sk->key_file == NULL))
+				return bad(x, path, "give cert_file and key_file together, or neither");
+			if (asprintf(&sk->name, "syslog %s", sk->url) < 0) {
+				sk->name = NULL;
+				return -ENOMEM;
+			}
+		} else {
+			snprintf(sub, sizeof(sub), "%s.path", path);
+			if ((v = json_object_get(o, "path")) == NULL)
+				return bad(x, sub, "required (the file to append to)");
+			rc = get_path(x, v, sub, &sk->path);
+			if (rc < 0)
+				return rc;
+			if (asprintf(&sk->name, "file %s", sk->path) < 0) {
+				sk->name = NULL;
+				return -ENOMEM;
+			}
+		}
+		for (size_t k = 0; k < i; k++)
+			if (strcmp(c->ship[k].name, sk->name) == 0)
+				return bad(x, path, "the same sink twice");
+	}
+	return 0;
+}
+
 static int parse_audit(struct cfgctx *x, json_t *o, struct broker_config *c)
 {
 	static const char *const keys[] = {"origin", "checkpoint_every", "checkpoint_interval_s",
-					   "witnesses", "witness_quorum", NULL};
+					   "witnesses", "witness_quorum", "ship", NULL};
 	json_t *v;
 	json_int_t n;
 	int rc;
@@ -719,6 +805,11 @@ static int parse_audit(struct cfgctx *x, json_t *o, struct broker_config *c)
 	}
 	if ((v = json_object_get(o, "witnesses")) != NULL) {
 		rc = parse_witnesses(x, v, c);
+		if (rc < 0)
+			return rc;
+	}
+	if ((v = json_object_get(o, "ship")) != NULL) {
+		rc = parse_ship(x, v, c);
 		if (rc < 0)
 			return rc;
 	}
@@ -1126,6 +1217,15 @@ void broker_config_free(struct broker_config *c)
 		free(c->witnesses[i].ca_file);
 	}
 	free(c->witnesses);
+	for (size_t i = 0; i < c->n_ship; i++) {
+		free(c->ship[i].url);
+		free(c->ship[i].ca_file);
+		free(c->ship[i].cert_file);
+		free(c->ship[i].key_file);
+		free(c->ship[i].path);
+		free(c->ship[i].name);
+	}
+	free(c->ship);
 	free(c);
 }
 

@@ -348,6 +348,11 @@ static int broker_start(struct broker *b)
 		broker_log("cannot start the witness client: %s", strerror(-rc));
 		return rc;
 	}
+	rc = shipper_start(b, &b->ship);
+	if (rc < 0) {
+		broker_log("cannot start shipping the audit trail: %s", strerror(-rc));
+		return rc;
+	}
 	rc = loop_timer_new(b->loop, stop_deadline, b, &b->stop_timer);
 	if (rc < 0)
 		return rc;
@@ -370,6 +375,9 @@ static void broker_finish(struct broker *b)
 	/* after the worker: its jobs point at the witness client */
 	witness_client_free(b->wc);
 	b->wc = NULL;
+	/* the shippers read the store through their own connections */
+	shipper_stop(b->ship);
+	b->ship = NULL;
 	if (b->loop != NULL) {
 		server_stop_listening(b);
 		server_close_all(b);
