@@ -960,10 +960,14 @@ static int parse_root(struct cfgctx *x, json_t *root, struct broker_config *c)
 	if (rc < 0)
 		return rc;
 	if ((v = json_object_get(root, "state_dir")) == NULL)
-		return bad(x, "state_dir", "required (the directory for the vault and the audit store)");
-	rc = get_path(x, v, "state_dir", &c->state_dir);
-	if (rc < 0)
+		rc = bad(x, "state_dir", "required (the directory for the vault and the audit store)");
+	else
+		rc = get_path(x, v, "state_dir", &c->state_dir);
+	if ((rc = go_on(x, rc)) < 0)
 		return rc;
+	/* checking every error: go on with a stand-in (the file is refused) */
+	if (c->state_dir == NULL && (c->state_dir = strdup("/")) == NULL)
+		return -ENOMEM;
 	if ((v = json_object_get(root, "runtime_dir")) != NULL) {
 		rc = get_path(x, v, "runtime_dir", &c->runtime_dir);
 		if ((rc = go_on(x, rc)) < 0)
@@ -971,19 +975,23 @@ static int parse_root(struct cfgctx *x, json_t *root, struct broker_config *c)
 	}
 	kf = json_object_get(root, "key_file");
 	pf = json_object_get(root, "passphrase_file");
-	if (kf != NULL && pf != NULL)
-		return bad(x, "passphrase_file", "give either key_file or passphrase_file, not both");
+	if (kf != NULL && pf != NULL &&
+	    (rc = go_on(x, bad(x, "passphrase_file",
+			       "give either key_file or passphrase_file, not both"))) < 0)
+		return rc;
 	if (kf != NULL) {
 		rc = resolve_key_path(x, kf, "key_file", &c->key_file);
-		if (rc < 0)
+		if ((rc = go_on(x, rc)) < 0)
 			return rc;
 	}
-	if (pf != NULL) {
+	if (pf != NULL && kf == NULL) {
 		free(c->key_file);
 		c->key_file = NULL;
 		rc = resolve_key_path(x, pf, "passphrase_file", &c->passphrase_file);
-		if (rc < 0)
+		if ((rc = go_on(x, rc)) < 0)
 			return rc;
+		if (c->passphrase_file == NULL && (c->key_file = strdup("/")) == NULL)
+			return -ENOMEM;   /* a stand-in while checking every error */
 	}
 	c->tool_socket.path = util_path_join(c->runtime_dir, "custody.sock");
 	c->admin_socket.path = util_path_join(c->runtime_dir, "admin.sock");

@@ -1,6 +1,7 @@
 /* test_broker_config.c — custodyd's config parser: defaults, paths, every
  * error naming its key path, and the default text `custody init` writes. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -248,6 +249,66 @@ static void test_path_and_credentials(void **state)
 	rmdir(dir);
 }
 
+struct collected {
+	size_t n;
+	char all[4096];
+};
+
+static void collect(void *ctx, const char *msg)
+{
+	struct collected *c = ctx;
+	size_t len = strlen(c->all);
+
+	c->n++;
+	snprintf(c->all + len, sizeof(c->all) - len, "%s\n", msg);
+}
+
+/* config check: every error, each with its key path, not just the first;
+ * a valid file calls back nothing. */
+static void test_check_collects_every_error(void **state)
+{
+	char path[] = "/tmp/custody-cfgcheck-XXXXXX";
+	static const char text[] =
+		"{\"bogus\":1,\"state_dir\":2,"
+		"\"principals\":[{\"name\":\"a\",\"match\":{\"uid\":\"x\"}},"
+		"{\"name\":\"b\",\"match\":{\"gid\":\"y\"}}],"
+		"\"upstream\":{\"timeout_ms\":\"x\"},\"limits\":{\"foo\":1}}";
+	static const char good[] = "{\"state_dir\":\"/tmp/x\"}";
+	struct collected c = {0};
+	struct cerr err = {{0}};
+	int fd = mkstemp(path);
+
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, sizeof(text) - 1), (ssize_t)(sizeof(text) - 1));
+	close(fd);
+	assert_int_equal(broker_config_check(path, collect, &c, &err), -EINVAL);
+	assert_int_equal(c.n, 6);
+	assert_non_null(strstr(c.all, "unknown key: bogus"));
+	assert_non_null(strstr(c.all, "state_dir: expected a string"));
+	assert_non_null(strstr(c.all, "principals[0].match.uid"));
+	assert_non_null(strstr(c.all, "principals[1].match.gid"));
+	assert_non_null(strstr(c.all, "upstream.timeout_ms"));
+	assert_non_null(strstr(c.all, "unknown key: limits.foo"));
+	/* loading for use still stops at the first */
+	{
+		struct broker_config *cfg = NULL;
+
+		assert_int_equal(broker_config_load(path, &cfg, &err), -EINVAL);
+		assert_null(cfg);
+		assert_non_null(strstr(err.msg, "unknown key: bogus"));
+	}
+	fd = open(path, O_WRONLY | O_TRUNC);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, good, sizeof(good) - 1), (ssize_t)(sizeof(good) - 1));
+	close(fd);
+	c.n = 0;
+	assert_int_equal(broker_config_check(path, collect, &c, &err), 0);
+	assert_int_equal(c.n, 0);
+	unlink(path);
+	assert_int_equal(broker_config_check(path, collect, &c, &err), -ENOENT);
+	assert_int_equal(c.n, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -256,6 +317,7 @@ int main(void)
 		cmocka_unit_test(test_errors_name_the_key),
 		cmocka_unit_test(test_default_text_loads),
 		cmocka_unit_test(test_path_and_credentials),
+		cmocka_unit_test(test_check_collects_every_error),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
