@@ -16,16 +16,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "broker.h"
 #include "loop.h"
 #include "vault.h"
 
-struct upstream_config {
-	char *ca_file;            /* NULL: system trust store */
-	long timeout_ms;          /* total per transfer; default 10000 */
-	int retries;              /* 5xx/timeout retries; default 3 */
-	char **allowed_hosts;     /* NULL-terminated */
-	int probe_wait_s;         /* default 90 */
-};
 
 enum token_status {
 	TOKEN_OK = 0,

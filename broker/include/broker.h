@@ -1,6 +1,7 @@
-/* broker.h — custodyd's public interface: the configuration (DESIGN §8)
- * and the daemon's entry point. The CLI uses the config API to find the
- * state directory, the key source and the sockets.
+/* broker.h — custodyd's public interface, the one header broker/ exports:
+ * the configuration (DESIGN §8; libcustody_broker_config, which the CLI
+ * links without the daemon) and the daemon's entry point. The CLI uses the
+ * config API to find the state directory, the key source and the sockets.
  *
  * Errors: 0 or a negative errno (util.h); config errors are -EINVAL with a
  * cerr message that names the key path ("principals[1].match.uid: expected
@@ -16,8 +17,17 @@
 #include <sys/types.h>
 
 #include "audit.h"
-#include "tokens.h"
 #include "util.h"
+#include "vault.h"
+
+/* The identity provider client's settings (upstream.c, tokens.c). */
+struct upstream_config {
+	char *ca_file;            /* NULL: system trust store */
+	long timeout_ms;          /* total per transfer; default 10000 */
+	int retries;              /* 5xx/timeout retries; default 3 */
+	char **allowed_hosts;     /* NULL-terminated */
+	int probe_wait_s;         /* default 90 */
+};
 
 #define BROKER_DEFAULT_CONFIG "/etc/custody/custody.json"
 
