@@ -239,6 +239,34 @@ class Core(unittest.TestCase):
             a.close()
             ns.close()
 
+    def test_sigterm_mid_pass(self):
+        """SIGTERM while pages are on their way: the service stops at once,
+        exits 0, and the tenant keeps its cursor; the next run delivers."""
+        a = Alerts(env, "midpass")
+        tid = tenant("midpass-co", 30)
+        a.config["tenants"] = [tid]
+        a.config["page_size"] = 2
+        env.idp.set_fault("slow", tenant=tid, target="api", delay_s=0.3)
+        try:
+            a.start()
+            wait_for(lambda: len(a.lines()) >= 2, 20, what="the first pages")
+            t0 = time.monotonic()
+            rc = a.stop(signal.SIGTERM)
+            self.assertEqual(rc, 0, a.run_log())
+            self.assertLess(time.monotonic() - t0, 3)
+            self.assertIn("stopped in the middle of a pass", a.run_log())
+        finally:
+            env.idp.set_fault("ok", tenant=tid, target="api")
+            a.close()
+        got = len(a.lines())
+        self.assertLess(got, 30)
+        # no cursor moved for the tenant it was in the middle of
+        self.assertFalse([t for t in a.status()["tenants"]
+                          if t["tenant_id"] == tid and t["last_success"]])
+        p = a.run()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual({x["id"] for x in a.lines()}, {x["id"] for x in env.idp.get_alerts(tid)})
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
