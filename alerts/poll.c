@@ -416,8 +416,10 @@ static void deliver_page(struct pass *p, struct tenant *t)
 		(void)util_time_parse(lut, &us);
 		if (us > t->max_lut_us)
 			t->max_lut_us = us;
-		if (state_delivered(p->s, t->id, id, lut) != 0)
-			continue;   /* delivered before (or the database failed: sent again) */
+		/* 1: delivered before; a database error delivers it again (at
+		 * least once) rather than risk losing it */
+		if (state_delivered(p->s, t->id, id, lut) == 1)
+			continue;
 		eid = curl_easy_escape(NULL, id, 0);
 		snprintf(link, sizeof(link), "https://security.microsoft.com/alerts/%s?tid=%s",
 			 eid ? eid : "", t->id);
