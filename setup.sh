@@ -33,6 +33,8 @@ TEST_PKGS="$DEMO_PKGS $TEST_PKGS_alerts $TEST_PKGS_report $TEST_PKGS_service $TE
 $TEST_PKGS_audit $TEST_PKGS_grants $TEST_PKGS_broker $TEST_PKGS_witness"
 EXTRA_PKGS_fuzz="clang libclang-rt-14-dev"
 EXTRA_PKGS_bench="redis-server redis-tools openssh-client"
+# custody-alerts' pass (bench section g) sends to a real rsyslog over TLS
+EXTRA_PKGS_bench_alerts="rsyslog rsyslog-gnutls"
 
 install_pkgs() {
 	missing=""
@@ -63,7 +65,7 @@ mode=${1:-build}
 # shellcheck disable=SC2086
 case "$mode" in
 fuzz) install_pkgs $PKGS $EXTRA_PKGS_fuzz ;;
-bench) install_pkgs $PKGS $DEMO_PKGS $EXTRA_PKGS_bench ;;
+bench) install_pkgs $PKGS $DEMO_PKGS $EXTRA_PKGS_bench $EXTRA_PKGS_bench_alerts ;;
 demo) install_pkgs $PKGS $DEMO_PKGS ;;
 test|asan|valgrind) install_pkgs $PKGS $TEST_PKGS ;;
 *) install_pkgs $PKGS ;;
