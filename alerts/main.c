@@ -314,6 +314,8 @@ int main(int argc, char **argv)
 		return AX_ERROR;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* logrotate's HUP needs no answer: file outputs are reopened every pass */
+	signal(SIGHUP, SIG_IGN);
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (strcmp(cmd, "run") == 0)
 		st = cmd_run(&o);

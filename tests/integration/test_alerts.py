@@ -229,6 +229,9 @@ class Core(unittest.TestCase):
             wait_for(lambda: len(a.lines()) >= 5, 20, what="the first pass")
             while not any(m.startswith("STATUS=") for m in msgs):
                 msgs.append(ns.recv(4096).decode())
+            a.proc.send_signal(signal.SIGHUP)       # logrotate's: ignored
+            time.sleep(0.3)
+            self.assertIsNone(a.proc.poll(), "SIGHUP ended the service")
             t0 = time.monotonic()
             rc = a.stop(signal.SIGTERM)
             self.assertEqual(rc, 0, a.run_log())
