@@ -29,6 +29,19 @@
 
 static void conn_io(struct loop *l, int fd, uint32_t events, void *ctx);
 
+/* SO_PASSCRED on a listening socket, before any client connects. The
+ * kernel gives a connection the listener's setting when the client
+ * connects, not when custodyd accepts: bytes a client sends between
+ * accept and the SO_PASSCRED custodyd then sets on the connection arrive
+ * without credentials (pid 0), and are refused as another process's. Set
+ * here, every byte of every later connection carries its sender. */
+static int listener_pass_credentials(int fd)
+{
+	int one = 1;
+
+	return setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0 ? -errno : 0;
+}
+
 static int bind_socket(const struct broker_socket_config *sc, int *out, struct cerr *err)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -88,6 +101,12 @@ static int bind_socket(const struct broker_socket_config *sc, int *out, struct c
 	}
 	if (chmod(sc->path, sc->mode) < 0) {
 		rc = cerr_set(err, -errno, "cannot chmod %s: %s", sc->path, strerror(errno));
+		unlink(sc->path);
+		goto fail;
+	}
+	rc = listener_pass_credentials(fd);
+	if (rc < 0) {
+		rc = cerr_set(err, rc, "cannot set SO_PASSCRED on %s: %s", sc->path, strerror(-rc));
 		unlink(sc->path);
 		goto fail;
 	}
@@ -162,12 +181,7 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *ctx)
 {
 	struct broker *b = ctx;
 	bool admin = lfd == b->admin_fd;
-	int one = 1;
 
-	/* accepted sockets inherit it, so no byte a client sends after
-	 * accept comes without its sender's credentials (bytes sent before
-	 * accept always carry them); also set on each client below */
-	(void)setsockopt(lfd, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one));
 	for (int i = 0; i < 64; i++) {
 		struct conn *c;
 		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -650,6 +664,13 @@ int server_listen(struct broker *b)
 	if (rc < 0)
 		return rc;
 	b->admin_passed = rc == 1;
+	/* passed sockets too (the units also say PassCredentials=yes, so
+	 * connections queued before custodyd started are covered as well) */
+	if ((b->tool_passed && (rc = listener_pass_credentials(b->tool_fd)) < 0) ||
+	    (b->admin_passed && (rc = listener_pass_credentials(b->admin_fd)) < 0)) {
+		broker_log("cannot set SO_PASSCRED on a socket systemd passed: %s", strerror(-rc));
+		return rc;
+	}
 	if (!b->tool_passed || !b->admin_passed) {
 		rc = util_mkdir_p(b->cfg->runtime_dir, 0755);
 		/* created under umask 077: open it up explicitly */
