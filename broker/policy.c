@@ -654,67 +654,20 @@ void policy_grant_set_credential(struct policy *pol, const char *id, enum grant_
 	}
 }
 
-void policy_decide(struct policy *pol, const struct policy_ask *a, struct decision *d)
+/* The grant refusals and the choice among the tenant's grants (slots, by
+ * id or by name), once the principal may ask for the tenant: revoked,
+ * grant_pending, grant_expired, scope_not_granted, denied, rate_limited. */
+static void decide_grant(struct policy *pol, const struct policy_ask *a,
+			 const struct principal_config *p, json_t *slots, bool by_id,
+			 struct decision *d)
 {
-	const struct principal_config *p = principal_find(pol, a->principal);
 	const char *tenant = a->tenant, *scope = a->scope;
-	const struct grant *first, *best = NULL, *revoked = NULL;
+	const struct grant *best = NULL, *revoked = NULL;
 	const char *best_scope = NULL;
 	size_t i, n_active = 0, n_pending = 0, n_expired = 0, n_scope = 0;
-	const struct suspension *s;
-	json_t *slots, *v;
-	bool by_id, ambiguous;
+	json_t *v;
 	int wait;
 
-	*d = (struct decision){0};
-	slots = tenant_slots(pol, tenant, &by_id, &first, &ambiguous);
-	/* the tenant id goes into the audit record whatever the answer */
-	if (first != NULL && !ambiguous)
-		d->tenant_id = first->tenant_id;
-	if (pol->lockdown) {
-		refuse(d, "locked_down", "custodyd is locked down (%s): no tokens until an officer runs `custody unlock`",
-		       pol->lockdown_reason);
-		return;
-	}
-	if (p == NULL) {
-		/* only in the re-check: a reload took the principal away */
-		refuse(d, "denied", "principal %s is no longer in the config: ask an admin",
-		       a->principal ? a->principal : "?");
-		return;
-	}
-	if ((s = suspension_find(pol, p->name)) != NULL) {
-		refuse(d, "suspended", "principal %s was suspended by %s: %s", p->name, s->actor,
-		       s->reason);
-		return;
-	}
-	if (slots == NULL) {
-		if (!principal_lists_name(p, tenant))
-			refuse(d, "denied", "principal %s may not ask for tenant %s", p->name, tenant);
-		else
-			refuse(d, "unknown_tenant",
-			       "no grant for tenant %s: the customer must seal one and an admin import it (`custody grant list`)",
-			       tenant);
-		return;
-	}
-	if (ambiguous) {
-		refuse(d, "unknown_tenant",
-		       "tenant name %s belongs to more than one tenant: ask by tenant id (`custody grant list`)",
-		       tenant);
-		return;
-	}
-	if (!principal_allows_tenant(p, first)) {
-		refuse(d, "denied", "principal %s may not ask for tenant %s", p->name, tenant);
-		return;
-	}
-	if (p->require_purpose && (a->purpose == NULL || a->purpose[0] == '\0')) {
-		refuse(d, "denied", "principal %s must say why: give a purpose (custody token --purpose TEXT)",
-		       p->name);
-		return;
-	}
-	if (scope != NULL && !principal_allows_scope(p, scope)) {
-		refuse(d, "denied", "principal %s may not ask for scope %s", p->name, scope);
-		return;
-	}
 	json_array_foreach(slots, i, v) {
 		const struct grant *g = pol->grants[json_integer_value(v)];
 		const char *gs;
@@ -787,4 +740,65 @@ void policy_decide(struct policy *pol, const struct policy_ask *a, struct decisi
 	d->grant = best;
 	d->scope = best_scope;
 	d->tenant_id = best->tenant_id;
+}
+
+void policy_decide(struct policy *pol, const struct policy_ask *a, struct decision *d)
+{
+	const struct principal_config *p = principal_find(pol, a->principal);
+	const char *tenant = a->tenant, *scope = a->scope;
+	const struct grant *first;
+	const struct suspension *s;
+	json_t *slots;
+	bool by_id, ambiguous;
+
+	*d = (struct decision){0};
+	slots = tenant_slots(pol, tenant, &by_id, &first, &ambiguous);
+	/* the tenant id goes into the audit record whatever the answer */
+	if (first != NULL && !ambiguous)
+		d->tenant_id = first->tenant_id;
+	if (pol->lockdown) {
+		refuse(d, "locked_down", "custodyd is locked down (%s): no tokens until an officer runs `custody unlock`",
+		       pol->lockdown_reason);
+		return;
+	}
+	if (p == NULL) {
+		/* only in the re-check: a reload took the principal away */
+		refuse(d, "denied", "principal %s is no longer in the config: ask an admin",
+		       a->principal ? a->principal : "?");
+		return;
+	}
+	if ((s = suspension_find(pol, p->name)) != NULL) {
+		refuse(d, "suspended", "principal %s was suspended by %s: %s", p->name, s->actor,
+		       s->reason);
+		return;
+	}
+	if (slots == NULL) {
+		if (!principal_lists_name(p, tenant))
+			refuse(d, "denied", "principal %s may not ask for tenant %s", p->name, tenant);
+		else
+			refuse(d, "unknown_tenant",
+			       "no grant for tenant %s: the customer must seal one and an admin import it (`custody grant list`)",
+			       tenant);
+		return;
+	}
+	if (ambiguous) {
+		refuse(d, "unknown_tenant",
+		       "tenant name %s belongs to more than one tenant: ask by tenant id (`custody grant list`)",
+		       tenant);
+		return;
+	}
+	if (!principal_allows_tenant(p, first)) {
+		refuse(d, "denied", "principal %s may not ask for tenant %s", p->name, tenant);
+		return;
+	}
+	if (p->require_purpose && (a->purpose == NULL || a->purpose[0] == '\0')) {
+		refuse(d, "denied", "principal %s must say why: give a purpose (custody token --purpose TEXT)",
+		       p->name);
+		return;
+	}
+	if (scope != NULL && !principal_allows_scope(p, scope)) {
+		refuse(d, "denied", "principal %s may not ask for scope %s", p->name, scope);
+		return;
+	}
+	decide_grant(pol, a, p, slots, by_id, d);
 }

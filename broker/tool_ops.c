@@ -260,65 +260,72 @@ static json_t *token_record(struct pending *p, const char *event, const char *ou
 
 static void token_recheck_and_send(struct pending *p, uint64_t seq);
 
-static void token_answered(void *ctx, const struct token_reply *r)
+/* The cache or the provider gave a token: copy it (until the reply) and
+ * audit it; the re-check runs once the record is durable. */
+static void token_issued(struct pending *p, const struct token_reply *r)
 {
-	struct pending *p = ctx;
+	struct token_op *tk = p->op;
+	struct broker *b = p->b;
+	json_t *id = json_object_get(p->request, "id");
+	json_t *rec;
+	char ts[UTIL_TIME_LEN];
+
+	rec = token_record(p, "token", "ok");
+	tk->token = malloc(r->token_len + 1);
+	tk->token_len = 0;
+	if (tk->token == NULL || rec == NULL ||
+	    util_time_format(r->expires_at * 1000000, false, ts) < 0) {
+		json_decref(rec);
+		token_wipe(tk);
+		p->on_durable = NULL;
+		p->reply = reply_error(id, "internal", "out of memory");
+		broker_count_outcome(b, "internal");
+		pending_audit(p, token_record(p, "token", "internal"));
+		return;
+	}
+	memcpy(tk->token, r->access_token, r->token_len);
+	tk->token[r->token_len] = '\0';
+	tk->token_len = r->token_len;
+	tk->expires_at = r->expires_at;
+	json_object_set_new(rec, "cache", json_string(r->cache));
+	json_object_set_new(rec, "token_sha256", json_string(r->token_sha256));
+	json_object_set_new(rec, "token_uti", r->uti[0] ? json_string(r->uti) : json_null());
+	json_object_set_new(rec, "client_request_id",
+			    r->client_request_id[0] ? json_string(r->client_request_id)
+						    : json_null());
+	json_object_set_new(rec, "expires_at", json_string(ts));
+	p->reply = reply_new(id, true);
+	json_object_set_new(p->reply, "token_type", json_string("Bearer"));
+	json_object_set_new(p->reply, "expires_at", json_string(ts));
+	json_object_set_new(p->reply, "tenant", json_string(tk->tenant_id));
+	json_object_set_new(p->reply, "scope", json_string(tk->scope));
+	json_object_set_new(p->reply, "grant", json_string(tk->grant_id));
+	json_object_set_new(p->reply, "cache", json_string(r->cache));
+	/* A fetch that worked clears a failure noted earlier (a probe
+	 * while the provider did not know the secret yet, say). */
+	if (strcmp(r->cache, "hit") != 0)
+		grant_credential_note(b, tk->grant_id, GRANT_CRED_WORKS, NULL, false);
+	/* Cache hits are not logged one by one (a busy tool asks
+	 * thousands of times a second, and a write(2) per token was a
+	 * tenth of the hot path): each is in the audit store and
+	 * counted in `status`. Fetches from upstream are logged. */
+	if (strcmp(r->cache, "hit") != 0)
+		snprintf(p->log, sizeof(p->log),
+			 "token ok: principal=%s tenant=%s grant=%s cache=%s",
+			 p->principal_name, tk->tenant_id, tk->grant_id, r->cache);
+	p->on_durable = token_recheck_and_send;
+	pending_audit(p, rec);
+}
+
+/* No token: the refusal is answered and audited with what the provider said. */
+static void token_refused(struct pending *p, const struct token_reply *r)
+{
 	struct token_op *tk = p->op;
 	struct broker *b = p->b;
 	json_t *id = json_object_get(p->request, "id");
 	const char *code = token_error_code(r->status);
 	json_t *rec;
-	char ts[UTIL_TIME_LEN];
 
-	tk->wait = NULL;
-	if (r->status == TOKEN_OK) {
-		rec = token_record(p, "token", "ok");
-		tk->token = malloc(r->token_len + 1);
-		tk->token_len = 0;
-		if (tk->token == NULL || rec == NULL ||
-		    util_time_format(r->expires_at * 1000000, false, ts) < 0) {
-			json_decref(rec);
-			token_wipe(tk);
-			p->on_durable = NULL;
-			p->reply = reply_error(id, "internal", "out of memory");
-			broker_count_outcome(b, "internal");
-			pending_audit(p, token_record(p, "token", "internal"));
-			return;
-		}
-		memcpy(tk->token, r->access_token, r->token_len);
-		tk->token[r->token_len] = '\0';
-		tk->token_len = r->token_len;
-		tk->expires_at = r->expires_at;
-		json_object_set_new(rec, "cache", json_string(r->cache));
-		json_object_set_new(rec, "token_sha256", json_string(r->token_sha256));
-		json_object_set_new(rec, "token_uti", r->uti[0] ? json_string(r->uti) : json_null());
-		json_object_set_new(rec, "client_request_id",
-				    r->client_request_id[0] ? json_string(r->client_request_id)
-							    : json_null());
-		json_object_set_new(rec, "expires_at", json_string(ts));
-		p->reply = reply_new(id, true);
-		json_object_set_new(p->reply, "token_type", json_string("Bearer"));
-		json_object_set_new(p->reply, "expires_at", json_string(ts));
-		json_object_set_new(p->reply, "tenant", json_string(tk->tenant_id));
-		json_object_set_new(p->reply, "scope", json_string(tk->scope));
-		json_object_set_new(p->reply, "grant", json_string(tk->grant_id));
-		json_object_set_new(p->reply, "cache", json_string(r->cache));
-		/* A fetch that worked clears a failure noted earlier (a probe
-		 * while the provider did not know the secret yet, say). */
-		if (strcmp(r->cache, "hit") != 0)
-			grant_credential_note(b, tk->grant_id, GRANT_CRED_WORKS, NULL, false);
-		/* Cache hits are not logged one by one (a busy tool asks
-		 * thousands of times a second, and a write(2) per token was a
-		 * tenth of the hot path): each is in the audit store and
-		 * counted in `status`. Fetches from upstream are logged. */
-		if (strcmp(r->cache, "hit") != 0)
-			snprintf(p->log, sizeof(p->log),
-				 "token ok: principal=%s tenant=%s grant=%s cache=%s",
-				 p->principal_name, tk->tenant_id, tk->grant_id, r->cache);
-		p->on_durable = token_recheck_and_send;
-		pending_audit(p, rec);
-		return;
-	}
 	rec = token_record(p, "token", code);
 	if (rec != NULL) {
 		json_object_set_new(rec, "error", json_string(code));
@@ -369,6 +376,39 @@ static void token_answered(void *ctx, const struct token_reply *r)
 	pending_audit(p, rec);
 }
 
+/* tokens_get's answer, now (a hit) or later (a fetch). */
+static void token_answered(void *ctx, const struct token_reply *r)
+{
+	struct pending *p = ctx;
+	struct token_op *tk = p->op;
+
+	tk->wait = NULL;
+	if (r->status == TOKEN_OK)
+		token_issued(p, r);
+	else
+		token_refused(p, r);
+}
+
+/* The token op's own fields: NULL when they are well formed, else the
+ * bad_request message. */
+static const char *token_fields_bad(json_t *tenant, json_t *scope, json_t *min_ttl,
+				    json_t *purpose)
+{
+	if (tenant == NULL || !json_is_string(tenant) || json_string_length(tenant) == 0 ||
+	    json_string_length(tenant) > 256)
+		return "tenant: required (a tenant id or name)";
+	if (scope != NULL && (!json_is_string(scope) || json_string_length(scope) == 0 ||
+			      json_string_length(scope) > 1024))
+		return "scope: expected a non-empty string";
+	if (min_ttl != NULL && (!json_is_integer(min_ttl) || json_integer_value(min_ttl) < 0 ||
+				json_integer_value(min_ttl) > 86400))
+		return "min_ttl: expected an integer from 0 to 86400 (seconds)";
+	if (purpose != NULL && (!json_is_string(purpose) ||
+				json_string_length(purpose) > BROKER_PURPOSE_MAX))
+		return "purpose: expected a string of at most 256 bytes";
+	return NULL;
+}
+
 static void op_token(struct pending *p, json_t *id, json_t *req)
 {
 	struct broker *b = p->b;
@@ -381,30 +421,11 @@ static void op_token(struct pending *p, json_t *id, json_t *req)
 	struct token_request treq;
 	struct token_reply now;
 	struct token_op *tk;
+	const char *bad;
 	int rc;
 
-	if (tenant == NULL || !json_is_string(tenant) || json_string_length(tenant) == 0 ||
-	    json_string_length(tenant) > 256) {
-		answer_error(p, "token", id, "bad_request", "tenant: required (a tenant id or name)",
-			     NULL);
-		return;
-	}
-	if (scope != NULL && (!json_is_string(scope) || json_string_length(scope) == 0 ||
-			      json_string_length(scope) > 1024)) {
-		answer_error(p, "token", id, "bad_request", "scope: expected a non-empty string",
-			     NULL);
-		return;
-	}
-	if (min_ttl != NULL && (!json_is_integer(min_ttl) || json_integer_value(min_ttl) < 0 ||
-				json_integer_value(min_ttl) > 86400)) {
-		answer_error(p, "token", id, "bad_request",
-			     "min_ttl: expected an integer from 0 to 86400 (seconds)", NULL);
-		return;
-	}
-	if (purpose != NULL && (!json_is_string(purpose) ||
-				json_string_length(purpose) > BROKER_PURPOSE_MAX)) {
-		answer_error(p, "token", id, "bad_request",
-			     "purpose: expected a string of at most 256 bytes", NULL);
+	if ((bad = token_fields_bad(tenant, scope, min_ttl, purpose)) != NULL) {
+		answer_error(p, "token", id, "bad_request", bad, NULL);
 		return;
 	}
 	if (pc == NULL) {
