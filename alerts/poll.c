@@ -609,7 +609,7 @@ size_t alerts_notify_flush(const struct alerts_config *c, struct state *s, size_
 			snprintf(e.msg, sizeof(e.msg), "the rule \"%.100s\" is no longer configured",
 				 v[i].rule);
 		} else if (smtp_down) {
-			snprintf(e.msg, sizeof(e.msg), "not tried: %s", down);
+			snprintf(e.msg, sizeof(e.msg), "not tried: %.480s", down);
 		} else if (smtp_send(c, r, v[i].message, &e) < 0) {
 			/* the server itself failed: the rest would fail the same way */
 			smtp_down = true;
