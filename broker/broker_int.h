@@ -390,7 +390,7 @@ struct broker {
 /* The shippers of audit.ship (ship.c): one thread per sink. start: *out
  * stays NULL when no sink is configured; stop joins the threads (before
  * the audit store closes). status: [{"name","type","shipped_through",
- * "backlog","last_error"}]. */
+ * "shipped_checkpoint","backlog","last_error"}]. */
 struct shipper;
 int shipper_start(struct broker *b, struct shipper **out);
 void shipper_stop(struct shipper *sh);

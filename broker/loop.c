@@ -18,6 +18,7 @@ struct fdw {
 	loop_fd_cb cb;
 	void *ctx;
 	bool live;
+	uint64_t born;    /* the batch during which it was added */
 };
 
 struct loop_timer {
@@ -37,6 +38,7 @@ struct loop {
 	struct loop_timer **timers;
 	size_t ntimers, captimers;
 	bool in_timers;
+	uint64_t batch;   /* epoll_wait calls so far */
 };
 
 static int64_t mono_ms(void)
@@ -104,7 +106,7 @@ int loop_fd_add(struct loop *l, int fd, uint32_t events, loop_fd_cb cb, void *ct
 	}
 	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
 		return -errno;
-	*l->fds[fd] = (struct fdw){.fd = fd, .cb = cb, .ctx = ctx, .live = true};
+	*l->fds[fd] = (struct fdw){.fd = fd, .cb = cb, .ctx = ctx, .live = true, .born = l->batch};
 	return 0;
 }
 
@@ -232,11 +234,17 @@ int loop_run(struct loop *l)
 		if (n < 0 && errno != EINTR)
 			return -errno;
 		l->now_ms = mono_ms();
+		l->batch++;
 		for (int i = 0; i < n; i++) {
 			int fd = evs[i].data.fd;
 			struct fdw *w;
 
-			if ((size_t)fd >= l->nfds || (w = l->fds[fd]) == NULL || !w->live)
+			/* An fd closed earlier in this batch and its number reused
+			 * by a new registration (accept, a libcurl socket) must not
+			 * get the old fd's event: a stale EPOLLHUP closed brand-new
+			 * admin connections under load. */
+			if ((size_t)fd >= l->nfds || (w = l->fds[fd]) == NULL || !w->live ||
+			    w->born == l->batch)
 				continue;
 			w->cb(l, fd, evs[i].events, w->ctx);
 		}

@@ -653,16 +653,18 @@ json_t *shipper_status(struct shipper *sh, uint64_t audit_size_now)
 
 	for (size_t i = 0; sh != NULL && arr != NULL && i < sh->n; i++) {
 		struct sink *s = &sh->s[i];
-		uint64_t seq;
+		uint64_t seq, cp;
 		char err[256];
 
 		pthread_mutex_lock(&s->lock);
 		seq = s->shipped_seq;
+		cp = s->shipped_cp;
 		snprintf(err, sizeof(err), "%s", s->last_error);
 		pthread_mutex_unlock(&s->lock);
-		json_array_append_new(arr, json_pack("{s:s,s:s,s:I,s:I,s:s?}", "name", s->name,
+		json_array_append_new(arr, json_pack("{s:s,s:s,s:I,s:I,s:I,s:s?}", "name", s->name,
 						     "type", s->syslog ? "syslog" : "file",
-						     "shipped_through", (json_int_t)seq, "backlog",
+						     "shipped_through", (json_int_t)seq,
+						     "shipped_checkpoint", (json_int_t)cp, "backlog",
 						     (json_int_t)(audit_size_now > seq
 								  ? audit_size_now - seq : 0),
 						     "last_error", err[0] ? err : NULL));
