@@ -211,33 +211,6 @@ static void serving_json(json_t *o, const struct grant *g, const struct grant *b
 	json_object_set_new(o, "serving_why", json_string(why));
 }
 
-void grant_credential_note(struct broker *b, const char *id, enum grant_credential c,
-			   const char *error, bool always)
-{
-	const struct grant *g = policy_grant_find(b->policy, id);
-	int64_t now = util_now_us() / 1000000;
-	int rc;
-
-	if (g == NULL || g->revoked || (!always && g->credential == c))
-		return;
-	/* A fetch that works only clears a failure: marking every untried
-	 * grant on its first fetch would cost the cold path a vault sync per
-	 * tenant, and untried already counts as working. */
-	if (!always && c == GRANT_CRED_WORKS && g->credential == GRANT_CRED_UNTRIED)
-		return;
-	rc = vault_grant_set_credential(b->vault, id, c, error, now);
-	if (rc < 0) {
-		broker_log("grant %s: cannot record that its credential %s: %s", id,
-			   c == GRANT_CRED_WORKS ? "works" : "failed", strerror(-rc));
-		return;
-	}
-	if (g->credential != c)
-		broker_log("grant %s for tenant %s: credential %s%s%s", id, g->tenant_id,
-			   grant_credential_name(c), error != NULL && *error ? ": " : "",
-			   error != NULL ? error : "");
-	policy_grant_set_credential(b->policy, id, c, error, now);
-}
-
 /* grant_json with which grant serves its tenant. */
 static json_t *grant_json_serving(struct broker *b, const struct grant *g, int64_t now)
 {
@@ -323,13 +296,13 @@ static void probe_answered(void *ctx, const struct token_reply *r)
 	 * that works, now and after a restart. A provider that could not be
 	 * reached said nothing about the credential. */
 	if (r->status == TOKEN_OK) {
-		grant_credential_note(p->b, im->grant->id, GRANT_CRED_WORKS, NULL, true);
+		policy_credential_note(p->b->policy, p->b->vault, im->grant->id, GRANT_CRED_WORKS, NULL, true);
 	} else if (r->status == TOKEN_UPSTREAM_REJECTED) {
 		char why[256];
 
 		snprintf(why, sizeof(why), "%s%s%s", r->upstream_error[0] ? r->upstream_error : "",
 			 r->upstream_error[0] ? ": " : "", r->message);
-		grant_credential_note(p->b, im->grant->id, GRANT_CRED_FAILED, why, true);
+		policy_credential_note(p->b->policy, p->b->vault, im->grant->id, GRANT_CRED_FAILED, why, true);
 	}
 	if (r->status == TOKEN_OK) {
 		probe = json_pack("{s:b}", "ok", 1);

@@ -313,13 +313,6 @@ json_t *broker_keys_json(struct broker *b);
  * (the server's on_conn_close handler). */
 void admin_follow_stop(struct conn *c);
 json_t *grant_json(const struct grant *g, int64_t now);
-/* Record what the provider said of grant id's credential: in the vault
- * (durable, so it survives a restart), then in the policy's grant. Only
- * when it changed, unless always (a probe records its time); a fetch that
- * works on a grant never tried records nothing (no vault sync per first
- * fetch). */
-void grant_credential_note(struct broker *b, const char *id, enum grant_credential c,
-			   const char *error, bool always);
 
 /* ---- the daemon (daemon.c) ------------------------------------------- */
 

@@ -802,3 +802,30 @@ void policy_decide(struct policy *pol, const struct policy_ask *a, struct decisi
 	}
 	decide_grant(pol, a, p, slots, by_id, d);
 }
+
+void policy_credential_note(struct policy *pol, struct vault *v, const char *id,
+			    enum grant_credential c, const char *error, bool always)
+{
+	const struct grant *g = policy_grant_find(pol, id);
+	int64_t now = util_now_us() / 1000000;
+	int rc;
+
+	if (g == NULL || g->revoked || (!always && g->credential == c))
+		return;
+	/* A fetch that works only clears a failure: marking every untried
+	 * grant on its first fetch would cost the cold path a vault sync per
+	 * tenant, and untried already counts as working. */
+	if (!always && c == GRANT_CRED_WORKS && g->credential == GRANT_CRED_UNTRIED)
+		return;
+	rc = vault_grant_set_credential(v, id, c, error, now);
+	if (rc < 0) {
+		broker_log("grant %s: cannot record that its credential %s: %s", id,
+			   c == GRANT_CRED_WORKS ? "works" : "failed", strerror(-rc));
+		return;
+	}
+	if (g->credential != c)
+		broker_log("grant %s for tenant %s: credential %s%s%s", id, g->tenant_id,
+			   grant_credential_name(c), error != NULL && *error ? ": " : "",
+			   error != NULL ? error : "");
+	policy_grant_set_credential(pol, id, c, error, now);
+}

@@ -75,6 +75,14 @@ void policy_expiry_init(struct policy *pol, int64_t now_s,
 void policy_expiry_take(struct policy *pol, int64_t now_s,
 			void (*cb)(void *ctx, const struct grant *g), void *ctx);
 
+/* Record what the provider said of grant id's credential: in the vault
+ * (durable, so it survives a restart), then in the policy's grant. Only
+ * when it changed, unless always (a probe records its time); a fetch that
+ * works on a grant never tried records nothing (no vault sync per first
+ * fetch). */
+void policy_credential_note(struct policy *pol, struct vault *v, const char *id,
+			    enum grant_credential c, const char *error, bool always);
+
 /* ---- suspensions and lockdown ------------------------------------------------ */
 
 /* Suspend name (replacing an earlier suspension of it) or lift it, once

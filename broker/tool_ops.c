@@ -304,7 +304,7 @@ static void token_issued(struct pending *p, const struct token_reply *r)
 	/* A fetch that worked clears a failure noted earlier (a probe
 	 * while the provider did not know the secret yet, say). */
 	if (strcmp(r->cache, "hit") != 0)
-		grant_credential_note(b, tk->grant_id, GRANT_CRED_WORKS, NULL, false);
+		policy_credential_note(b->policy, b->vault, tk->grant_id, GRANT_CRED_WORKS, NULL, false);
 	/* Cache hits are not logged one by one (a busy tool asks
 	 * thousands of times a second, and a write(2) per token was a
 	 * tenth of the hot path): each is in the audit store and
@@ -353,7 +353,7 @@ static void token_refused(struct pending *p, const struct token_reply *r)
 		char why[256];
 
 		snprintf(why, sizeof(why), "%s: %s", r->upstream_error, r->message);
-		grant_credential_note(b, tk->grant_id, GRANT_CRED_FAILED, why, false);
+		policy_credential_note(b->policy, b->vault, tk->grant_id, GRANT_CRED_FAILED, why, false);
 	}
 	if (r->status == TOKEN_UPSTREAM_REJECTED) {
 		json_t *codes = json_array();
