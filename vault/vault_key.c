@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -61,14 +62,38 @@ int vault_key_rekey_paths(const char *key_file, char **kf_out, char **pending_ou
 	return 0;
 }
 
+/* Is path a file systemd placed in this service's $CREDENTIALS_DIRECTORY?
+ * systemd makes that directory private to the service and hands each
+ * credential to the service's user either by chown or, on newer systemd
+ * and on a file system with ACLs, as a root-owned file with a read ACL
+ * for the user (which shows in the mode as group bits, the ACL mask). */
+static bool in_credentials_dir(const char *path)
+{
+	const char *creds = getenv("CREDENTIALS_DIRECTORY");
+	size_t n;
+
+	if (creds == NULL || creds[0] != '/')
+		return false;
+	n = strlen(creds);
+	while (n > 1 && creds[n - 1] == '/')
+		n--;
+	/* directly inside it: no sub-directory, no ".." */
+	return strncmp(path, creds, n) == 0 && path[n] == '/' && path[n + 1] != '\0' &&
+	       strchr(path + n + 1, '/') == NULL && strcmp(path + n + 1, "..") != 0 &&
+	       strcmp(path + n + 1, ".") != 0;
+}
+
 /* Read a secret file into sodium_malloc memory after checking that only its
- * owner (us) can read it. */
+ * owner (us) can read it; in $CREDENTIALS_DIRECTORY, also a root-owned file
+ * readable through an ACL (as systemd writes credentials), but never one
+ * that others may read. */
 static int secret_file_read(const char *path, const char *what, size_t max, char **out,
 			    size_t *len, struct cerr *err)
 {
 	struct stat st;
 	char *buf = NULL;
 	size_t got = 0;
+	bool creds;
 	int fd, rc;
 
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
@@ -85,14 +110,15 @@ static int secret_file_read(const char *path, const char *what, size_t max, char
 		rc = cerr_set(err, -EACCES, "%s %s is not a regular file", what, path);
 		goto out;
 	}
-	if (st.st_uid != geteuid()) {
+	creds = in_credentials_dir(path);
+	if (st.st_uid != geteuid() && !(creds && st.st_uid == 0)) {
 		rc = cerr_set(err, -EACCES,
 			      "%s %s is owned by uid %u, not by this process's uid %u; run: chown %u %s",
 			      what, path, (unsigned)st.st_uid, (unsigned)geteuid(),
 			      (unsigned)geteuid(), path);
 		goto out;
 	}
-	if ((st.st_mode & 077) != 0) {
+	if ((st.st_mode & (creds ? 007 : 077)) != 0) {
 		rc = cerr_set(err, -EACCES,
 			      "%s %s is readable by group/others (mode %04o); run: chmod 600 %s",
 			      what, path, (unsigned)(st.st_mode & 07777), path);

@@ -289,6 +289,25 @@ static void test_credentials_directory(void **state)
 	unsetenv("CREDENTIALS_DIRECTORY");
 	assert_int_equal(vault_open(f->vdir, &rel, &v, &err), -ENOENT);
 	assert_non_null(strstr(err.msg, "master.key"));
+	/* systemd may hand the credential over as a root-owned file with a
+	 * read ACL for the service's user: the ACL mask shows as group bits.
+	 * Accepted there, and only there; "others" bits never. */
+	assert_int_equal(chmod(f->key, 0440), 0);
+	setenv("CREDENTIALS_DIRECTORY", f->dir, 1);
+	assert_int_equal(vault_open(f->vdir, &rel, &v, &err), 0);
+	vault_close(v);
+	v = NULL;
+	assert_int_equal(vault_open(f->vdir, &f->src, &v, &err), 0); /* same file, absolute */
+	vault_close(v);
+	v = NULL;
+	assert_int_equal(chmod(f->key, 0444), 0);
+	assert_int_equal(vault_open(f->vdir, &rel, &v, &err), -EACCES);
+	assert_non_null(strstr(err.msg, "readable by group/others"));
+	assert_int_equal(chmod(f->key, 0440), 0);
+	unsetenv("CREDENTIALS_DIRECTORY");
+	assert_int_equal(vault_open(f->vdir, &f->src, &v, &err), -EACCES);
+	assert_null(v);
+	assert_int_equal(chmod(f->key, 0600), 0);
 	/* set, but the file is not there: the path is used as given */
 	setenv("CREDENTIALS_DIRECTORY", "/nonexistent-creds", 1);
 	assert_int_equal(chdir(f->dir), 0);
