@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""test_witness_client.py — custodyd against `custody witness serve`
-(DESIGN §11.1): every signed checkpoint reaches the witness with its
+"""test_witness_client.py — custodyd against `custody witness serve` over
+HTTPS (DESIGN §11.1): every signed checkpoint reaches the witness with its
 consistency proof and comes back cosigned, stored and shown; exports and
 the database verify with --witness; and the rollback test: copy the state
 dir, issue tokens, checkpoint, cosign, stop, restore the old copy, start —
@@ -51,11 +51,14 @@ def main():
         wkey = p.stdout.strip()
         subprocess.run([CUSTODY, "witness", "add-log", "--state", wstate, "--key", logkey],
                        check=True, capture_output=True)
-        srv = Server(wstate)
+        # over HTTPS, the witness's certificate checked against ca_file
+        from idp import make_certs
+        ca, cert, key = make_certs(os.path.join(env.base, "wtls"))
+        srv = Server(wstate, tls=(cert, key))
         env.config["audit"].update({
             "checkpoint_every": 5, "checkpoint_interval_s": 1,
-            "witnesses": [{"name": "w1", "key": wkey,
-                           "url": "http://127.0.0.1:%d/add-checkpoint" % srv.port}]})
+            "witnesses": [{"name": "w1", "key": wkey, "ca_file": ca,
+                           "url": "https://127.0.0.1:%d/add-checkpoint" % srv.port}]})
         # a config error names the key's path, and custodyd does not start
         good = json.loads(json.dumps(env.config))
         env.config["audit"]["witnesses"][0]["key"] = logkey
