@@ -258,6 +258,87 @@ bool merkle_verify_inclusion(uint64_t index, uint64_t size, const uint8_t leaf[s
 	return sn == 0 && sodium_memcmp(r, root, MERKLE_HASH) == 0;
 }
 
+/* Remember the walk that just verified: its own states before step hit
+ * (all of them when it did not stop early), then the remembered states
+ * from step j on, which its remaining steps shared. */
+static void memo_keep(struct merkle_memo *m, uint64_t size, const uint8_t root[static MERKLE_HASH],
+		      const uint8_t (*path)[MERKLE_HASH], size_t count, size_t hit, size_t j,
+		      const uint8_t (*node)[MERKLE_HASH], const uint64_t *fn, const uint8_t *level)
+{
+	if (hit < count) {
+		memmove(m->node[hit], m->node[j], (count - hit) * MERKLE_HASH);
+		memmove(&m->fn[hit], &m->fn[j], (count - hit) * sizeof(m->fn[0]));
+		memmove(&m->level[hit], &m->level[j], count - hit);
+	}
+	memcpy(m->node, node, hit * MERKLE_HASH);
+	memcpy(m->fn, fn, hit * sizeof(m->fn[0]));
+	memcpy(m->level, level, hit);
+	memcpy(m->path, path, count * MERKLE_HASH);
+	m->count = count;
+	m->size = size;
+	memcpy(m->root, root, MERKLE_HASH);
+	memset(m->at_level, 0, sizeof(m->at_level));
+	for (size_t k = 0; k < count; k++)
+		m->at_level[m->level[k]] = (uint8_t)(k + 1);
+}
+
+bool merkle_verify_inclusion_memo(struct merkle_memo *m, uint64_t index, uint64_t size,
+				  const uint8_t leaf[static MERKLE_HASH],
+				  const uint8_t (*path)[MERKLE_HASH], size_t count,
+				  const uint8_t root[static MERKLE_HASH])
+{
+	uint8_t node[MERKLE_MEMO_MAX][MERKLE_HASH], level[MERKLE_MEMO_MAX];
+	uint64_t fns[MERKLE_MEMO_MAX], fn = index, sn;
+	uint8_t r[MERKLE_HASH];
+	unsigned lv = 0;
+	size_t i, j = 0;
+	bool same;
+
+	/* a longer path cannot verify (sn reaches 0 within 64 steps) */
+	if (count > MERKLE_MEMO_MAX)
+		return merkle_verify_inclusion(index, size, leaf, path, count, root);
+	if (index >= size)
+		return false;
+	same = m->count > 0 && m->size == size && memcmp(m->root, root, MERKLE_HASH) == 0;
+	sn = size - 1;
+	memcpy(r, leaf, MERKLE_HASH);
+	for (i = 0; i < count; i++) {
+		if (sn == 0)
+			return false;
+		/* the state (level, fn, r) with sn = (size-1) >> level and the
+		 * siblings still to come decide the rest of the walk */
+		if (same && m->at_level[lv] != 0) {
+			j = m->at_level[lv] - 1u;
+			if (m->fn[j] == fn && m->count - j == count - i &&
+			    memcmp(m->node[j], r, MERKLE_HASH) == 0 &&
+			    memcmp(m->path[j], path[i], (count - i) * MERKLE_HASH) == 0)
+				break;
+		}
+		memcpy(node[i], r, MERKLE_HASH);
+		fns[i] = fn;
+		level[i] = (uint8_t)lv;
+		if ((fn & 1) || fn == sn) {
+			merkle_node_hash(path[i], r, r);
+			if (!(fn & 1))
+				while (!(fn & 1) && fn != 0) {
+					fn >>= 1;
+					sn >>= 1;
+					lv++;
+				}
+		} else {
+			merkle_node_hash(r, path[i], r);
+		}
+		fn >>= 1;
+		sn >>= 1;
+		lv++;
+	}
+	if (i == count && !(sn == 0 && sodium_memcmp(r, root, MERKLE_HASH) == 0))
+		return false;
+	memo_keep(m, size, root, path, count, i, j, (const uint8_t(*)[MERKLE_HASH])node, fns,
+		  level);
+	return true;
+}
+
 bool merkle_verify_consistency(uint64_t size1, uint64_t size2,
 			       const uint8_t root1[static MERKLE_HASH],
 			       const uint8_t root2[static MERKLE_HASH],

@@ -55,6 +55,34 @@ int merkle_tree_consistency(const struct merkle_tree *t, uint64_t m,
 bool merkle_verify_inclusion(uint64_t index, uint64_t size, const uint8_t leaf[static MERKLE_HASH],
 			     const uint8_t (*path)[MERKLE_HASH], size_t count,
 			     const uint8_t root[static MERKLE_HASH]) __attribute__((warn_unused_result));
+/* The states of the last inclusion walk that verified, so a later walk
+ * in the same tree (size, root) can stop early. Neighbouring leaves share
+ * the top of their paths: when a walk reaches a state a verified walk was
+ * in — same level, node index and node hash — and its remaining siblings
+ * are byte for byte the ones that walk still had, the rest of the
+ * computation is the same pure function of the same input, so it ends at
+ * the root as that one did. No assumption on SHA-256 beyond today's: a
+ * forged sibling anywhere differs from the remembered ones and the walk is
+ * computed in full. Zero-initialise before the first use. */
+#define MERKLE_MEMO_MAX 64
+struct merkle_memo {
+	uint64_t size;
+	uint8_t root[MERKLE_HASH];
+	size_t count;                               /* 0: nothing remembered */
+	uint8_t path[MERKLE_MEMO_MAX][MERKLE_HASH]; /* the walk's siblings */
+	uint8_t node[MERKLE_MEMO_MAX][MERKLE_HASH]; /* node hash before step i */
+	uint64_t fn[MERKLE_MEMO_MAX];               /* its index at its level */
+	uint8_t level[MERKLE_MEMO_MAX];
+	uint8_t at_level[65];                       /* step+1 at that level, 0: none */
+};
+
+/* merkle_verify_inclusion, same answer for every input; remembers a walk
+ * that verified in *m and ends a later one early on a remembered state. */
+bool merkle_verify_inclusion_memo(struct merkle_memo *m, uint64_t index, uint64_t size,
+				  const uint8_t leaf[static MERKLE_HASH],
+				  const uint8_t (*path)[MERKLE_HASH], size_t count,
+				  const uint8_t root[static MERKLE_HASH])
+	__attribute__((warn_unused_result));
 /* RFC 9162 §2.1.4.2: true when the proof shows the tree of size1 (root1)
  * is a prefix of the tree of size2 (root2). */
 bool merkle_verify_consistency(uint64_t size1, uint64_t size2,

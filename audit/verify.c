@@ -901,24 +901,41 @@ static int b64_hash(json_t *s, uint8_t out[static MERKLE_HASH])
 	return 0;
 }
 
+/* The most hashes a proof may hold (a path has at most 64; more is
+ * malformed, said as such). */
+#define PROOF_MAX 130
+
+/* An array of base64 hashes into h[max]: decoded in place, no allocation
+ * per proof. */
+static int hash_list_into(json_t *arr, uint8_t (*h)[MERKLE_HASH], size_t max, size_t *count)
+{
+	size_t n = json_array_size(arr);
+
+	if (!json_is_array(arr) || n > max)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (b64_hash(json_array_get(arr, i), h[i]) < 0)
+			return -EINVAL;
+	*count = n;
+	return 0;
+}
+
 /* An array of base64 hashes into a malloc'd array. */
 static int hash_list(json_t *arr, uint8_t (**out)[MERKLE_HASH], size_t *count)
 {
 	size_t n = json_array_size(arr);
 	uint8_t(*h)[MERKLE_HASH];
 
-	if (!json_is_array(arr) || n > 130)
+	if (!json_is_array(arr) || n > PROOF_MAX)
 		return -EINVAL;
 	h = malloc((n ? n : 1) * MERKLE_HASH);
 	if (h == NULL)
 		return -ENOMEM;
-	for (size_t i = 0; i < n; i++)
-		if (b64_hash(json_array_get(arr, i), h[i]) < 0) {
-			free(h);
-			return -EINVAL;
-		}
+	if (hash_list_into(arr, h, n, count) < 0) {
+		free(h);
+		return -EINVAL;
+	}
 	*out = h;
-	*count = n;
 	return 0;
 }
 
@@ -933,15 +950,16 @@ struct xwin {
 /* One exported record (or the one before the window): its proof against
  * the checkpoint, its seq, tenant and time; the parsed body in *body_out. */
 static int export_record(struct vstate *v, json_t *r, const char *what, const char *tenant,
-			 const struct note_checkpoint *cp, uint64_t *seq_out,
-			 uint8_t leaf[static MERKLE_HASH], json_t **body_out, int64_t *time_out)
+			 const struct note_checkpoint *cp, struct merkle_memo *memo,
+			 uint64_t *seq_out, uint8_t leaf[static MERKLE_HASH], json_t **body_out,
+			 int64_t *time_out)
 {
 	json_t *jseq = json_object_get(r, "seq"), *jbody = json_object_get(r, "body");
 	json_t *jidx = json_object_get(r, "leaf_index"), *body, *bt;
-	uint8_t(*path)[MERKLE_HASH] = NULL;
+	uint8_t path[PROOF_MAX][MERKLE_HASH];
 	size_t npath = 0;
 	uint64_t seq;
-	int rc;
+	int rc = 0;
 
 	if (!json_is_integer(jseq) || json_integer_value(jseq) < 1 || !json_is_string(jbody) ||
 	    !json_is_integer(jidx))
@@ -952,18 +970,16 @@ static int export_record(struct vstate *v, json_t *r, const char *what, const ch
 				"record %" PRIu64 ": not in the checkpoint's tree of %" PRIu64, seq,
 				cp->size);
 	merkle_leaf_hash(json_string_value(jbody), json_string_length(jbody), leaf);
-	rc = hash_list(json_object_get(r, "inclusion"), &path, &npath);
-	if (rc < 0)
-		return cerr_set(v->err, rc == -ENOMEM ? rc : -EBADMSG,
-				"record %" PRIu64 ": malformed inclusion proof", seq);
-	if (!merkle_verify_inclusion(seq - 1, cp->size, leaf, (const uint8_t(*)[MERKLE_HASH])path,
-				     npath, cp->root)) {
-		free(path);
+	if (hash_list_into(json_object_get(r, "inclusion"), path, PROOF_MAX, &npath) < 0)
+		return cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": malformed inclusion proof",
+				seq);
+	/* the memo ends the walk where a neighbour's verified one went on
+	 * with the very same siblings: same verdict, a fraction of the hashes */
+	if (!merkle_verify_inclusion_memo(memo, seq - 1, cp->size, leaf,
+					  (const uint8_t(*)[MERKLE_HASH])path, npath, cp->root))
 		return cerr_set(v->err, -EBADMSG,
 				"record %" PRIu64 ": body is not in the signed tree (inclusion "
 				"proof does not verify)", seq);
-	}
-	free(path);
 	body = json_loadb(json_string_value(jbody), json_string_length(jbody),
 			  JSON_REJECT_DUPLICATES, NULL);
 	bt = json_object_get(body, "tenant");
@@ -994,6 +1010,7 @@ static int export_records(struct vstate *v, json_t *recs, json_t *prev, json_t *
 	json_t *r, *body = NULL;
 	uint8_t leaf[MERKLE_HASH];
 	struct chain_fields cf;
+	struct merkle_memo memo = {0}; /* every proof here is against cp */
 	int64_t t;
 	int rc;
 
@@ -1007,8 +1024,8 @@ static int export_records(struct vstate *v, json_t *recs, json_t *prev, json_t *
 		if (w->since == 0)
 			return cerr_set(v->err, -EBADMSG,
 					"export: a record before the window, but no since");
-		rc = export_record(v, prev, "the record before the window", tenant, cp, &pseq, leaf,
-				   &body, &t);
+		rc = export_record(v, prev, "the record before the window", tenant, cp, &memo,
+				   &pseq, leaf, &body, &t);
 		if (rc < 0)
 			return rc;
 		/* cf points into body: checked before body goes */
@@ -1041,7 +1058,7 @@ static int export_records(struct vstate *v, json_t *recs, json_t *prev, json_t *
 		char what[48];
 
 		snprintf(what, sizeof(what), "record #%zu", i + 1);
-		rc = export_record(v, r, what, tenant, cp, &seq, leaf, &body, &t);
+		rc = export_record(v, r, what, tenant, cp, &memo, &seq, leaf, &body, &t);
 		if (rc < 0)
 			return rc;
 		if (seq <= last) {
@@ -1088,8 +1105,8 @@ static int export_records(struct vstate *v, json_t *recs, json_t *prev, json_t *
 		if (w->until == 0)
 			return cerr_set(v->err, -EBADMSG,
 					"export: a record after the window, but no until");
-		rc = export_record(v, next, "the record after the window", tenant, cp, &nseq, leaf,
-				   &body, &t);
+		rc = export_record(v, next, "the record after the window", tenant, cp, &memo,
+				   &nseq, leaf, &body, &t);
 		if (rc < 0)
 			return rc;
 		chain_fields_json(body, &cf);

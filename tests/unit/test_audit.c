@@ -939,12 +939,97 @@ static void test_store_read_only(void **state)
 	tdir_free(dir);
 }
 
+/* A memoized walk must never let a forged proof ride on a neighbour's
+ * verified one. Leaves 10 and 11 meet at node (1, 5): after 10 verified,
+ * 11's walk reaches a remembered node after one hash. A memo that stopped
+ * there would accept any siblings above it; this one compares them and
+ * computes the walk in full when one differs. */
+static void test_merkle_memo_forged_sibling(void **state)
+{
+	enum { N = 1000 };
+	static uint8_t leaves[N][MERKLE_HASH];
+	uint8_t root[MERKLE_HASH];
+	uint8_t(*p10)[MERKLE_HASH] = NULL, (*p11)[MERKLE_HASH] = NULL;
+	size_t c10 = 0, c11 = 0;
+	struct merkle_tree t;
+	struct merkle_memo m = {0};
+
+	for (int i = 0; i < N; i++) {
+		uint32_t b = (uint32_t)i;
+
+		merkle_leaf_hash(&b, sizeof(b), leaves[i]);
+	}
+	assert_int_equal(merkle_tree_build((const uint8_t(*)[MERKLE_HASH])leaves, N, &t), 0);
+	merkle_tree_root(&t, root);
+	assert_int_equal(merkle_tree_inclusion(&t, 10, &p10, &c10), 0);
+	assert_int_equal(merkle_tree_inclusion(&t, 11, &p11, &c11), 0);
+	assert_int_equal(c10, c11);
+	assert_true(merkle_verify_inclusion_memo(&m, 10, N, leaves[10],
+						 (const uint8_t(*)[MERKLE_HASH])p10, c10, root));
+	/* the memo holds 10's walk: the node 11 reaches first is in it */
+	assert_int_equal(m.count, c10);
+	assert_int_not_equal(m.at_level[1], 0);
+	/* each sibling above the shared node forged in turn: rejected, as
+	 * the walk without a memo rejects it */
+	for (size_t k = 1; k < c11; k++) {
+		p11[k][7] ^= 0x01;
+		assert_false(merkle_verify_inclusion(11, N, leaves[11],
+						     (const uint8_t(*)[MERKLE_HASH])p11, c11, root));
+		assert_false(merkle_verify_inclusion_memo(&m, 11, N, leaves[11],
+							  (const uint8_t(*)[MERKLE_HASH])p11, c11,
+							  root));
+		p11[k][7] ^= 0x01;
+	}
+	/* a forged leaf-level sibling, a wrong leaf, a wrong index, a
+	 * truncated path: all still fail */
+	p11[0][0] ^= 0x80;
+	assert_false(merkle_verify_inclusion_memo(&m, 11, N, leaves[11],
+						  (const uint8_t(*)[MERKLE_HASH])p11, c11, root));
+	p11[0][0] ^= 0x80;
+	assert_false(merkle_verify_inclusion_memo(&m, 11, N, leaves[12],
+						  (const uint8_t(*)[MERKLE_HASH])p11, c11, root));
+	assert_false(merkle_verify_inclusion_memo(&m, 10, N, leaves[11],
+						  (const uint8_t(*)[MERKLE_HASH])p11, c11, root));
+	assert_false(merkle_verify_inclusion_memo(&m, 11, N, leaves[11],
+						  (const uint8_t(*)[MERKLE_HASH])p11, c11 - 1, root));
+	/* the failures left the memo as it was: the honest proof verifies */
+	assert_true(merkle_verify_inclusion_memo(&m, 11, N, leaves[11],
+						 (const uint8_t(*)[MERKLE_HASH])p11, c11, root));
+	free(p10);
+	free(p11);
+
+	/* every leaf in order, then in a scattered order, each proof honest
+	 * and then with one byte of one sibling changed: the memo's verdict
+	 * is the plain walk's, proof by proof */
+	for (int pass = 0; pass < 2; pass++) {
+		struct merkle_memo mm = {0};
+
+		for (uint64_t j = 0; j < N; j++) {
+			uint64_t i = pass == 0 ? j : (j * 389) % N;
+			uint8_t(*p)[MERKLE_HASH] = NULL;
+			size_t c = 0;
+
+			assert_int_equal(merkle_tree_inclusion(&t, i, &p, &c), 0);
+			assert_true(merkle_verify_inclusion_memo(&mm, i, N, leaves[i],
+								 (const uint8_t(*)[MERKLE_HASH])p, c,
+								 root));
+			p[j % c][j % MERKLE_HASH] ^= 0x10;
+			assert_false(merkle_verify_inclusion_memo(&mm, i, N, leaves[i],
+								  (const uint8_t(*)[MERKLE_HASH])p, c,
+								  root));
+			free(p);
+		}
+	}
+	merkle_tree_free(&t);
+}
+
 int audit_group_store(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_merkle_roots),
 		cmocka_unit_test(test_merkle_inclusion_vectors),
 		cmocka_unit_test(test_merkle_proofs_roundtrip),
+		cmocka_unit_test(test_merkle_memo_forged_sibling),
 		cmocka_unit_test(test_merkle_consistency_shapes),
 		cmocka_unit_test(test_note_vkey),
 		cmocka_unit_test(test_note_checkpoint),

@@ -941,6 +941,28 @@ static void ed_proof_hash(json_t *d)
 	json_array_set_new(inc, 0, json_string("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="));
 }
 
+/* The top sibling of the third record's proof changed: records 1 and 2
+ * verified first, so the verifier remembers the nodes this walk meets;
+ * the forged sibling must still fail, naming that record. */
+static char forged_needle[64];
+
+static void ed_proof_top_sibling(json_t *d)
+{
+	json_t *r = json_array_get(json_object_get(d, "records"), 2);
+	json_t *inc = json_object_get(r, "inclusion");
+	size_t n = json_array_size(inc);
+	char *h;
+
+	assert_true(n >= 2);
+	h = strdup(json_string_value(json_array_get(inc, n - 1)));
+	h[0] = h[0] == 'A' ? 'B' : 'A';
+	json_array_set_new(inc, n - 1, json_string(h));
+	free(h);
+	snprintf(forged_needle, sizeof(forged_needle),
+		 "record %" JSON_INTEGER_FORMAT ": body is not in the signed tree",
+		 json_integer_value(json_object_get(r, "seq")));
+}
+
 static void ed_checkpoint(json_t *d)
 {
 	char *n = strdup(json_string_value(json_object_get(d, "checkpoint")));
@@ -990,6 +1012,11 @@ static void test_export_swapped(void **state)
 static void test_export_proof(void **state)
 {
 	export_tamper(*state, ed_proof_hash, "inclusion proof does not verify");
+}
+
+static void test_export_proof_memo(void **state)
+{
+	export_tamper(*state, ed_proof_top_sibling, forged_needle);
 }
 
 static void test_export_checkpoint(void **state)
@@ -1255,6 +1282,7 @@ int audit_group_verify(void)
 		T(test_export_changed_body),
 		T(test_export_swapped),
 		T(test_export_proof),
+		T(test_export_proof_memo),
 		T(test_export_checkpoint),
 		T(test_export_tree_size),
 		T(test_export_consistency_tamper),
