@@ -905,17 +905,40 @@ static int b64_hash(json_t *s, uint8_t out[static MERKLE_HASH])
  * malformed, said as such). */
 #define PROOF_MAX 130
 
+/* Each position's last decoded hash with its text: neighbouring records'
+ * proofs repeat most siblings, and the same 44 characters decode to the
+ * same bytes (they decoded without error before), so they are copied.
+ * Zeroed, no entry matches: a hash's text has no NUL. */
+struct b64_cache {
+	char text[PROOF_MAX][44];
+	uint8_t hash[PROOF_MAX][MERKLE_HASH];
+};
+
 /* An array of base64 hashes into h[max]: decoded in place, no allocation
- * per proof. */
-static int hash_list_into(json_t *arr, uint8_t (*h)[MERKLE_HASH], size_t max, size_t *count)
+ * per proof; c (or NULL) remembers what decoded. */
+static int hash_list_into(json_t *arr, uint8_t (*h)[MERKLE_HASH], size_t max, size_t *count,
+			  struct b64_cache *c)
 {
 	size_t n = json_array_size(arr);
 
 	if (!json_is_array(arr) || n > max)
 		return -EINVAL;
-	for (size_t i = 0; i < n; i++)
-		if (b64_hash(json_array_get(arr, i), h[i]) < 0)
+	for (size_t i = 0; i < n; i++) {
+		json_t *js = json_array_get(arr, i);
+		const char *t = json_string_value(js);
+
+		if (c != NULL && t != NULL && json_string_length(js) == 44 &&
+		    memcmp(c->text[i], t, 44) == 0) {
+			memcpy(h[i], c->hash[i], MERKLE_HASH);
+			continue;
+		}
+		if (b64_hash(js, h[i]) < 0)
 			return -EINVAL;
+		if (c != NULL) {
+			memcpy(c->text[i], t, 44);
+			memcpy(c->hash[i], h[i], MERKLE_HASH);
+		}
+	}
 	*count = n;
 	return 0;
 }
@@ -931,13 +954,19 @@ static int hash_list(json_t *arr, uint8_t (**out)[MERKLE_HASH], size_t *count)
 	h = malloc((n ? n : 1) * MERKLE_HASH);
 	if (h == NULL)
 		return -ENOMEM;
-	if (hash_list_into(arr, h, n, count) < 0) {
+	if (hash_list_into(arr, h, n, count, NULL) < 0) {
 		free(h);
 		return -EINVAL;
 	}
 	*out = h;
 	return 0;
 }
+
+/* What one export's proofs share, kept from record to record. */
+struct xmemo {
+	struct merkle_memo walk;
+	struct b64_cache b64;
+};
 
 /* The export's window and chain claims. */
 struct xwin {
@@ -950,7 +979,7 @@ struct xwin {
 /* One exported record (or the one before the window): its proof against
  * the checkpoint, its seq, tenant and time; the parsed body in *body_out. */
 static int export_record(struct vstate *v, json_t *r, const char *what, const char *tenant,
-			 const struct note_checkpoint *cp, struct merkle_memo *memo,
+			 const struct note_checkpoint *cp, struct xmemo *memo,
 			 uint64_t *seq_out, uint8_t leaf[static MERKLE_HASH], json_t **body_out,
 			 int64_t *time_out)
 {
@@ -970,12 +999,13 @@ static int export_record(struct vstate *v, json_t *r, const char *what, const ch
 				"record %" PRIu64 ": not in the checkpoint's tree of %" PRIu64, seq,
 				cp->size);
 	merkle_leaf_hash(json_string_value(jbody), json_string_length(jbody), leaf);
-	if (hash_list_into(json_object_get(r, "inclusion"), path, PROOF_MAX, &npath) < 0)
+	if (hash_list_into(json_object_get(r, "inclusion"), path, PROOF_MAX, &npath,
+			   &memo->b64) < 0)
 		return cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": malformed inclusion proof",
 				seq);
 	/* the memo ends the walk where a neighbour's verified one went on
 	 * with the very same siblings: same verdict, a fraction of the hashes */
-	if (!merkle_verify_inclusion_memo(memo, seq - 1, cp->size, leaf,
+	if (!merkle_verify_inclusion_memo(&memo->walk, seq - 1, cp->size, leaf,
 					  (const uint8_t(*)[MERKLE_HASH])path, npath, cp->root))
 		return cerr_set(v->err, -EBADMSG,
 				"record %" PRIu64 ": body is not in the signed tree (inclusion "
@@ -1010,7 +1040,7 @@ static int export_records(struct vstate *v, json_t *recs, json_t *prev, json_t *
 	json_t *r, *body = NULL;
 	uint8_t leaf[MERKLE_HASH];
 	struct chain_fields cf;
-	struct merkle_memo memo = {0}; /* every proof here is against cp */
+	struct xmemo memo = {0}; /* every proof here is against cp */
 	int64_t t;
 	int rc;
 
