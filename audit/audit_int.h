@@ -176,4 +176,9 @@ int audit_cosig_attach(sqlite3 *db, uint64_t size, char **note);
 /* checkpoint lookup shared by export: newest stored (size, note) */
 int audit_newest_checkpoint(sqlite3 *db, uint64_t *size, char **note);
 
+/* Leaves 1..size from db (the read connection), checked dense: an array
+ * of size hashes in *out (free it). -ENOMEM, -EIO, -EBADMSG (a gap or a
+ * leaf of the wrong size). Used by exports and witness consistency proofs. */
+int audit_load_leaves(sqlite3 *db, uint64_t size, uint8_t (**out)[MERKLE_HASH]);
+
 #endif

@@ -724,44 +724,6 @@ int audit_checkpoint_witnessed(struct audit *a, const struct audit_vkey *keys, s
 	return rc;
 }
 
-static int load_leaves_upto(sqlite3 *db, uint64_t size, uint8_t (**out)[MERKLE_HASH])
-{
-	sqlite3_stmt *st = NULL;
-	uint8_t(*l)[MERKLE_HASH];
-	uint64_t k = 0;
-	int rc = 0, src;
-
-	l = malloc((size ? size : 1) * MERKLE_HASH);
-	if (l == NULL)
-		return -ENOMEM;
-	if (sqlite3_prepare_v2(db, "SELECT seq, leaf FROM events WHERE seq <= ?1 ORDER BY seq", -1,
-			       &st, NULL) != SQLITE_OK) {
-		rc = -EIO;
-		goto out;
-	}
-	sqlite3_bind_int64(st, 1, (sqlite3_int64)size);
-	while ((src = sqlite3_step(st)) == SQLITE_ROW) {
-		if ((uint64_t)sqlite3_column_int64(st, 0) != k + 1 ||
-		    sqlite3_column_bytes(st, 1) != MERKLE_HASH) {
-			rc = -EBADMSG;
-			goto out;
-		}
-		memcpy(l[k++], sqlite3_column_blob(st, 1), MERKLE_HASH);
-	}
-	if (src != SQLITE_DONE)
-		rc = -EIO;
-	else if (k != size)
-		rc = -EBADMSG;
-out:
-	sqlite3_finalize(st);
-	if (rc < 0) {
-		free(l);
-		return rc;
-	}
-	*out = l;
-	return 0;
-}
-
 int audit_consistency_lines(struct audit *a, uint64_t m, uint64_t n, char **lines)
 {
 	uint8_t(*leaves)[MERKLE_HASH] = NULL, (*proof)[MERKLE_HASH] = NULL;
@@ -780,7 +742,7 @@ int audit_consistency_lines(struct audit *a, uint64_t m, uint64_t n, char **line
 		return 0;
 	}
 	pthread_mutex_lock(&a->rlock);
-	rc = load_leaves_upto(a->rdb, n, &leaves);
+	rc = audit_load_leaves(a->rdb, n, &leaves);
 	pthread_mutex_unlock(&a->rlock);
 	if (rc < 0)
 		return rc;

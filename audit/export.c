@@ -13,8 +13,7 @@
 
 #include "note.h"
 
-/* Leaves 1..size from the read connection, checked dense. */
-static int load_leaves(sqlite3 *db, uint64_t size, uint8_t (**out)[MERKLE_HASH])
+int audit_load_leaves(sqlite3 *db, uint64_t size, uint8_t (**out)[MERKLE_HASH])
 {
 	sqlite3_stmt *st = NULL;
 	uint8_t(*l)[MERKLE_HASH];
@@ -250,7 +249,7 @@ int audit_export(struct audit *a, const char *tenant, int64_t since_us, int64_t 
 		cerr_set(err, rc, "the newest checkpoint is not valid: %s", e2.msg);
 		goto out;
 	}
-	rc = load_leaves(a->rdb, size, &leaves);
+	rc = audit_load_leaves(a->rdb, size, &leaves);
 	if (rc == 0)
 		rc = merkle_tree_build((const uint8_t(*)[MERKLE_HASH])leaves, size, &t);
 	if (rc < 0) {
