@@ -22,6 +22,10 @@ Measures, in one run on this machine, and prints one markdown table:
       TLS; file alone when rsyslogd is missing): wall time, HTTPS connections
       that carried API calls (the IdP's counter), peak RSS; and a first pass
       of 10,000 alerts for one tenant (paged, 1,000 a page).
+  (h) ship: cached tokens at 8 connections with no audit sink against a
+      syslog-over-TLS sink that never reads (tests/integration/test_ship's
+      Stalled), 5 alternating pairs: median rates, their ratio (target
+      ≥ 0.95×), custodyd CPU per request, the sink's backlog.
 
 Absolute times on shared machines are noisy: read custody's figures as
 ratios against the references measured in the same run. Every process this

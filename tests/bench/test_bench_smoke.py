@@ -60,6 +60,8 @@ def main():
     assert "echo floor" in labels and "ssh-agent identities" in labels, labels
     if os.access(os.path.join(BUILD, "broker", "custodyd"), os.X_OK):
         assert "custody cached token" in labels and "custody cold path" in labels, labels
+        assert {"cached token, none sink", "cached token, stalled sink"} <= labels, labels
+        assert "stalled syslog-TLS sink" in table and "custodyd CPU per cached token" in table
     for x in runs:
         assert x["failures"] == 0 and x["requests"] > 0, x
     # Secrets never reach the report.
