@@ -548,10 +548,16 @@ static const char *grant_scope_for(const struct grant *g, const struct principal
 	return NULL;
 }
 
+/* Imported later; within one second by the microseconds: with seconds
+ * alone two grants imported in the same second tied, and the table's
+ * order picked one — import order while running, grant id order after a
+ * restart — so which grant served could flip at a restart. */
 static bool newer(const struct grant *a, const struct grant *b)
 {
 	if (a->imported_at != b->imported_at)
 		return a->imported_at > b->imported_at;
+	if (a->imported_us != b->imported_us)
+		return a->imported_us > b->imported_us;
 	return a->not_before > b->not_before;
 }
 

@@ -53,6 +53,7 @@ static char *meta_encode(const struct grant *g)
 	    json_object_set_new(o, "not_before", time_json(g->not_before, INT64_MIN)) == 0 &&
 	    json_object_set_new(o, "not_after", time_json(g->not_after, INT64_MAX)) == 0 &&
 	    json_object_set_new(o, "imported_at", json_integer(g->imported_at)) == 0 &&
+	    json_object_set_new(o, "imported_us", json_integer(g->imported_us)) == 0 &&
 	    json_object_set_new(o, "revoked", json_boolean(g->revoked)) == 0 &&
 	    json_object_set_new(o, "revoked_at", json_integer(g->revoked_at)) == 0 &&
 	    json_object_set_new(o, "revoked_by", json_string(g->revoked_by)) == 0 &&
@@ -175,6 +176,9 @@ static int meta_decode(const char *s, size_t len, const char *id, struct grant *
 	    (rc = meta_int(o, "not_before", true, INT64_MIN, &g->not_before)) < 0 ||
 	    (rc = meta_int(o, "not_after", true, INT64_MAX, &g->not_after)) < 0 ||
 	    (rc = meta_int(o, "imported_at", false, 0, &g->imported_at)) < 0 ||
+	    /* absent in records stored before it was kept: 0 */
+	    (json_object_get(o, "imported_us") != NULL &&
+	     (rc = meta_int(o, "imported_us", false, 0, &g->imported_us)) < 0) ||
 	    (rc = meta_int(o, "revoked_at", false, 0, &g->revoked_at)) < 0 ||
 	    (rc = meta_list(o, "scopes", &g->scopes, &g->n_scopes)) < 0 ||
 	    (rc = meta_list(o, "principals", &g->principals, &g->n_principals)) < 0)

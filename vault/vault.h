@@ -101,6 +101,9 @@ struct grant {
 	int64_t not_before;       /* unix seconds; INT64_MIN when absent */
 	int64_t not_after;        /* unix seconds; INT64_MAX when absent */
 	int64_t imported_at;      /* unix seconds */
+	int64_t imported_us;      /* the same instant in unix microseconds, so two
+				   * grants imported within a second still have an
+				   * order; 0 in records stored before it was kept */
 	bool revoked;
 	int64_t revoked_at;
 	char revoked_by[128];

@@ -84,6 +84,9 @@ int vault_grant_import(struct vault *v, const char *envelope, size_t len,
 	}
 	memcpy(g->id, id, GRANT_ID_LEN);
 	g->imported_at = now_s;
+	g->imported_us = util_now_us();
+	if (g->imported_us / 1000000 != now_s)   /* a caller's own clock (tests) */
+		g->imported_us = now_s * 1000000;
 	dup = grant_dup(g);
 	if (dup == NULL) {
 		rc = cerr_set(err, -ENOMEM, "out of memory");
