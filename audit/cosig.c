@@ -11,6 +11,7 @@
  * the broker calls them off its event loop.
  */
 #include "audit_int.h"
+#include "util.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -128,23 +129,6 @@ int audit_vkey_format_type(const char *name, uint8_t type, const uint8_t pk[stat
 	return 0;
 }
 
-static int parse_dec(const char *s, size_t len, uint64_t *out)
-{
-	uint64_t v = 0;
-
-	if (len == 0 || len > 20 || (len > 1 && s[0] == '0'))
-		return -EINVAL;
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -EINVAL;
-		if (v > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10)
-			return -EINVAL;
-		v = v * 10 + (uint64_t)(s[i] - '0');
-	}
-	*out = v;
-	return 0;
-}
-
 int audit_note_parse(const char *text, size_t len, struct audit_note *n, struct cerr *err)
 {
 	const char *p, *end, *eol, *sep;
@@ -180,7 +164,7 @@ int audit_note_parse(const char *text, size_t len, struct audit_note *n, struct 
 				return cerr_set(err, -EBADMSG, "checkpoint origin line is malformed");
 			memcpy(n->origin, p, (size_t)(eol - p));
 		} else if (line == 1) {
-			if (parse_dec(p, (size_t)(eol - p), &n->size) < 0)
+			if (util_parse_dec(p, (size_t)(eol - p), &n->size) < 0)
 				return cerr_set(err, -EBADMSG, "checkpoint size line is malformed");
 		} else if (line == 2) {
 			if (b64_decode(p, (size_t)(eol - p), tmp, sizeof(tmp), &got) < 0 ||

@@ -1,5 +1,6 @@
 /* note.c — C2SP signed-note checkpoints and verifier keys. */
 #include "note.h"
+#include "util.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -125,23 +126,6 @@ out:
 	return rc;
 }
 
-static int parse_u64(const char *s, size_t len, uint64_t *out)
-{
-	uint64_t v = 0;
-
-	if (len == 0 || len > 20 || (len > 1 && s[0] == '0'))
-		return -EINVAL;
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -EINVAL;
-		if (v > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10)
-			return -EINVAL;
-		v = v * 10 + (uint64_t)(s[i] - '0');
-	}
-	*out = v;
-	return 0;
-}
-
 int note_checkpoint_verify(const char *note, const struct note_key *k, struct note_checkpoint *out,
 			   struct cerr *err)
 {
@@ -168,7 +152,7 @@ int note_checkpoint_verify(const char *note, const struct note_key *k, struct no
 	if (k != NULL && ((size_t)(l1 - note) != nlen || memcmp(note, k->name, nlen) != 0))
 		return cerr_set(err, -EBADMSG, "checkpoint origin is not %s", k->name);
 	l2 = memchr(l1 + 1, '\n', body_len - (size_t)(l1 + 1 - note));
-	if (l2 == NULL || parse_u64(l1 + 1, (size_t)(l2 - l1 - 1), &cp.size) < 0)
+	if (l2 == NULL || util_parse_dec(l1 + 1, (size_t)(l2 - l1 - 1), &cp.size) < 0)
 		return cerr_set(err, -EBADMSG, "checkpoint size line is malformed");
 	p = memchr(l2 + 1, '\n', body_len - (size_t)(l2 + 1 - note));
 	if (p == NULL || p != note + body_len - 1 ||

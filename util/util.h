@@ -47,6 +47,10 @@ int util_time_format(int64_t unix_us, bool micro, char out[static UTIL_TIME_LEN]
  * up to 9 digits) into unix microseconds. Returns 0 or -EINVAL. */
 int util_time_parse(const char *s, int64_t *unix_us);
 
+/* A decimal as C2SP notes write sizes: digits only, no sign, no leading
+ * zero (but "0"), at most UINT64_MAX. 0, or -EINVAL. */
+int util_parse_dec(const char *s, size_t len, uint64_t *out);
+
 /* Lowercase hex of n bytes into out (2n+1 bytes, NUL-terminated). */
 void util_hex(const uint8_t *in, size_t n, char *out);
 

@@ -9,28 +9,12 @@
  * checkpoint itself is parsed by audit_note_parse.
  */
 #include "witness.h"
+#include "util.h"
 
 #include <errno.h>
 #include <string.h>
 
 #include <sodium.h>
-
-static int parse_dec(const char *s, size_t len, uint64_t *out)
-{
-	uint64_t v = 0;
-
-	if (len == 0 || len > 20 || (len > 1 && s[0] == '0'))
-		return -EINVAL;
-	for (size_t i = 0; i < len; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -EINVAL;
-		if (v > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10)
-			return -EINVAL;
-		v = v * 10 + (uint64_t)(s[i] - '0');
-	}
-	*out = v;
-	return 0;
-}
 
 int witness_request_parse(const char *body, size_t len, struct witness_request *r,
 			  struct cerr *err)
@@ -44,7 +28,7 @@ int witness_request_parse(const char *body, size_t len, struct witness_request *
 				WITNESS_REQUEST_MAX);
 	eol = memchr(p, '\n', len);
 	if (eol == NULL || eol - p < 5 || memcmp(p, "old ", 4) != 0 ||
-	    parse_dec(p + 4, (size_t)(eol - p - 4), &r->old) < 0)
+	    util_parse_dec(p + 4, (size_t)(eol - p - 4), &r->old) < 0)
 		return cerr_set(err, -EBADMSG, "the first line is not 'old <size>'");
 	r->nproof = 0;
 	for (p = eol + 1;; p = eol + 1) {

@@ -45,6 +45,23 @@ static void test_time_rejects(void **state)
 	assert_int_equal(util_time_parse("2024-02-29T00:00:00Z", &us), 0);
 }
 
+static void test_parse_dec(void **state)
+{
+	uint64_t v = 7;
+
+	assert_int_equal(util_parse_dec("0", 1, &v), 0);
+	assert_true(v == 0);
+	assert_int_equal(util_parse_dec("18446744073709551615", 20, &v), 0);
+	assert_true(v == UINT64_MAX);
+	assert_int_equal(util_parse_dec("18446744073709551616", 20, &v), -EINVAL);
+	assert_int_equal(util_parse_dec("012", 3, &v), -EINVAL);
+	assert_int_equal(util_parse_dec("", 0, &v), -EINVAL);
+	assert_int_equal(util_parse_dec("+1", 2, &v), -EINVAL);
+	assert_int_equal(util_parse_dec("12x", 3, &v), -EINVAL);
+	assert_int_equal(util_parse_dec("123", 2, &v), 0); /* only len bytes */
+	assert_true(v == 12);
+}
+
 static void test_utf8(void **state)
 {
 	(void)state;
@@ -172,6 +189,7 @@ static void test_uuid(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_dec),
 		cmocka_unit_test(test_time_roundtrip),
 		cmocka_unit_test(test_time_rejects),
 		cmocka_unit_test(test_utf8),
