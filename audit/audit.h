@@ -82,6 +82,62 @@ char *audit_canonical_json(json_t *v, size_t *len);
  * bytes, keys in insertion order (the broker's replies). */
 char *audit_json_compact(json_t *v, size_t *len);
 
+/* JSON text written piece by piece into a growing buffer, with the same
+ * encoding as audit_canonical_json / audit_json_compact (strings escaped
+ * as jansson's JSON_ENSURE_ASCII does). For replies and records built
+ * without a tree. Each call: 0, -ENOMEM, -EINVAL (a string that is not
+ * UTF-8; a value the encoder does not write, such as a real). */
+struct audit_jbuf {
+	char *p;
+	size_t len, cap;
+};
+int audit_jbuf_raw(struct audit_jbuf *b, const char *s, size_t n);
+int audit_jbuf_string(struct audit_jbuf *b, const char *s, size_t n);
+int audit_jbuf_int(struct audit_jbuf *b, int64_t v);
+/* v as JSON text: sorted keys (canonical) or insertion order. */
+int audit_jbuf_value(struct audit_jbuf *b, json_t *v, bool sort);
+/* The text, NUL-terminated and malloc'd (b is emptied); NULL: no memory. */
+char *audit_jbuf_finish(struct audit_jbuf *b, size_t *len);
+void audit_jbuf_free(struct audit_jbuf *b);
+/* The canonical order of two keys (jansson's: memcmp, then shorter). */
+int audit_key_cmp(const char *x, size_t xl, const char *y, size_t yl);
+
+/* ---- records without a tree --------------------------------------------
+ * The busiest records (a token from the cache, thousands a second) as a
+ * flat list of members: no allocation per member, and the canonical body
+ * is written straight from the list, byte for byte what
+ * audit_append_async writes for the equivalent object (checked by
+ * tests/unit/test_audit_canon.c). Values are borrowed: they must live
+ * until audit_append_fields_async returns. A key set twice, one of the
+ * store's own (seq, time, tenant_seq, tenant_prev), more than
+ * AUDIT_FIELDS_MAX members or a string that is not UTF-8 make the append
+ * fail with -EINVAL. */
+#define AUDIT_FIELDS_MAX 32
+struct audit_field {
+	const char *key;
+	const char *str;  /* a string (NUL-terminated), or */
+	json_t *json;     /* any JSON value (borrowed), or */
+	const char *raw;  /* canonical JSON text, written as it is, or */
+	size_t raw_len;
+	int64_t num;      /* an integer when all are NULL and is_num, else null */
+	bool is_num;
+};
+struct audit_fields {
+	struct audit_field f[AUDIT_FIELDS_MAX];
+	size_t n;
+	bool overflow;
+};
+/* str NULL: null */
+void audit_fields_str(struct audit_fields *f, const char *key, const char *str);
+void audit_fields_int(struct audit_fields *f, const char *key, int64_t v);
+/* v NULL: null */
+void audit_fields_json(struct audit_fields *f, const char *key, json_t *v);
+/* text: an object or array exactly as audit_canonical_json wrote it (a
+ * value serialised once and carried by many records); not checked. */
+void audit_fields_raw(struct audit_fields *f, const char *key, const char *text, size_t len);
+/* audit_append_async for a member list (nothing to take ownership of). */
+int audit_append_fields_async(struct audit *a, const struct audit_fields *f, uint64_t cookie);
+
 /* Readable (EPOLLIN) whenever completions are waiting. */
 int audit_event_fd(const struct audit *a);
 

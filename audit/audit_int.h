@@ -58,6 +58,7 @@ struct audit_item {
 	struct audit_item *next;
 	char *body0;             /* canonical body with placeholders */
 	size_t len0;
+	size_t ph_off[AUDIT_PH_COUNT]; /* where each placeholder member starts */
 	char *strs;              /* the indexed columns' text */
 	const char *col[4];      /* event, outcome, tenant, principal */
 	bool has_tenant;
@@ -140,6 +141,7 @@ struct audit {
 	/* record.c */
 	char ph[AUDIT_PH_COUNT][40];
 	char ph_member[AUDIT_PH_COUNT][64];
+	size_t ph_member_len[AUDIT_PH_COUNT];
 };
 
 /* store.c */
@@ -154,6 +156,11 @@ void audit_placeholders_init(struct audit *a);
  * 0, -EINVAL, -ENOMEM. */
 int audit_item_new(struct audit *a, json_t *fields, struct audit_item **out);
 void audit_item_free(struct audit_item *it);
+/* The same from a member list (fields.c; nothing owned). */
+int audit_item_from_fields(struct audit *a, const struct audit_fields *f,
+			   struct audit_item **out);
+/* Where body0's placeholder members start (it->ph_off). 0 or -EINVAL. */
+int audit_item_find_placeholders(const struct audit *a, struct audit_item *it);
 /* The final body into *buf (grown as needed). 0, -EINVAL, -ENOMEM. */
 int audit_body_splice(const struct audit *a, const struct audit_item *it, uint64_t seq,
 		      const char *time, uint64_t tenant_seq, const char *tenant_prev_hex,

@@ -35,14 +35,14 @@
 #define CANON_MAX_DEPTH 16
 #define CANON_MAX_KEYS 64 /* larger objects: jansson's own path */
 
-struct cbuf {
-	char *p;
-	size_t len, cap;
+/* One walk over a tree: where it writes and how. */
+struct walk {
+	struct audit_jbuf *b;
 	bool sort;     /* keys in byte order (else insertion order) */
 	bool fallback; /* a node this code does not write: use jansson */
 };
 
-static int grow(struct cbuf *b, size_t n)
+static int grow(struct audit_jbuf *b, size_t n)
 {
 	size_t nc;
 	char *np;
@@ -62,7 +62,7 @@ static int grow(struct cbuf *b, size_t n)
 	return 0;
 }
 
-static int put(struct cbuf *b, const char *s, size_t n)
+static int put(struct audit_jbuf *b, const char *s, size_t n)
 {
 	if (grow(b, n) < 0)
 		return -ENOMEM;
@@ -159,7 +159,7 @@ static size_t plain_run(const unsigned char *s, size_t n)
 }
 
 /* Decimal, as printf's %lld writes it; snprintf was a tenth of the walk. */
-static size_t fmt_int(char out[static 24], json_int_t v)
+static size_t fmt_int(char out[static 24], int64_t v)
 {
 	char tmp[24];
 	size_t n = 0, o = 0;
@@ -177,7 +177,7 @@ static size_t fmt_int(char out[static 24], json_int_t v)
 	return o;
 }
 
-static int put_string(struct cbuf *b, const char *str, size_t n)
+static int put_string(struct audit_jbuf *b, const char *str, size_t n)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	const unsigned char *s = (const unsigned char *)str;
@@ -255,26 +255,33 @@ struct kv {
 	json_t *val;
 };
 
-static int kv_cmp(const struct kv *x, const struct kv *y)
+int audit_key_cmp(const char *x, size_t xl, const char *y, size_t yl)
 {
-	int r = memcmp(x->key, y->key, x->len < y->len ? x->len : y->len);
+	int r = memcmp(x, y, xl < yl ? xl : yl);
 
 	if (r != 0)
 		return r;
-	return x->len < y->len ? -1 : x->len > y->len;
+	return xl < yl ? -1 : xl > yl;
 }
 
-static int put_value(struct cbuf *b, json_t *v, int depth);
+static int kv_cmp(const struct kv *x, const struct kv *y)
+{
+	return audit_key_cmp(x->key, x->len, y->key, y->len);
+}
 
-static int put_object(struct cbuf *b, json_t *o, int depth)
+static int put_value(struct walk *w, json_t *v, int depth);
+
+static int put_object(struct walk *w, json_t *o, int depth)
 {
 	struct kv kv[CANON_MAX_KEYS];
 	size_t n = 0;
 	const char *key;
 	json_t *val;
 
+	struct audit_jbuf *b = w->b;
+
 	if (json_object_size(o) > CANON_MAX_KEYS) {
-		b->fallback = true;
+		w->fallback = true;
 		return -ENOTSUP;
 	}
 	json_object_foreach(o, key, val) {
@@ -282,7 +289,7 @@ static int put_object(struct cbuf *b, json_t *o, int depth)
 		size_t j = n++;
 
 		/* insertion sort: records have a few dozen keys */
-		while (b->sort && j > 0 && kv_cmp(&kv[j - 1], &e) > 0) {
+		while (w->sort && j > 0 && kv_cmp(&kv[j - 1], &e) > 0) {
 			kv[j] = kv[j - 1];
 			j--;
 		}
@@ -299,32 +306,33 @@ static int put_object(struct cbuf *b, json_t *o, int depth)
 		if (rc == 0)
 			rc = put(b, ":", 1);
 		if (rc == 0)
-			rc = put_value(b, kv[i].val, depth + 1);
+			rc = put_value(w, kv[i].val, depth + 1);
 		if (rc < 0)
 			return rc;
 	}
 	return put(b, "}", 1);
 }
 
-static int put_value(struct cbuf *b, json_t *v, int depth)
+static int put_value(struct walk *w, json_t *v, int depth)
 {
+	struct audit_jbuf *b = w->b;
 	char num[24];
 	int rc;
 
 	if (depth > CANON_MAX_DEPTH) {
-		b->fallback = true;
+		w->fallback = true;
 		return -ENOTSUP;
 	}
 	switch (json_typeof(v)) {
 	case JSON_OBJECT:
-		return put_object(b, v, depth);
+		return put_object(w, v, depth);
 	case JSON_ARRAY:
 		if (put(b, "[", 1) < 0)
 			return -ENOMEM;
 		for (size_t i = 0; i < json_array_size(v); i++) {
 			if (i > 0 && put(b, ",", 1) < 0)
 				return -ENOMEM;
-			rc = put_value(b, json_array_get(v, i), depth + 1);
+			rc = put_value(w, json_array_get(v, i), depth + 1);
 			if (rc < 0)
 				return rc;
 		}
@@ -340,19 +348,20 @@ static int put_value(struct cbuf *b, json_t *v, int depth)
 	case JSON_NULL:
 		return put(b, "null", 4);
 	default:
-		b->fallback = true;
+		w->fallback = true;
 		return -ENOTSUP;
 	}
 }
 
 static char *dump(json_t *v, bool sort, size_t *len_out)
 {
-	struct cbuf b = {.sort = sort};
+	struct audit_jbuf b = {0};
+	struct walk w = {.b = &b, .sort = sort};
 	int rc;
 
 	if (v == NULL || !(json_is_object(v) || json_is_array(v)))
 		return NULL; /* json_dumps writes only objects and arrays */
-	rc = put_value(&b, v, 0);
+	rc = put_value(&w, v, 0);
 	if (rc == 0 && grow(&b, 0) == 0) {
 		b.p[b.len] = '\0';
 		if (len_out)
@@ -360,7 +369,7 @@ static char *dump(json_t *v, bool sort, size_t *len_out)
 		return b.p;
 	}
 	free(b.p);
-	if (rc == -ENOTSUP && b.fallback) {
+	if (rc == -ENOTSUP && w.fallback) {
 		char *s = json_dumps(v, sort ? AUDIT_JSON_FLAGS : JSON_COMPACT | JSON_ENSURE_ASCII);
 
 		if (s != NULL && len_out)
@@ -378,4 +387,57 @@ char *audit_canonical_json(json_t *v, size_t *len_out)
 char *audit_json_compact(json_t *v, size_t *len_out)
 {
 	return dump(v, false, len_out);
+}
+
+/* ---- writing JSON text piece by piece ----------------------------------- */
+
+int audit_jbuf_raw(struct audit_jbuf *b, const char *s, size_t n)
+{
+	return put(b, s, n);
+}
+
+int audit_jbuf_string(struct audit_jbuf *b, const char *s, size_t n)
+{
+	return put_string(b, s, n);
+}
+
+int audit_jbuf_int(struct audit_jbuf *b, int64_t v)
+{
+	char num[24];
+
+	return put(b, num, fmt_int(num, v));
+}
+
+int audit_jbuf_value(struct audit_jbuf *b, json_t *v, bool sort)
+{
+	struct walk w = {.b = b, .sort = sort};
+	size_t mark = b->len;
+	int rc = put_value(&w, v, 0);
+
+	/* a node the walk does not write (a real): nothing half-written */
+	if (rc < 0)
+		b->len = mark;
+	return rc == -ENOTSUP ? -EINVAL : rc;
+}
+
+char *audit_jbuf_finish(struct audit_jbuf *b, size_t *len)
+{
+	char *p;
+
+	if (grow(b, 0) < 0) {
+		audit_jbuf_free(b);
+		return NULL;
+	}
+	b->p[b->len] = '\0';
+	p = b->p;
+	if (len != NULL)
+		*len = b->len;
+	*b = (struct audit_jbuf){0};
+	return p;
+}
+
+void audit_jbuf_free(struct audit_jbuf *b)
+{
+	free(b->p);
+	*b = (struct audit_jbuf){0};
 }

@@ -36,6 +36,7 @@ void audit_placeholders_init(struct audit *a)
 		snprintf(a->ph[i], sizeof(a->ph[i]), "\x01%s%c", hex, 'A' + i);
 		snprintf(a->ph_member[i], sizeof(a->ph_member[i]), "\"%s\":\"\\u0001%s%c\"",
 			 store_keys[i], hex, 'A' + i);
+		a->ph_member_len[i] = strlen(a->ph_member[i]);
 	}
 }
 
@@ -113,7 +114,7 @@ int audit_item_new(struct audit *a, json_t *fields, struct audit_item **out)
 	if (it->body0 == NULL)
 		goto out;
 	rc = -EINVAL;
-	if (it->len0 > AUDIT_BODY_MAX)
+	if (it->len0 > AUDIT_BODY_MAX || audit_item_find_placeholders(a, it) < 0)
 		goto out;
 	*out = it;
 	it = NULL;
@@ -122,6 +123,26 @@ out:
 	audit_item_free(it);
 	json_decref(fields);
 	return rc;
+}
+
+int audit_item_find_placeholders(const struct audit *a, struct audit_item *it)
+{
+	const char *pos = it->body0, *end = it->body0 + it->len0;
+
+	/* sorted keys: the members come in the order seq, tenant_prev,
+	 * tenant_seq, time, each exactly once (no caller can write one) */
+	for (int i = 0; i < AUDIT_PH_COUNT; i++) {
+		const char *hit;
+
+		if (!it->has_tenant && (i == AUDIT_PH_TPREV || i == AUDIT_PH_TSEQ))
+			continue;
+		hit = memmem(pos, (size_t)(end - pos), a->ph_member[i], a->ph_member_len[i]);
+		if (hit == NULL)
+			return -EINVAL;
+		it->ph_off[i] = (size_t)(hit - it->body0);
+		pos = hit + a->ph_member_len[i];
+	}
+	return 0;
 }
 
 /* Append n bytes to the body buffer. */
@@ -142,42 +163,75 @@ static int put(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
 	return 0;
 }
 
+/* "key": followed by a decimal, without printf (the writer's hot loop) */
+static size_t member_num(char out[static 128], const char *key, uint64_t v)
+{
+	char tmp[24];
+	size_t n = 0, o = strlen(key);
+
+	memcpy(out, key, o);
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	while (n > 0)
+		out[o++] = tmp[--n];
+	return o;
+}
+
+/* "key":"text" for text that needs no escaping (a time, hex) */
+static size_t member_str(char out[static 128], const char *key, const char *text)
+{
+	size_t o = strlen(key), tl = strlen(text);
+
+	memcpy(out, key, o);
+	out[o++] = '"';
+	memcpy(out + o, text, tl);
+	o += tl;
+	out[o++] = '"';
+	return o;
+}
+
 int audit_body_splice(const struct audit *a, const struct audit_item *it, uint64_t seq,
 		      const char *time, uint64_t tenant_seq, const char *tenant_prev_hex,
 		      char **buf, size_t *cap, size_t *len_out)
 {
 	char member[AUDIT_PH_COUNT][128];
-	const char *pos = it->body0, *end = it->body0 + it->len0;
-	size_t len = 0;
+	size_t mlen[AUDIT_PH_COUNT];
+	size_t pos = 0, len = 0;
 	int rc;
 
-	snprintf(member[AUDIT_PH_SEQ], sizeof(member[0]), "\"seq\":%" PRIu64, seq);
-	snprintf(member[AUDIT_PH_TIME], sizeof(member[0]), "\"time\":\"%s\"", time);
-	snprintf(member[AUDIT_PH_TSEQ], sizeof(member[0]), "\"tenant_seq\":%" PRIu64, tenant_seq);
+	if (strlen(time) > 64 || (tenant_prev_hex != NULL && strlen(tenant_prev_hex) > 64))
+		return -EINVAL;
+	mlen[AUDIT_PH_SEQ] = member_num(member[AUDIT_PH_SEQ], "\"seq\":", seq);
+	mlen[AUDIT_PH_TIME] = member_str(member[AUDIT_PH_TIME], "\"time\":", time);
+	mlen[AUDIT_PH_TSEQ] = member_num(member[AUDIT_PH_TSEQ], "\"tenant_seq\":", tenant_seq);
 	if (tenant_prev_hex)
-		snprintf(member[AUDIT_PH_TPREV], sizeof(member[0]), "\"tenant_prev\":\"%s\"",
-			 tenant_prev_hex);
-	else
-		snprintf(member[AUDIT_PH_TPREV], sizeof(member[0]), "\"tenant_prev\":null");
-	/* sorted keys: the members come in the order seq, tenant_prev,
-	 * tenant_seq, time */
+		mlen[AUDIT_PH_TPREV] = member_str(member[AUDIT_PH_TPREV], "\"tenant_prev\":",
+						  tenant_prev_hex);
+	else {
+		static const char tp_null[] = "\"tenant_prev\":null";
+
+		memcpy(member[AUDIT_PH_TPREV], tp_null, sizeof(tp_null) - 1);
+		mlen[AUDIT_PH_TPREV] = sizeof(tp_null) - 1;
+	}
+	/* the placeholders' places were found when the body was made; they
+	 * come in key order, seq, tenant_prev, tenant_seq, time */
 	for (int i = 0; i < AUDIT_PH_COUNT; i++) {
-		size_t ml = strlen(a->ph_member[i]);
-		const char *hit;
+		size_t at = it->ph_off[i];
 
 		if (!it->has_tenant && (i == AUDIT_PH_TPREV || i == AUDIT_PH_TSEQ))
 			continue;
-		hit = memmem(pos, (size_t)(end - pos), a->ph_member[i], ml);
-		if (hit == NULL)
+		if (at < pos || at + a->ph_member_len[i] > it->len0)
 			return -EINVAL;
-		rc = put(buf, &len, cap, pos, (size_t)(hit - pos));
+		rc = put(buf, &len, cap, it->body0 + pos, at - pos);
 		if (rc == 0)
-			rc = put(buf, &len, cap, member[i], strlen(member[i]));
+			rc = put(buf, &len, cap, member[i], mlen[i]);
 		if (rc < 0)
 			return rc;
-		pos = hit + ml;
+		pos = at + a->ph_member_len[i];
 	}
-	rc = put(buf, &len, cap, pos, (size_t)(end - pos));
+	rc = put(buf, &len, cap, it->body0 + pos, it->len0 - pos);
 	if (rc < 0)
 		return rc;
 	*len_out = len;

@@ -53,14 +53,11 @@ static int enqueue_locked(struct audit *a, struct audit_item *it)
 	return 0;
 }
 
-int audit_append_async(struct audit *a, json_t *fields, uint64_t cookie)
+/* Queue a made item; its completion comes through audit_poll. */
+static int enqueue_async(struct audit *a, struct audit_item *it, uint64_t cookie)
 {
-	struct audit_item *it = NULL;
 	int rc;
 
-	rc = audit_item_new(a, fields, &it);
-	if (rc < 0)
-		return rc;
 	it->cookie = cookie;
 	pthread_mutex_lock(&a->lock);
 	if (a->outstanding >= AUDIT_QUEUE_MAX) {
@@ -74,6 +71,28 @@ int audit_append_async(struct audit *a, json_t *fields, uint64_t cookie)
 	if (rc < 0)
 		audit_item_free(it);
 	return rc;
+}
+
+int audit_append_async(struct audit *a, json_t *fields, uint64_t cookie)
+{
+	struct audit_item *it = NULL;
+	int rc;
+
+	rc = audit_item_new(a, fields, &it);
+	if (rc < 0)
+		return rc;
+	return enqueue_async(a, it, cookie);
+}
+
+int audit_append_fields_async(struct audit *a, const struct audit_fields *f, uint64_t cookie)
+{
+	struct audit_item *it = NULL;
+	int rc;
+
+	rc = audit_item_from_fields(a, f, &it);
+	if (rc < 0)
+		return rc;
+	return enqueue_async(a, it, cookie);
 }
 
 int audit_append(struct audit *a, json_t *fields, uint64_t *seq)

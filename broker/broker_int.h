@@ -62,6 +62,8 @@ struct peer {
 	uint8_t exe_sha256[32];   /* valid when hash is DONE */
 	char user[64];            /* uid's name, or "uid:N" */
 	json_t *json;             /* peer_json's cached object */
+	char *json_canon;         /* and its canonical text (records) */
+	size_t json_canon_len;
 };
 
 struct conn;
@@ -93,6 +95,11 @@ int peer_match_principal(struct peer *p, const struct broker_config *c);
 bool peer_in_group(const struct peer *p, gid_t g);
 /* JSON {uid, gid, pid, exe} for audit records. */
 json_t *peer_json(struct peer *p);
+/* The same object, borrowed (it lives as long as the peer); NULL: no memory. */
+json_t *peer_json_borrow(struct peer *p);
+/* Its canonical JSON text, made once (every record of the connection
+ * carries it); NULL: no memory. */
+const char *peer_json_canon(struct peer *p, size_t *len);
 void peer_cache_free(void);
 
 /* ---- connections (server.c) ------------------------------------------ */
@@ -205,6 +212,10 @@ json_t *reply_error(json_t *id, const char *code, const char *fmt, ...)
 /* An audit record skeleton: event, outcome, peer, principal, request id. */
 json_t *record_new(struct broker *b, const char *event, const char *outcome,
 		   struct conn *c, const char *principal, json_t *id);
+/* The same members into a list (the token path's records; values
+ * borrowed from c and id). */
+void record_fields(struct audit_fields *f, const char *event, const char *outcome,
+		   struct conn *c, const char *principal, json_t *id);
 
 /* A request line checked against the framing rules and the op's fields,
  * without acting on it (pure: the fuzz target drives it directly). */
@@ -265,6 +276,9 @@ void pending_op_free(struct pending *p);
  * durable. On a store that cannot write, p is answered audit_unavailable
  * at once (and freed). */
 void pending_audit(struct pending *p, json_t *rec);
+/* The same for a record given as a member list (values borrowed: made
+ * into the record before this returns). */
+void pending_audit_fields(struct pending *p, const struct audit_fields *f);
 /* Have a checkpoint signed over everything durable so far; cb runs on the
  * loop with its result once the audit writer has signed it (the loop never
  * waits for the signing). */
@@ -373,6 +387,7 @@ struct broker {
 	struct loop_timer *stop_timer;
 	int64_t stop_deadline_ms;
 	json_t *outcomes;
+	struct audit_jbuf reply_head;  /* a token reply's head, reused (loop thread) */
 };
 
 /* The client of the configured witnesses (witness_client.c). new: *out

@@ -331,6 +331,7 @@ static void broker_finish(struct broker *b)
 		close(b->sigfd);
 	listen_fds_close(&b->passed);
 	json_decref(b->outcomes);
+	audit_jbuf_free(&b->reply_head);
 	free(b->origin);
 	peer_cache_free();
 }

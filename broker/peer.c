@@ -225,6 +225,7 @@ void peer_clear(struct peer *p)
 	if (p->exe_fd >= 0)
 		close(p->exe_fd);
 	json_decref(p->json);
+	free(p->json_canon);
 	free(p->groups);
 	free(p->exe);
 	*p = (struct peer){.exe_fd = -1};
@@ -538,7 +539,7 @@ void peer_cache_free(void)
 	memset(exe_cache, 0, sizeof(exe_cache));
 }
 
-json_t *peer_json(struct peer *p)
+json_t *peer_json_borrow(struct peer *p)
 {
 	/* built once per connection: every record of it carries the same
 	 * object (records are serialised on the loop thread, so sharing the
@@ -546,5 +547,18 @@ json_t *peer_json(struct peer *p)
 	if (p->json == NULL)
 		p->json = json_pack("{s:I,s:I,s:I,s:s?}", "uid", (json_int_t)p->uid, "gid",
 				    (json_int_t)p->gid, "pid", (json_int_t)p->pid, "exe", p->exe);
-	return json_incref(p->json);
+	return p->json;
+}
+
+const char *peer_json_canon(struct peer *p, size_t *len)
+{
+	if (p->json_canon == NULL && peer_json_borrow(p) != NULL)
+		p->json_canon = audit_canonical_json(p->json, &p->json_canon_len);
+	*len = p->json_canon_len;
+	return p->json_canon;
+}
+
+json_t *peer_json(struct peer *p)
+{
+	return json_incref(peer_json_borrow(p));
 }

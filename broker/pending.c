@@ -128,7 +128,9 @@ void pending_answer(struct pending *p, uint64_t seq, bool with_seq)
 
 static void pending_fail_audit(struct pending *p)
 {
-	json_t *id = p->reply ? json_object_get(p->reply, "id") : NULL;
+	/* the request's id (a token's reply is only made when it leaves) */
+	json_t *id = p->reply ? json_object_get(p->reply, "id")
+			      : p->request ? json_object_get(p->request, "id") : NULL;
 	json_t *r = reply_error(id, "audit_unavailable",
 				"the audit store cannot write, so nothing is issued: free disk space or fix the store; custodyd recovers by itself");
 
@@ -141,17 +143,11 @@ static void pending_fail_audit(struct pending *p)
 	pending_answer(p, 0, false);
 }
 
-void pending_audit(struct pending *p, json_t *rec)
+/* p's record was handed to the writer with cookie (rc 0), or not. */
+static void queued_push(struct pending *p, int rc)
 {
 	struct broker *b = p->b;
-	int rc;
 
-	if (rec == NULL) {
-		pending_fail_audit(p);
-		return;
-	}
-	p->cookie = ++b->next_cookie;
-	rc = audit_append_async(b->audit, rec, p->cookie);
 	if (rc < 0) {
 		p->cookie = 0;
 		pending_fail_audit(p);
@@ -162,6 +158,26 @@ void pending_audit(struct pending *p, json_t *rec)
 	else
 		b->queued_head = p;
 	b->queued_tail = p;
+}
+
+void pending_audit(struct pending *p, json_t *rec)
+{
+	struct broker *b = p->b;
+
+	if (rec == NULL) {
+		pending_fail_audit(p);
+		return;
+	}
+	p->cookie = ++b->next_cookie;
+	queued_push(p, audit_append_async(b->audit, rec, p->cookie));
+}
+
+void pending_audit_fields(struct pending *p, const struct audit_fields *f)
+{
+	struct broker *b = p->b;
+
+	p->cookie = ++b->next_cookie;
+	queued_push(p, audit_append_fields_async(b->audit, f, p->cookie));
 }
 
 void pending_checkpoint(struct pending *p,

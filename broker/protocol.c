@@ -60,6 +60,28 @@ json_t *record_new(struct broker *b, const char *event, const char *outcome,
 	return r;
 }
 
+void record_fields(struct audit_fields *f, const char *event, const char *outcome,
+		   struct conn *c, const char *principal, json_t *id)
+{
+	audit_fields_str(f, "event", event);
+	audit_fields_str(f, "outcome", outcome);
+	if (c != NULL) {
+		size_t len = 0;
+		const char *canon = peer_json_canon(&c->peer, &len);
+
+		if (canon != NULL)
+			audit_fields_raw(f, "peer", canon, len);
+		else
+			audit_fields_json(f, "peer", NULL);
+		if (c->admin)
+			audit_fields_str(f, "actor", c->peer.user);
+	}
+	if (principal != NULL && principal[0] != '\0')
+		audit_fields_str(f, "principal", principal);
+	if (id != NULL && !json_is_null(id))
+		audit_fields_json(f, "request_id", id);
+}
+
 /* ---- parsing ------------------------------------------------------------ */
 
 static bool field_allowed(const char *const *fields, const char *key)

@@ -194,6 +194,8 @@ struct token_op {
 	char tenant_id[128];
 	char *scope;
 	int64_t expires_at;
+	char expires_ts[UTIL_TIME_LEN]; /* expires_at as the record and reply say it */
+	const char *cache;        /* "hit", "miss" or "refresh" (static) */
 };
 
 /* The token copy lives only between the upstream answer and the reply:
@@ -239,68 +241,60 @@ static const char *token_error_code(enum token_status s)
 	}
 }
 
-/* The fields every token record carries. */
-static json_t *token_record(struct pending *p, const char *event, const char *outcome)
+/* The members every token record carries, borrowed from p and its
+ * request (the record is made before either changes). Token records are
+ * written from a member list, not a jansson tree: issuing a token from the
+ * cache is the busiest thing custodyd does (audit.h, fields.c). */
+static void token_fields(struct pending *p, struct audit_fields *f, const char *event,
+			 const char *outcome)
 {
-	struct broker *b = p->b;
 	struct token_op *tk = p->op;
-	json_t *id = json_object_get(p->request, "id");
-	json_t *rec = record_new(b, event, outcome, p->conn, p->principal_name, id);
 	json_t *purpose = json_object_get(p->request, "purpose");
 
-	if (rec == NULL)
-		return NULL;
-	json_object_set_new(rec, "tenant", json_string(tk->tenant_id));
-	json_object_set_new(rec, "grant", json_string(tk->grant_id));
-	json_object_set_new(rec, "scope", json_string(tk->scope));
+	record_fields(f, event, outcome, p->conn, p->principal_name,
+		      json_object_get(p->request, "id"));
+	audit_fields_str(f, "tenant", tk->tenant_id);
+	audit_fields_str(f, "grant", tk->grant_id);
+	audit_fields_str(f, "scope", tk->scope);
 	if (purpose != NULL)
-		json_object_set(rec, "purpose", purpose);
-	return rec;
+		audit_fields_json(f, "purpose", purpose);
 }
 
 static void token_recheck_and_send(struct pending *p, uint64_t seq);
 
 /* The cache or the provider gave a token: copy it (until the reply) and
- * audit it; the re-check runs once the record is durable. */
+ * audit it; the re-check runs once the record is durable. The reply is
+ * made only then, from tk (send_token). */
 static void token_issued(struct pending *p, const struct token_reply *r)
 {
 	struct token_op *tk = p->op;
 	struct broker *b = p->b;
-	json_t *id = json_object_get(p->request, "id");
-	json_t *rec;
-	char ts[UTIL_TIME_LEN];
+	struct audit_fields f = {0};
 
-	rec = token_record(p, "token", "ok");
 	tk->token = malloc(r->token_len + 1);
 	tk->token_len = 0;
-	if (tk->token == NULL || rec == NULL ||
-	    util_time_format(r->expires_at * 1000000, false, ts) < 0) {
-		json_decref(rec);
+	if (tk->token == NULL ||
+	    util_time_format(r->expires_at * 1000000, false, tk->expires_ts) < 0) {
 		token_wipe(tk);
 		p->on_durable = NULL;
-		p->reply = reply_error(id, "internal", "out of memory");
+		p->reply = reply_error(json_object_get(p->request, "id"), "internal", "out of memory");
 		broker_count_outcome(b, "internal");
-		pending_audit(p, token_record(p, "token", "internal"));
+		token_fields(p, &f, "token", "internal");
+		pending_audit_fields(p, &f);
 		return;
 	}
 	memcpy(tk->token, r->access_token, r->token_len);
 	tk->token[r->token_len] = '\0';
 	tk->token_len = r->token_len;
 	tk->expires_at = r->expires_at;
-	json_object_set_new(rec, "cache", json_string(r->cache));
-	json_object_set_new(rec, "token_sha256", json_string(r->token_sha256));
-	json_object_set_new(rec, "token_uti", r->uti[0] ? json_string(r->uti) : json_null());
-	json_object_set_new(rec, "client_request_id",
-			    r->client_request_id[0] ? json_string(r->client_request_id)
-						    : json_null());
-	json_object_set_new(rec, "expires_at", json_string(ts));
-	p->reply = reply_new(id, true);
-	json_object_set_new(p->reply, "token_type", json_string("Bearer"));
-	json_object_set_new(p->reply, "expires_at", json_string(ts));
-	json_object_set_new(p->reply, "tenant", json_string(tk->tenant_id));
-	json_object_set_new(p->reply, "scope", json_string(tk->scope));
-	json_object_set_new(p->reply, "grant", json_string(tk->grant_id));
-	json_object_set_new(p->reply, "cache", json_string(r->cache));
+	tk->cache = r->cache;
+	token_fields(p, &f, "token", "ok");
+	audit_fields_str(&f, "cache", r->cache);
+	audit_fields_str(&f, "token_sha256", r->token_sha256);
+	audit_fields_str(&f, "token_uti", r->uti[0] ? r->uti : NULL);
+	audit_fields_str(&f, "client_request_id",
+			 r->client_request_id[0] ? r->client_request_id : NULL);
+	audit_fields_str(&f, "expires_at", tk->expires_ts);
 	/* A fetch that worked clears a failure noted earlier (a probe
 	 * while the provider did not know the secret yet, say). */
 	if (strcmp(r->cache, "hit") != 0)
@@ -314,7 +308,7 @@ static void token_issued(struct pending *p, const struct token_reply *r)
 			 "token ok: principal=%s tenant=%s grant=%s cache=%s",
 			 p->principal_name, tk->tenant_id, tk->grant_id, r->cache);
 	p->on_durable = token_recheck_and_send;
-	pending_audit(p, rec);
+	pending_audit_fields(p, &f);
 }
 
 /* No token: the refusal is answered and audited with what the provider said. */
@@ -324,25 +318,21 @@ static void token_refused(struct pending *p, const struct token_reply *r)
 	struct broker *b = p->b;
 	json_t *id = json_object_get(p->request, "id");
 	const char *code = token_error_code(r->status);
-	json_t *rec;
+	struct audit_fields f = {0};
+	json_t *codes = NULL;
 
-	rec = token_record(p, "token", code);
-	if (rec != NULL) {
-		json_object_set_new(rec, "error", json_string(code));
-		if (r->client_request_id[0])
-			json_object_set_new(rec, "client_request_id",
-					    json_string(r->client_request_id));
-	}
+	token_fields(p, &f, "token", code);
+	audit_fields_str(&f, "error", code);
+	if (r->client_request_id[0])
+		audit_fields_str(&f, "client_request_id", r->client_request_id);
 	p->reply = reply_error(id, code, "%s", r->message[0] ? r->message : code);
 	if (r->status == TOKEN_TTL_TOO_LONG) {
 		json_object_set_new(p->reply, "max_min_ttl", json_integer(r->max_min_ttl));
-		if (rec != NULL)
-			json_object_set_new(rec, "max_min_ttl", json_integer(r->max_min_ttl));
+		audit_fields_int(&f, "max_min_ttl", r->max_min_ttl);
 	}
 	if (r->status == TOKEN_RATE_LIMITED) {
 		json_object_set_new(p->reply, "retry_after", json_integer(r->retry_after));
-		if (rec != NULL)
-			json_object_set_new(rec, "retry_after", json_integer(r->retry_after));
+		audit_fields_int(&f, "retry_after", r->retry_after);
 	}
 	if (r->status == TOKEN_UPSTREAM_REJECTED &&
 	    (strcmp(r->upstream_error, "invalid_client") == 0 ||
@@ -356,24 +346,21 @@ static void token_refused(struct pending *p, const struct token_reply *r)
 		policy_credential_note(b->policy, b->vault, tk->grant_id, GRANT_CRED_FAILED, why, false);
 	}
 	if (r->status == TOKEN_UPSTREAM_REJECTED) {
-		json_t *codes = json_array();
-
+		codes = json_array();
 		for (size_t i = 0; codes != NULL && i < r->n_upstream_codes && i < 8; i++)
 			json_array_append_new(codes, json_integer(r->upstream_codes[i]));
 		json_object_set_new(p->reply, "upstream_error", json_string(r->upstream_error));
 		json_object_set(p->reply, "upstream_codes", codes);
-		if (rec != NULL) {
-			json_object_set_new(rec, "upstream_error", json_string(r->upstream_error));
-			json_object_set(rec, "upstream_codes", codes);
-			json_object_set_new(rec, "http_status", json_integer(r->http_status));
-		}
-		json_decref(codes);
+		audit_fields_str(&f, "upstream_error", r->upstream_error);
+		audit_fields_json(&f, "upstream_codes", codes);
+		audit_fields_int(&f, "http_status", r->http_status);
 	}
 	broker_count_outcome(b, code);
 	snprintf(p->log, sizeof(p->log), "token %s: principal=%s tenant=%s grant=%s", code,
 		 p->principal_name, tk->tenant_id, tk->grant_id);
 	p->on_durable = NULL;
-	pending_audit(p, rec);
+	pending_audit_fields(p, &f); /* p may be gone now */
+	json_decref(codes);
 }
 
 /* tokens_get's answer, now (a hit) or later (a fetch). */
@@ -491,26 +478,73 @@ static void op_token(struct pending *p, json_t *id, json_t *req)
 		token_answered(p, &now);   /* a hit: last thing here, it may free p */
 }
 
-/* Write the token reply: the token is spliced into the serialized reply
- * straight in the connection's output buffer (wiped once sent), so it
- * never sits in a jansson string or a temporary copy. */
-static int send_token(struct pending *p)
+/* `,"key":` then s as a JSON string */
+static int put_member(struct audit_jbuf *h, const char *key, const char *s)
+{
+	int rc = audit_jbuf_raw(h, ",\"", 2);
+
+	if (rc == 0)
+		rc = audit_jbuf_raw(h, key, strlen(key));
+	if (rc == 0)
+		rc = audit_jbuf_raw(h, "\":", 2);
+	if (rc == 0)
+		rc = audit_jbuf_string(h, s, strlen(s));
+	return rc;
+}
+
+/* The reply's members before the token, in the order the reply has
+ * always had (docs/PROTOCOL.md), written from the op's own state: no
+ * JSON tree is made for a token reply. Reuses b->reply_head. */
+static int token_reply_head(struct pending *p, uint64_t seq)
 {
 	struct token_op *tk = p->op;
-	json_t *r = p->reply;
-	char *head, *line;
-	size_t hl, tl = 0, o = 0;
-	bool plain;
+	struct audit_jbuf *h = &p->b->reply_head;
+	json_t *id = json_object_get(p->request, "id");
 	int64_t in = tk->expires_at - util_now_us() / 1000000;
+	int rc;
 
-	json_object_set_new(r, "expires_in", json_integer(in > 0 ? in : 0));
-	head = audit_json_compact(r, &hl);
-	if (head == NULL)
+	h->len = 0;
+	rc = audit_jbuf_raw(h, "{\"v\":1,\"id\":", 12);
+	if (rc == 0)
+		rc = id != NULL ? audit_jbuf_value(h, id, false) : audit_jbuf_raw(h, "null", 4);
+	if (rc == 0)
+		rc = audit_jbuf_raw(h, ",\"ok\":true", 10);
+	if (rc == 0)
+		rc = put_member(h, "token_type", "Bearer");
+	if (rc == 0)
+		rc = put_member(h, "expires_at", tk->expires_ts);
+	if (rc == 0)
+		rc = put_member(h, "tenant", tk->tenant_id);
+	if (rc == 0)
+		rc = put_member(h, "scope", tk->scope);
+	if (rc == 0)
+		rc = put_member(h, "grant", tk->grant_id);
+	if (rc == 0)
+		rc = put_member(h, "cache", tk->cache);
+	if (rc == 0)
+		rc = audit_jbuf_raw(h, ",\"audit_seq\":", 13);
+	if (rc == 0)
+		rc = audit_jbuf_int(h, (int64_t)seq);
+	if (rc == 0)
+		rc = audit_jbuf_raw(h, ",\"expires_in\":", 14);
+	if (rc == 0)
+		rc = audit_jbuf_int(h, in > 0 ? in : 0);
+	return rc;
+}
+
+/* Write the token reply: the token is spliced after the head straight in
+ * the connection's output buffer (wiped once sent), so it never sits in a
+ * jansson string or a temporary copy. */
+static int send_token(struct pending *p, uint64_t seq)
+{
+	struct token_op *tk = p->op;
+	struct audit_jbuf *h = &p->b->reply_head;
+	char *line;
+	size_t tl = 0, o = 0;
+	bool plain;
+
+	if (token_reply_head(p, seq) < 0)
 		return -ENOMEM;
-	if (hl < 2) {
-		free(head);
-		return -ENOMEM;
-	}
 	/* token_response admits printable ASCII only: '"' and '\\' are all
 	 * that could need escaping, and a JWT has neither (two memchr, one
 	 * memcpy; a byte loop here was ~8% of the loop thread) */
@@ -519,14 +553,11 @@ static int send_token(struct pending *p)
 	tl = tk->token_len;
 	for (size_t i = 0; !plain && i < tk->token_len; i++)
 		tl += tk->token[i] == '"' || tk->token[i] == '\\';
-	line = conn_out_reserve(p->conn, hl - 1 + 17 + tl + 3);
-	if (line == NULL) {
-		free(head);
+	line = conn_out_reserve(p->conn, h->len + 17 + tl + 3);
+	if (line == NULL)
 		return -EPIPE;
-	}
-	memcpy(line, head, hl - 1);   /* without the closing brace */
-	o = hl - 1;
-	free(head);
+	memcpy(line, h->p, h->len);
+	o = h->len;
 	memcpy(line + o, ",\"access_token\":\"", 17);
 	o += 17;
 	if (plain) {
@@ -576,7 +607,7 @@ static void token_recheck_and_send(struct pending *p, uint64_t seq)
 	const char *code = NULL;
 	char msg[512];
 	struct decision d;
-	json_t *rec;
+	struct audit_fields f = {0};
 	int peer_rc;
 
 	policy_decide(b->policy, &ask, &d);
@@ -595,10 +626,8 @@ static void token_recheck_and_send(struct pending *p, uint64_t seq)
 			snprintf(msg, sizeof(msg), "the requesting process exited, was replaced (pid reused) or now runs another executable: ask again");
 		}
 	}
-	if (code == NULL)
-		json_object_set_new(p->reply, "audit_seq", json_integer((json_int_t)seq));
 	if (code == NULL) {
-		int rc = send_token(p);
+		int rc = send_token(p, seq);
 
 		if (rc == 0) {
 			broker_count_outcome(b, "ok");
@@ -615,17 +644,15 @@ static void token_recheck_and_send(struct pending *p, uint64_t seq)
 	broker_log("token withheld (%s): principal=%s grant=%s seq=%llu", code,
 		   p->principal_name, tk->grant_id, (unsigned long long)seq);
 	token_wipe(tk);
-	rec = token_record(p, "token.withheld", code);
-	if (rec != NULL) {
-		json_object_set_new(rec, "error", json_string(code));
-		json_object_set_new(rec, "token_seq", json_integer((json_int_t)seq));
-	}
+	token_fields(p, &f, "token.withheld", code);
+	audit_fields_str(&f, "error", code);
+	audit_fields_int(&f, "token_seq", (int64_t)seq);
 	json_decref(p->reply);
 	p->reply = strcmp(code, "gone") == 0 ? NULL : reply_error(id, code, "%s", msg);
 	p->on_durable = NULL;
 	p->log[0] = '\0';
 	broker_count_outcome(b, "withheld");
-	pending_audit(p, rec);
+	pending_audit_fields(p, &f);
 }
 
 /* Every tool op first maps the caller to a principal; all but ping (and

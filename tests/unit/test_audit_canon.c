@@ -2,16 +2,19 @@
  * of json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII):
  * record bodies are hashed in that encoding, and verify re-encodes with
  * jansson. Fixed edge cases, then thousands of generated trees. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "audit.h"
+#include "audit_int.h"
 
 #define FLAGS (JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII)
 
@@ -220,6 +223,237 @@ static void test_generated(void **state)
 	}
 }
 
+/* ---- records from member lists (fields.c) -------------------------------- */
+
+static struct audit *ph_store(void)
+{
+	struct audit *a = calloc(1, sizeof(*a));
+
+	assert_non_null(a);
+	audit_placeholders_init(a);
+	return a;
+}
+
+/* Both paths make the same item of the same members, and the writer's
+ * splice gives the same final body. */
+static void same_item(struct audit *a, json_t *tree, const struct audit_fields *f)
+{
+	struct audit_item *x = NULL, *y = NULL;
+	int rx, ry;
+
+	json_incref(tree);
+	rx = audit_item_new(a, tree, &x);
+	ry = audit_item_from_fields(a, f, &y);
+	assert_int_equal(ry, rx);
+	if (rx == 0) {
+		char *bx = NULL, *by = NULL;
+		size_t cx = 0, cy = 0, lx = 0, ly = 0;
+
+		assert_int_equal(y->len0, x->len0);
+		assert_memory_equal(y->body0, x->body0, x->len0);
+		assert_int_equal(y->has_tenant, x->has_tenant);
+		for (int i = 0; i < 4; i++) {
+			if (x->col[i] == NULL)
+				assert_null(y->col[i]);
+			else
+				assert_string_equal(y->col[i], x->col[i]);
+		}
+		assert_int_equal(audit_body_splice(a, x, 123456789, "2026-12-03T12:00:00.123456Z", 42,
+						   "ab01", &bx, &cx, &lx), 0);
+		assert_int_equal(audit_body_splice(a, y, 123456789, "2026-12-03T12:00:00.123456Z", 42,
+						   "ab01", &by, &cy, &ly), 0);
+		assert_int_equal(ly, lx);
+		assert_memory_equal(by, bx, lx);
+		/* and the spliced body is the canonical encoding of the record
+		 * (jansson cannot read back a key holding NUL) */
+		if (memmem(bx, lx, "\\u0000", 6) == NULL) {
+			json_error_t e;
+			json_t *back = json_loadb(bx, lx, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &e);
+			char *again;
+
+			if (back == NULL)
+				fail_msg("spliced body does not parse: %s: %.300s", e.text, bx);
+			again = audit_canonical_json(back, NULL);
+			assert_non_null(again);
+			assert_string_equal(again, bx);
+			assert_int_equal(json_integer_value(json_object_get(back, "seq")), 123456789);
+			free(again);
+			json_decref(back);
+		}
+		free(bx);
+		free(by);
+	}
+	audit_item_free(x);
+	audit_item_free(y);
+}
+
+static void test_fields_fixed(void **state)
+{
+	struct audit *a = ph_store();
+	json_t *peer = json_pack("{s:i,s:i,s:i,s:s}", "uid", 1000, "gid", 1000, "pid", 77, "exe",
+				 "/usr/bin/tool \"q\" \xe2\x80\xae");
+	json_t *id = json_string("req-\u00e9"), *tree;
+	struct audit_fields f = {0};
+
+	(void)state;
+	/* a token record as the broker writes it */
+	audit_fields_str(&f, "event", "token");
+	audit_fields_str(&f, "outcome", "ok");
+	audit_fields_json(&f, "peer", peer);
+	audit_fields_str(&f, "principal", "siem");
+	audit_fields_json(&f, "request_id", id);
+	audit_fields_str(&f, "tenant", "7f3c0e2a-0000-4000-8000-000000000001");
+	audit_fields_str(&f, "grant", "g-1");
+	audit_fields_str(&f, "scope", "https://api.securitycenter.microsoft.com/.default");
+	audit_fields_str(&f, "purpose", "<script>alert(1)</script> \xe2\x80\xae");
+	audit_fields_str(&f, "token_uti", NULL);
+	audit_fields_int(&f, "expires_in", -5);
+	tree = json_pack("{s:s,s:s,s:O,s:s,s:O,s:s,s:s,s:s,s:s,s:n,s:i}", "event", "token",
+			 "outcome", "ok", "peer", peer, "principal", "siem", "request_id", id,
+			 "tenant", "7f3c0e2a-0000-4000-8000-000000000001", "grant", "g-1", "scope",
+			 "https://api.securitycenter.microsoft.com/.default", "purpose",
+			 "<script>alert(1)</script> \xe2\x80\xae", "token_uti", "expires_in", -5);
+	assert_non_null(tree);
+	same_item(a, tree, &f);
+	json_decref(tree);
+
+	/* no tenant: no tenant_prev / tenant_seq placeholders */
+	f = (struct audit_fields){0};
+	audit_fields_str(&f, "event", "ping");
+	audit_fields_str(&f, "tenant", NULL);
+	tree = json_pack("{s:s,s:n}", "event", "ping", "tenant");
+	same_item(a, tree, &f);
+	json_decref(tree);
+	json_decref(peer);
+	json_decref(id);
+	free(a);
+}
+
+static void test_fields_refused(void **state)
+{
+	struct audit *a = ph_store();
+	struct audit_item *it = NULL;
+	struct audit_fields f;
+	json_t *num = json_integer(3);
+
+	(void)state;
+	/* no event; an event that is not a string */
+	f = (struct audit_fields){0};
+	audit_fields_str(&f, "outcome", "ok");
+	assert_int_equal(audit_item_from_fields(a, &f, &it), -EINVAL);
+	f = (struct audit_fields){0};
+	audit_fields_int(&f, "event", 1);
+	assert_int_equal(audit_item_from_fields(a, &f, &it), -EINVAL);
+	f = (struct audit_fields){0};
+	audit_fields_str(&f, "event", "token");
+	audit_fields_json(&f, "tenant", num);
+	assert_int_equal(audit_item_from_fields(a, &f, &it), -EINVAL);
+	/* a key twice; a store key; too many members */
+	f = (struct audit_fields){0};
+	audit_fields_str(&f, "event", "token");
+	audit_fields_str(&f, "grant", "a");
+	audit_fields_str(&f, "grant", "b");
+	assert_int_equal(audit_item_from_fields(a, &f, &it), -EINVAL);
+	for (int k = 0; k < 4; k++) {
+		static const char *const sk[] = {"seq", "time", "tenant_seq", "tenant_prev"};
+
+		f = (struct audit_fields){0};
+		audit_fields_str(&f, "event", "token");
+		audit_fields_int(&f, sk[k], 1);
+		assert_int_equal(audit_item_from_fields(a, &f, &it), -EINVAL);
+	}
+	f = (struct audit_fields){0};
+	audit_fields_str(&f, "event", "token");
+	for (int i = 0; i < AUDIT_FIELDS_MAX + 3; i++)
+		audit_fields_int(&f, "k", i);
+	assert_true(f.overflow);
+	assert_int_equal(audit_item_from_fields(a, &f, &it), -EINVAL);
+	/* a string that is not UTF-8, as key or as value */
+	f = (struct audit_fields){0};
+	audit_fields_str(&f, "event", "token");
+	audit_fields_str(&f, "purpose", "bad \xc3\x28 utf-8");
+	assert_int_equal(audit_item_from_fields(a, &f, &it), -EINVAL);
+	f = (struct audit_fields){0};
+	audit_fields_str(&f, "event", "token");
+	audit_fields_str(&f, "\xff", "x");
+	assert_int_equal(audit_item_from_fields(a, &f, &it), -EINVAL);
+	assert_null(it);
+	json_decref(num);
+	free(a);
+}
+
+static void test_fields_generated(void **state)
+{
+	static const char *const cols[] = {"event", "outcome", "tenant", "principal"};
+	struct audit *a = ph_store();
+
+	(void)state;
+	for (int i = 0; i < 20000; i++) {
+		json_t *tree = json_object(), *vals[AUDIT_FIELDS_MAX];
+		struct audit_fields f = {0};
+		char keys[AUDIT_FIELDS_MAX][128], strs[AUDIT_FIELDS_MAX][128];
+		size_t nv = 0;
+		uint32_t n = rnd(AUDIT_FIELDS_MAX - 4);
+
+		/* the columns, each present or not, string or null (event
+		 * mostly present) */
+		for (int c = 0; c < 4; c++) {
+			if (rnd(c == 0 ? 10 : 3) == 0)
+				continue;
+			if (c > 0 && rnd(4) == 0) {
+				audit_fields_str(&f, cols[c], NULL);
+				json_object_set_new(tree, cols[c], json_null());
+				continue;
+			}
+			snprintf(strs[f.n], sizeof(strs[0]), "%s-%u", cols[c], rnd(1000));
+			audit_fields_str(&f, cols[c], strs[f.n]);
+			json_object_set_new(tree, cols[c], json_string(strs[f.n - 1]));
+		}
+		for (uint32_t k = 0; k < n; k++) {
+			size_t kl = rnd_text(keys[f.n], sizeof(keys[0]));
+			char *key = keys[f.n];
+			json_t *v;
+
+			if (memchr(key, '\0', kl) != NULL || json_object_get(tree, key) != NULL ||
+			    strcmp(key, "seq") == 0 || strcmp(key, "time") == 0 ||
+			    strcmp(key, "tenant_seq") == 0 || strcmp(key, "tenant_prev") == 0)
+				continue;
+			switch (rnd(4)) {
+			case 0: { /* a C string */
+				size_t sl = rnd_text(strs[f.n], sizeof(strs[0]));
+
+				if (memchr(strs[f.n], '\0', sl) != NULL)
+					continue;
+				json_object_set_new(tree, key, json_string(strs[f.n]));
+				audit_fields_str(&f, key, strs[f.n]);
+				break;
+			}
+			case 1: { /* an integer */
+				int64_t x = (int64_t)(rng >> 1) * (rnd(2) ? 1 : -1) >> rnd(63);
+
+				json_object_set_new(tree, key, json_integer(x));
+				audit_fields_int(&f, key, x);
+				break;
+			}
+			case 2: /* null */
+				json_object_set_new(tree, key, json_null());
+				audit_fields_str(&f, key, NULL);
+				break;
+			default: /* any value, borrowed */
+				v = rnd_value(1);
+				vals[nv++] = v;
+				json_object_set(tree, key, v);
+				audit_fields_json(&f, key, v);
+			}
+		}
+		same_item(a, tree, &f);
+		json_decref(tree);
+		for (size_t k = 0; k < nv; k++)
+			json_decref(vals[k]);
+	}
+	free(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -227,6 +461,9 @@ int main(void)
 		cmocka_unit_test(test_not_encodable),
 		cmocka_unit_test(test_fallbacks),
 		cmocka_unit_test(test_generated),
+		cmocka_unit_test(test_fields_fixed),
+		cmocka_unit_test(test_fields_refused),
+		cmocka_unit_test(test_fields_generated),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
