@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -28,6 +29,46 @@ static void test_time_roundtrip(void **state)
 	assert_string_equal(buf, "2026-11-29T04:00:00.500000Z");
 	assert_int_equal(util_time_parse("2021-01-26T20:33:57.7220239Z", &us), 0);
 	assert_int_equal(us % 1000000, 722023);
+}
+
+/* The hand-written formatter against strftime + printf, over times from
+ * year 0 to 9999 and before 1970 (negative microseconds). */
+static void test_time_format_matches(void **state)
+{
+	uint64_t x = 0x243f6a8885a308d3ULL;
+	char got[UTIL_TIME_LEN], want[96];
+	const int64_t lo = -62167219200LL, hi = 253402300799LL; /* 0000-01-01 .. 9999-12-31 */
+
+	(void)state;
+	for (int i = 0; i < 200000; i++) {
+		int64_t secs, us, frac;
+		time_t t;
+		struct tm tm;
+		char date[64];
+
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		secs = lo + (int64_t)(x % (uint64_t)(hi - lo + 1));
+		frac = (int64_t)((x >> 20) % 1000000);
+		if (i < 4) /* the edges */
+			secs = i == 0 ? lo : i == 1 ? hi : i == 2 ? -1 : 0;
+		us = secs * 1000000 + frac;
+		t = (time_t)secs;
+		assert_non_null(gmtime_r(&t, &tm));
+		strftime(date, sizeof(date), "%Y-%m-%dT%H:%M:%S", &tm);
+		if (tm.tm_year + 1900 < 1000) /* %Y does not pad */
+			snprintf(date, sizeof(date), "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+				 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+		assert_int_equal(util_time_format(us, false, got), 0);
+		snprintf(want, sizeof(want), "%sZ", date);
+		assert_string_equal(got, want);
+		assert_int_equal(util_time_format(us, true, got), 0);
+		snprintf(want, sizeof(want), "%s.%06lldZ", date, (long long)frac);
+		assert_string_equal(got, want);
+	}
+	assert_int_equal(util_time_format((hi + 1) * 1000000, false, got), -EINVAL);
+	assert_int_equal(util_time_format((lo - 1) * 1000000, false, got), -EINVAL);
 }
 
 static void test_time_rejects(void **state)
@@ -192,6 +233,7 @@ int main(void)
 		cmocka_unit_test(test_parse_dec),
 		cmocka_unit_test(test_time_roundtrip),
 		cmocka_unit_test(test_time_rejects),
+		cmocka_unit_test(test_time_format_matches),
 		cmocka_unit_test(test_utf8),
 		cmocka_unit_test(test_files),
 		cmocka_unit_test(test_write_file_tmp),
