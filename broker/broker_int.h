@@ -75,9 +75,13 @@ void peer_clear(struct peer *p);
 /* Right after accept: on a tool connection, start hashing the executable
  * when some principal of the config in force asks for exe_sha256 and
  * could match this peer otherwise (answered from the cache at once, or
- * hashed on the offload worker; the connection reads no request until it
- * is done). Closes the executable's fd when no hash is needed. */
-void peer_resolve(struct conn *c);
+ * hashed on the offload worker). Closes the executable's fd when no hash
+ * is needed. True: the hash is PENDING, and done(ctx) runs once it is in
+ * (or cancelled); the caller keeps p alive until then and reads no
+ * request meanwhile. False: settled now (done never runs). */
+struct broker;
+bool peer_resolve(struct broker *b, struct peer *p, bool admin,
+		  void (*done)(void *ctx, bool cancelled), void *ctx);
 /* Before a token leaves: 0 when the client is still there and still the
  * same process (and, with same_exe, still runs the executable seen at
  * accept: same device and inode), -EPIPE when it hung up, -ESRCH when the
@@ -143,8 +147,6 @@ void conn_send_raw(struct conn *c, const char *buf, size_t len);
 char *conn_out_reserve(struct conn *c, size_t len);
 void conn_out_commit(struct conn *c, size_t len);
 void conn_close(struct conn *c);
-/* Reading may go on again (the executable's hash is in). */
-void conn_resume(struct conn *c);
 /* Drop a reference taken with c->refs++ (freed once closed and unreferenced). */
 void conn_unref(struct conn *c);
 /* A request on c begins (c stays allocated until it ends, even closed) and

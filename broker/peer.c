@@ -52,15 +52,22 @@ struct exe_hash {
 	bool used;
 };
 
-/* A hash on the offload worker, and the connections waiting for it (one
- * job per file however many connections run it). */
+/* A peer waiting for a hash, and whom to tell once it is in. */
+struct hash_waiter {
+	struct peer *p;
+	void (*done)(void *ctx, bool cancelled);
+	void *ctx;
+};
+
+/* A hash on the offload worker, and the peers waiting for it (one job per
+ * file however many connections run it). */
 struct hash_job {
 	struct offload_job job;
 	struct hash_job *next_inflight;
 	struct exe_hash key;
 	int fd;
 	int rc;
-	struct conn **waiters;
+	struct hash_waiter *waiters;
 	size_t n_waiters;
 };
 
@@ -443,18 +450,14 @@ static void hash_done(struct offload_job *job, bool cancelled)
 		*slot = j->key;
 	}
 	for (size_t i = 0; i < j->n_waiters; i++) {
-		struct conn *c = j->waiters[i];
+		struct hash_waiter *w = &j->waiters[i];
 
-		if (!c->dead) {
-			hash_set(&c->peer, cancelled ? -ECANCELED : j->rc, j->key.sha256);
-			if (j->rc < 0 && !cancelled)
-				broker_log("cannot hash the executable of pid %d (%s): %s",
-					   (int)c->peer.pid, c->peer.exe ? c->peer.exe : "?",
-					   strerror(-j->rc));
-			if (!cancelled)
-				conn_resume(c);
-		}
-		conn_unref(c);
+		/* the waiter's owner keeps the peer alive until done runs */
+		hash_set(w->p, cancelled ? -ECANCELED : j->rc, j->key.sha256);
+		if (j->rc < 0 && !cancelled)
+			broker_log("cannot hash the executable of pid %d (%s): %s", (int)w->p->pid,
+				   w->p->exe ? w->p->exe : "?", strerror(-j->rc));
+		w->done(w->ctx, cancelled);
 	}
 	close(j->fd);
 	free(j->waiters);
@@ -473,31 +476,30 @@ static bool peer_wants_hash(const struct peer *p, const struct broker_config *cf
 	return false;
 }
 
-void peer_resolve(struct conn *c)
+bool peer_resolve(struct broker *b, struct peer *p, bool admin,
+		  void (*done)(void *ctx, bool cancelled), void *ctx)
 {
-	struct broker *b = c->b;
-	struct peer *p = &c->peer;
 	struct hash_job *j;
-	struct conn **w;
+	struct hash_waiter *w;
 
-	if (c->admin || !p->have_exe_id || p->exe_fd < 0 || !peer_wants_hash(p, b->cfg)) {
+	if (admin || !p->have_exe_id || p->exe_fd < 0 || !peer_wants_hash(p, b->cfg)) {
 		if (p->exe_fd >= 0) {
 			close(p->exe_fd);
 			p->exe_fd = -1;
 		}
-		return;
+		return false;
 	}
 	for (unsigned i = 0; i < EXE_CACHE_SLOTS; i++)
 		if (cache_key_eq(&exe_cache[i], p)) {
 			hash_set(p, 0, exe_cache[i].sha256);
-			return;
+			return false;
 		}
 	if ((uint64_t)p->exe_size > b->cfg->limits.max_exe_bytes) {
 		broker_log("executable of pid %d (%s) not hashed: %lld bytes, limits.max_exe_bytes is %llu",
 			   (int)p->pid, p->exe ? p->exe : "?", (long long)p->exe_size,
 			   (unsigned long long)b->cfg->limits.max_exe_bytes);
 		hash_set(p, -E2BIG, NULL);
-		return;
+		return false;
 	}
 	/* the same file already hashing: wait for that job */
 	for (j = hash_inflight; j != NULL; j = j->next_inflight)
@@ -507,7 +509,7 @@ void peer_resolve(struct conn *c)
 		j = calloc(1, sizeof(*j));
 		if (j == NULL) {
 			hash_set(p, -ENOMEM, NULL);
-			return;
+			return false;
 		}
 		j->fd = p->exe_fd;
 		p->exe_fd = -1;
@@ -522,16 +524,16 @@ void peer_resolve(struct conn *c)
 	w = realloc(j->waiters, (j->n_waiters + 1) * sizeof(*w));
 	if (w == NULL) {
 		hash_set(p, -ENOMEM, NULL);
-		return;
+		return false;
 	}
 	j->waiters = w;
-	j->waiters[j->n_waiters++] = c;
-	c->refs++;
+	j->waiters[j->n_waiters++] = (struct hash_waiter){.p = p, .done = done, .ctx = ctx};
 	if (p->exe_fd >= 0) {
 		close(p->exe_fd);
 		p->exe_fd = -1;
 	}
 	p->hash = PEER_HASH_PENDING;
+	return true;
 }
 
 void peer_cache_free(void)

@@ -177,6 +177,18 @@ static void accept_pause(struct broker *b)
 	broker_log("accept paused: out of file descriptors (%u connections)", b->n_tool + b->n_admin);
 }
 
+static void conn_update_events(struct conn *c);
+
+/* The executable's hash is in (peer_resolve): reading may go on. */
+static void conn_hash_done(void *ctx, bool cancelled)
+{
+	struct conn *c = ctx;
+
+	if (!cancelled && !c->dead)
+		conn_update_events(c);
+	conn_unref(c);
+}
+
 static void on_accept(struct loop *l, int lfd, uint32_t events, void *ctx)
 {
 	struct broker *b = ctx;
@@ -251,7 +263,9 @@ static void on_accept(struct loop *l, int lfd, uint32_t events, void *ctx)
 			b->n_admin++;
 		else
 			b->n_tool++;
-		peer_resolve(c);
+		/* the request waits for an executable's hash (off the loop) */
+		if (peer_resolve(b, &c->peer, c->admin, conn_hash_done, c))
+			c->refs++;
 	}
 }
 
@@ -285,10 +299,6 @@ static void conn_update_events(struct conn *c)
 		loop_timer_arm(c->b->drain_timer, 0);
 }
 
-void conn_resume(struct conn *c)
-{
-	conn_update_events(c);
-}
 
 static void conn_free(struct conn *c)
 {
