@@ -36,7 +36,9 @@ static void audit_log(const char *fmt, ...)
 
 /* ---- calls from other threads ------------------------------------------ */
 
-/* Refuse while the store cannot write; else queue it. Under a->lock. */
+/* Refuse while the store cannot write; else queue it. Under a->lock; the
+ * caller wakes the writer (after unlocking, where it can: a writer woken
+ * under the lock only blocks on it again). */
 static int enqueue_locked(struct audit *a, struct audit_item *it)
 {
 	if (a->read_only || a->stopping)
@@ -49,7 +51,6 @@ static int enqueue_locked(struct audit *a, struct audit_item *it)
 		a->q_head = it;
 	a->q_tail = it;
 	a->q_len++;
-	pthread_cond_signal(&a->wake);
 	return 0;
 }
 
@@ -70,6 +71,8 @@ static int enqueue_async(struct audit *a, struct audit_item *it, uint64_t cookie
 	pthread_mutex_unlock(&a->lock);
 	if (rc < 0)
 		audit_item_free(it);
+	else
+		pthread_cond_signal(&a->wake);
 	return rc;
 }
 
@@ -109,6 +112,7 @@ int audit_append(struct audit *a, json_t *fields, uint64_t *seq)
 	pthread_mutex_lock(&a->lock);
 	rc = enqueue_locked(a, it);
 	if (rc == 0) {
+		pthread_cond_signal(&a->wake);
 		while (!w.done)
 			pthread_cond_wait(&w.cond, &a->lock);
 		rc = w.rc;
@@ -499,14 +503,13 @@ static void try_recover(struct audit *a)
  * the eventfd. Frees the items. */
 static void complete(struct audit *a, struct audit_item *list, int batch_rc)
 {
+	struct audit_item *done = list;
 	bool signal = false;
 
 	pthread_mutex_lock(&a->lock);
-	while (list) {
-		struct audit_item *it = list;
+	for (struct audit_item *it = list; it != NULL; it = it->next) {
 		int rc = batch_rc < 0 ? batch_rc : it->rc;
 
-		list = it->next;
 		if (it->w != NULL) {
 			it->w->rc = rc;
 			it->w->seq = rc == 0 ? it->seq : 0;
@@ -521,8 +524,11 @@ static void complete(struct audit *a, struct audit_item *list, int batch_rc)
 			a->done_len++;
 			signal = true;
 		}
-		audit_item_free(it);
 	}
+	pthread_mutex_unlock(&a->lock);
+	/* Outside the lock, so the woken loop does not block on it. No wake
+	 * is lost: the poller drains under the lock and only then empties the
+	 * eventfd, so a write after that leaves it readable. */
 	if (signal) {
 		uint64_t one = 1;
 
@@ -530,7 +536,12 @@ static void complete(struct audit *a, struct audit_item *list, int batch_rc)
 			/* counter saturated: it is readable anyway */
 		}
 	}
-	pthread_mutex_unlock(&a->lock);
+	while (done != NULL) {
+		struct audit_item *it = done;
+
+		done = it->next;
+		audit_item_free(it); /* ours: a blocking appender only reads its waiter */
+	}
 }
 
 static void complete_cps(struct audit *a, struct audit_cpreq *cps, int rc, const char *note,
