@@ -186,6 +186,15 @@ static int put_string(struct audit_jbuf *b, const char *str, size_t n)
 	if (grow(b, n + 2) < 0)
 		return -ENOMEM;
 	b->p[b->len++] = '"';
+	/* most strings (ids, names, hex, times) need no escape at all: one
+	 * copy into the room just made */
+	run = plain_run(s, n);
+	if (run == n) {
+		memcpy(b->p + b->len, str, n);
+		b->len += n;
+		b->p[b->len++] = '"';
+		return 0;
+	}
 	while (i < n) {
 		uint32_t cp;
 		size_t l;
