@@ -1,7 +1,9 @@
 /* test_audit_canon.c — audit_canonical_json must write exactly the bytes
  * of json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENSURE_ASCII):
  * record bodies are hashed in that encoding, and verify re-encodes with
- * jansson. Fixed edge cases, then thousands of generated trees. */
+ * jansson. Fixed edge cases, then thousands of generated trees. And a
+ * record made from a member list (fields.c, the token path) must be the
+ * very item the tree path makes of the same members. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -388,7 +390,7 @@ static void test_fields_generated(void **state)
 	struct audit *a = ph_store();
 
 	(void)state;
-	for (int i = 0; i < 20000; i++) {
+	for (int i = 0; i < 4000; i++) {
 		json_t *tree = json_object(), *vals[AUDIT_FIELDS_MAX];
 		struct audit_fields f = {0};
 		char keys[AUDIT_FIELDS_MAX][128], strs[AUDIT_FIELDS_MAX][128];
