@@ -185,42 +185,31 @@ static void harden(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
-static int broker_start(struct broker *b)
+/* SIGTERM, SIGINT and SIGHUP through a signalfd: blocked before any
+ * thread starts, so only the signalfd sees them. */
+static int signals_open(struct broker *b)
 {
-	struct vault_key_source src;
-	struct audit_opts ao = {0};
-	struct cerr err = {0};
 	sigset_t mask;
-	int rc;
 
-	b->tool_fd = b->admin_fd = b->sigfd = b->off_efd = -1;
-	b->on_line = dispatch_line;
-	b->on_too_large = dispatch_too_large;
-	b->on_foreign_sender = dispatch_foreign_sender;
-	b->on_conn_close = admin_follow_stop;
-	b->started_us = util_now_us();
-	b->outcomes = json_object();
-	if (b->outcomes == NULL)
-		return -ENOMEM;
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
-	/* blocked before any thread starts, so only the signalfd sees them */
 	if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
 		return -errno;
 	b->sigfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
-	if (b->sigfd < 0)
-		return -errno;
-	rc = loop_new(&b->loop);
-	if (rc < 0)
-		return rc;
-	broker_config_key_source(b->cfg, &src);
-	rc = vault_open(b->cfg->vault_dir, &src, &b->vault, &err);
-	if (rc < 0) {
-		broker_log("cannot open the vault: %s", err.msg);
-		return rc;
-	}
+	return b->sigfd < 0 ? -errno : 0;
+}
+
+/* The audit store, its checkpoints signed with the vault's audit key. */
+static int audit_store_open(struct broker *b)
+{
+	/* exports end at the newest checkpoint the witness quorum cosigned */
+	static struct audit_vkey wkeys[AUDIT_WITNESS_MAX];
+	struct audit_opts ao = {0};
+	struct cerr err = {0};
+	int rc;
+
 	b->origin = strdup(b->cfg->audit_origin);
 	if (b->origin == NULL)
 		return -ENOMEM;
@@ -233,21 +222,67 @@ static int broker_start(struct broker *b)
 	ao.signer = &b->signer;
 	/* ~16 MiB: the WAL's laps (a fold every ~4 MiB) overwrite from the start */
 	ao.wal_prefill_frames = BROKER_WAL_PREFILL_FRAMES;
-	/* exports end at the newest checkpoint the witness quorum cosigned */
-	{
-		static struct audit_vkey wkeys[AUDIT_WITNESS_MAX];
-
-		for (size_t i = 0; i < b->cfg->n_witnesses; i++)
-			wkeys[i] = b->cfg->witnesses[i].vkey;
-		ao.witnesses = wkeys;
-		ao.n_witnesses = b->cfg->n_witnesses;
-		ao.witness_quorum = b->cfg->witness_quorum;
-	}
+	for (size_t i = 0; i < b->cfg->n_witnesses; i++)
+		wkeys[i] = b->cfg->witnesses[i].vkey;
+	ao.witnesses = wkeys;
+	ao.n_witnesses = b->cfg->n_witnesses;
+	ao.witness_quorum = b->cfg->witness_quorum;
 	rc = audit_open(b->cfg->audit_db, &ao, &b->audit, &err);
-	if (rc < 0) {
+	if (rc < 0)
 		broker_log("cannot open the audit store: %s", err.msg);
+	return rc;
+}
+
+/* What runs beside the loop: the offload worker, witnesses, shippers. */
+static int helpers_start(struct broker *b)
+{
+	int rc = offload_init(b);
+
+	if (rc < 0) {
+		broker_log("cannot start the admin-reads thread: %s", strerror(-rc));
 		return rc;
 	}
+	rc = witness_client_new(b, &b->wc);
+	if (rc < 0) {
+		broker_log("cannot start the witness client: %s", strerror(-rc));
+		return rc;
+	}
+	rc = shipper_start(b, &b->ship);
+	if (rc < 0)
+		broker_log("cannot start shipping the audit trail: %s", strerror(-rc));
+	return rc;
+}
+
+static int broker_start(struct broker *b)
+{
+	struct vault_key_source src;
+	struct cerr err = {0};
+	int rc;
+
+	b->tool_fd = b->admin_fd = b->sigfd = b->off_efd = -1;
+	b->on_line = dispatch_line;
+	b->on_too_large = dispatch_too_large;
+	b->on_foreign_sender = dispatch_foreign_sender;
+	b->on_conn_close = admin_follow_stop;
+	b->started_us = util_now_us();
+	b->outcomes = json_object();
+	if (b->outcomes == NULL)
+		return -ENOMEM;
+	rc = signals_open(b);
+	if (rc < 0)
+		return rc;
+	rc = loop_new(&b->loop);
+	if (rc < 0)
+		return rc;
+	broker_config_key_source(b->cfg, &src);
+	rc = vault_open(b->cfg->vault_dir, &src, &b->vault, &err);
+	if (rc < 0) {
+		broker_log("cannot open the vault: %s", err.msg);
+		return rc;
+	}
+	rc = audit_store_open(b);
+	if (rc < 0)
+		return rc;
 	rc = tokens_new(b->loop, b->vault, &b->cfg->upstream, &b->tokens);
 	if (rc < 0) {
 		broker_log("cannot start the token cache: %s", strerror(-rc));
@@ -262,39 +297,19 @@ static int broker_start(struct broker *b)
 		return rc;
 	expiry_init(b);
 	rc = loop_fd_add(b->loop, b->sigfd, EPOLLIN, on_signal, b);
-	if (rc < 0)
-		return rc;
-	rc = loop_fd_add(b->loop, audit_event_fd(b->audit), EPOLLIN, pending_audit_ready, b);
-	if (rc < 0)
-		return rc;
-	rc = offload_init(b);
-	if (rc < 0) {
-		broker_log("cannot start the admin-reads thread: %s", strerror(-rc));
-		return rc;
-	}
-	rc = witness_client_new(b, &b->wc);
-	if (rc < 0) {
-		broker_log("cannot start the witness client: %s", strerror(-rc));
-		return rc;
-	}
-	rc = shipper_start(b, &b->ship);
-	if (rc < 0) {
-		broker_log("cannot start shipping the audit trail: %s", strerror(-rc));
-		return rc;
-	}
-	rc = loop_timer_new(b->loop, stop_deadline, b, &b->stop_timer);
-	if (rc < 0)
-		return rc;
-	rc = loop_timer_new(b->loop, expiry_tick, b, &b->expiry_timer);
-	if (rc < 0)
-		return rc;
-	rc = guard_init(b);
-	if (rc < 0)
-		return rc;
-	rc = server_listen(b);
-	if (rc < 0)
-		return rc;
-	return 0;
+	if (rc == 0)
+		rc = loop_fd_add(b->loop, audit_event_fd(b->audit), EPOLLIN, pending_audit_ready, b);
+	if (rc == 0)
+		rc = helpers_start(b);
+	if (rc == 0)
+		rc = loop_timer_new(b->loop, stop_deadline, b, &b->stop_timer);
+	if (rc == 0)
+		rc = loop_timer_new(b->loop, expiry_tick, b, &b->expiry_timer);
+	if (rc == 0)
+		rc = guard_init(b);
+	if (rc == 0)
+		rc = server_listen(b);
+	return rc;
 }
 
 static void broker_finish(struct broker *b)
