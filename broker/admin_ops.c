@@ -830,7 +830,9 @@ static void op_status(struct pending *p, json_t *id, json_t *req)
 
 	policy_grant_counts(b->policy, now, counts);
 	tokens_get_stats(b->tokens, &ts);
-	st = json_pack("{s:s,s:I,s:b,s:s?,s:{s:I,s:I,s:I,s:I},s:o,s:O,s:{s:I,s:I,s:I,s:I},"
+	/* "requests": a copy (the counts go on changing in place while this
+	 * reply waits for its record) */
+	st = json_pack("{s:s,s:I,s:b,s:s?,s:{s:I,s:I,s:I,s:I},s:o,s:o,s:{s:I,s:I,s:I,s:I},"
 		       "s:{s:I,s:I},s:{s:I,s:b},s:{s:I,s:I}}",
 		       "version", CUSTODY_VERSION,
 		       "uptime_s", (json_int_t)((util_now_us() - b->started_us) / 1000000),
@@ -841,7 +843,7 @@ static void op_status(struct pending *p, json_t *id, json_t *req)
 		       "expired", (json_int_t)counts[GRANT_EXPIRED],
 		       "revoked", (json_int_t)counts[GRANT_REVOKED],
 		       "suspended", susp,
-		       "requests", b->outcomes,
+		       "requests", json_deep_copy(b->outcomes),
 		       "cache", "hits", (json_int_t)ts.hits, "misses", (json_int_t)ts.misses,
 		       "refreshes", (json_int_t)ts.refreshes, "entries", (json_int_t)ts.cached,
 		       "upstream", "calls", (json_int_t)ts.upstream_calls, "errors",

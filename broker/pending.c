@@ -20,8 +20,11 @@ void broker_count_outcome(struct broker *b, const char *outcome)
 {
 	json_t *v = json_object_get(b->outcomes, outcome);
 
-	json_object_set_new(b->outcomes, outcome,
-			    json_integer(v ? json_integer_value(v) + 1 : 1));
+	/* in place: no allocation per request (status sends a copy) */
+	if (v != NULL)
+		json_integer_set(v, json_integer_value(v) + 1);
+	else
+		json_object_set_new(b->outcomes, outcome, json_integer(1));
 }
 
 struct pending *pending_new(struct broker *b, struct conn *c)
