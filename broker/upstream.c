@@ -2,8 +2,8 @@
  *
  * One multi handle for the broker: its connection cache lets calls to the
  * same host (every tenant on login.microsoftonline.com) reuse connections.
- * libcurl's sockets are registered on the broker's loop and its one timer
- * is a loop timer, so nothing here blocks and no thread is needed.
+ * It runs on the broker's loop (curl_loop.c), so nothing here blocks and no
+ * thread is needed.
  */
 #include "upstream.h"
 
@@ -18,6 +18,7 @@
 #include <malloc.h>
 #include <sodium.h>
 
+#include "curl_loop.h"
 #include "util.h"
 
 #define BACKOFF_FIRST_MS 200
@@ -40,9 +41,8 @@ struct pool {
 
 struct upstream {
 	struct loop *loop;
-	CURLM *multi;
+	struct curl_loop curl;   /* its multi handle on the loop */
 	CURLSH *share;           /* TLS sessions, so a new connection resumes */
-	struct loop_timer *timer;
 	char *ca_file;
 	long timeout_ms;
 	int retries;
@@ -166,72 +166,6 @@ out:
 	return rc;
 }
 
-/* ---- libcurl <-> loop ------------------------------------------------- */
-
-static void check_done(struct upstream *u);
-
-static void on_socket(struct loop *l, int fd, uint32_t events, void *ctx)
-{
-	struct upstream *u = ctx;
-	int flags = 0, running;
-
-	if (events & EPOLLIN)
-		flags |= CURL_CSELECT_IN;
-	if (events & EPOLLOUT)
-		flags |= CURL_CSELECT_OUT;
-	if (events & (EPOLLERR | EPOLLHUP))
-		flags |= CURL_CSELECT_ERR;
-	curl_multi_socket_action(u->multi, fd, flags, &running);
-	check_done(u);
-}
-
-static int socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
-{
-	struct upstream *u = userp;
-	uint32_t ev = 0;
-
-	if (what == CURL_POLL_REMOVE) {
-		loop_fd_del(u->loop, s);
-		return 0;
-	}
-	if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
-		ev |= EPOLLIN;
-	if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
-		ev |= EPOLLOUT;
-	if (socketp == NULL) {
-		int rc = loop_fd_add(u->loop, s, ev, on_socket, u);
-
-		if (rc == -EEXIST)
-			rc = loop_fd_mod(u->loop, s, ev);
-		if (rc < 0)
-			return -1;
-		/* Marks the socket as known to the loop (any non-NULL pointer). */
-		curl_multi_assign(u->multi, s, u);
-		return 0;
-	}
-	return loop_fd_mod(u->loop, s, ev) < 0 ? -1 : 0;
-}
-
-static int timer_cb(CURLM *m, long timeout_ms, void *userp)
-{
-	struct upstream *u = userp;
-
-	if (timeout_ms < 0)
-		loop_timer_disarm(u->timer);
-	else
-		loop_timer_arm(u->timer, timeout_ms);
-	return 0;
-}
-
-static void on_timer(struct loop *l, struct loop_timer *t, void *ctx)
-{
-	struct upstream *u = ctx;
-	int running;
-
-	curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	check_done(u);
-}
-
 /* ---- secret buffers ------------------------------------------------- */
 
 static void *pool_get(struct pool *p, size_t size)
@@ -301,7 +235,7 @@ static void call_free(struct upstream_call *c)
 	struct upstream *u = c->u;
 
 	if (c->easy != NULL) {
-		curl_multi_remove_handle(u->multi, c->easy);
+		curl_multi_remove_handle(u->curl.multi, c->easy);
 		curl_easy_cleanup(c->easy);
 	}
 	curl_slist_free_all(c->headers);
@@ -399,7 +333,7 @@ static int attempt_setup(struct upstream_call *c, struct cerr *err)
 	c->too_large = false;
 	sodium_memzero(c->resp, c->resp_len);
 	c->resp_len = 0;
-	if (curl_multi_add_handle(u->multi, e) != CURLM_OK) {
+	if (curl_multi_add_handle(u->curl.multi, e) != CURLM_OK) {
 		curl_easy_cleanup(e);
 		curl_slist_free_all(h);
 		return cerr_set(err, -ENOMEM, "libcurl could not start the transfer");
@@ -478,8 +412,10 @@ static void on_backoff(struct loop *l, struct loop_timer *t, void *ctx)
 	call_finish(c, &res);
 }
 
-static void attempt_done(struct upstream_call *c, CURLcode cc)
+/* curl_loop's done callback: one attempt's transfer ended. */
+static void attempt_done(void *ctx, CURLcode cc)
 {
+	struct upstream_call *c = ctx;
 	struct upstream *u = c->u;
 	struct upstream_token res;
 	long status = 0, conns = 0;
@@ -488,7 +424,7 @@ static void attempt_done(struct upstream_call *c, CURLcode cc)
 	curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
 	curl_easy_getinfo(c->easy, CURLINFO_NUM_CONNECTS, &conns);
 	u->stats.connections_opened += (uint64_t)(conns > 0 ? conns : 0);
-	curl_multi_remove_handle(u->multi, c->easy);
+	curl_multi_remove_handle(u->curl.multi, c->easy);
 	curl_easy_cleanup(c->easy);
 	c->easy = NULL;
 
@@ -517,24 +453,6 @@ static void attempt_done(struct upstream_call *c, CURLcode cc)
 		return;
 	}
 	call_finish(c, &res);
-}
-
-static void check_done(struct upstream *u)
-{
-	CURLMsg *m;
-	int left;
-
-	/* One message at a time: a callback may cancel other calls, and
-	 * curl_multi_remove_handle drops their queued messages. */
-	while ((m = curl_multi_info_read(u->multi, &left)) != NULL) {
-		struct upstream_call *c = NULL;
-
-		if (m->msg != CURLMSG_DONE)
-			continue;
-		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&c);
-		if (c != NULL)
-			attempt_done(c, m->data.result);
-	}
 }
 
 /* ---- body ------------------------------------------------------------- */
@@ -671,10 +589,8 @@ int upstream_new(struct loop *l, const struct upstream_config *cfg, struct upstr
 	if (u == NULL)
 		goto fail_global;
 	u->loop = l;
-	u->multi = curl_multi_init();
 	u->share = curl_share_init();
-	if (u->multi == NULL || u->share == NULL ||
-	    loop_timer_new(l, on_timer, u, &u->timer) < 0)
+	if (curl_loop_init(&u->curl, l, attempt_done) < 0 || u->share == NULL)
 		goto fail;
 	/* Each fetch is a new easy handle, and libcurl keeps TLS sessions per
 	 * easy handle unless shared: without this every new connection paid a
@@ -684,24 +600,18 @@ int upstream_new(struct loop *l, const struct upstream_config *cfg, struct upstr
 	rc = upstream_configure(u, cfg);
 	if (rc < 0)
 		goto fail;
-	curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-	curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
-	curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
 	/* The cache limit counts connections in use too: past it libcurl
 	 * closes each connection as its transfer ends, so with more fetches in
 	 * flight than the limit (a cold start of many tenants) nearly every
 	 * fetch paid a new TCP connection and TLS handshake. Room for the
 	 * fetches one busy broker has in flight at once. */
-	curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)UPSTREAM_MAX_CONNS);
+	curl_multi_setopt(u->curl.multi, CURLMOPT_MAXCONNECTS, (long)UPSTREAM_MAX_CONNS);
 	*out = u;
 	return 0;
 fail:
-	if (u->multi != NULL)
-		curl_multi_cleanup(u->multi);
+	curl_loop_cleanup(&u->curl);
 	if (u->share != NULL)
 		curl_share_cleanup(u->share);
-	loop_timer_free(u->timer);
 	free(u);
 fail_global:
 	curl_global_cleanup();
@@ -714,11 +624,10 @@ void upstream_free(struct upstream *u)
 		return;
 	while (u->calls != NULL)
 		call_free(u->calls);
-	curl_multi_cleanup(u->multi);
+	curl_loop_cleanup(&u->curl);
 	curl_share_cleanup(u->share);
 	pool_drain(&u->bodies);
 	pool_drain(&u->answers);
-	loop_timer_free(u->timer);
 	free(u->ca_file);
 	free_strv(u->allowed_hosts);
 	free(u);

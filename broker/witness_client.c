@@ -4,7 +4,7 @@
  * from the size that witness last cosigned; each returned cosignature is
  * verified and stored beside its checkpoint.
  *
- * Owns: its libcurl multi handle (on the broker's loop, like upstream.c),
+ * Owns: its libcurl multi handle (on the broker's loop: curl_loop.c),
  * one state per witness with at most one request in flight, a tick timer,
  * and the alarm shown in status. Never blocks the loop: reading the
  * checkpoint and its proof (every leaf of the tree) and storing a
@@ -33,6 +33,8 @@
 #include <strings.h>
 
 #include <curl/curl.h>
+
+#include "curl_loop.h"
 
 #define WC_TICK_MS 1000
 #define WC_MAX_ANSWER (64 * 1024)
@@ -73,8 +75,8 @@ struct wc_witness {
 
 struct witness_client {
 	struct broker *b;
-	CURLM *multi;
-	struct loop_timer *curl_timer, *tick;
+	struct curl_loop curl;         /* its multi handle on the loop */
+	struct loop_timer *tick;
 	struct wc_witness *w;
 	size_t n;
 	unsigned quorum;
@@ -225,70 +227,7 @@ static void wc_conflict(struct wc_witness *w, uint64_t witness_size, const char 
 	pending_audit(p, rec);
 }
 
-/* ---- libcurl <-> loop ------------------------------------------------- */
-
-static void check_done(struct witness_client *wc);
-
-static void on_socket(struct loop *l, int fd, uint32_t events, void *ctx)
-{
-	struct witness_client *wc = ctx;
-	int flags = 0, running;
-
-	if (events & EPOLLIN)
-		flags |= CURL_CSELECT_IN;
-	if (events & EPOLLOUT)
-		flags |= CURL_CSELECT_OUT;
-	if (events & (EPOLLERR | EPOLLHUP))
-		flags |= CURL_CSELECT_ERR;
-	curl_multi_socket_action(wc->multi, fd, flags, &running);
-	check_done(wc);
-}
-
-static int socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void *socketp)
-{
-	struct witness_client *wc = userp;
-	uint32_t ev = 0;
-
-	if (what == CURL_POLL_REMOVE) {
-		loop_fd_del(wc->b->loop, s);
-		return 0;
-	}
-	if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
-		ev |= EPOLLIN;
-	if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
-		ev |= EPOLLOUT;
-	if (socketp == NULL) {
-		int rc = loop_fd_add(wc->b->loop, s, ev, on_socket, wc);
-
-		if (rc == -EEXIST)
-			rc = loop_fd_mod(wc->b->loop, s, ev);
-		if (rc < 0)
-			return -1;
-		curl_multi_assign(wc->multi, s, wc);
-		return 0;
-	}
-	return loop_fd_mod(wc->b->loop, s, ev) < 0 ? -1 : 0;
-}
-
-static int timer_cb(CURLM *m, long timeout_ms, void *userp)
-{
-	struct witness_client *wc = userp;
-
-	if (timeout_ms < 0)
-		loop_timer_disarm(wc->curl_timer);
-	else
-		loop_timer_arm(wc->curl_timer, timeout_ms);
-	return 0;
-}
-
-static void on_curl_timer(struct loop *l, struct loop_timer *t, void *ctx)
-{
-	struct witness_client *wc = ctx;
-	int running;
-
-	curl_multi_socket_action(wc->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	check_done(wc);
-}
+/* ---- one request ------------------------------------------------------ */
 
 static size_t write_cb(char *data, size_t size, size_t nmemb, void *ctx)
 {
@@ -333,7 +272,7 @@ static size_t header_cb(char *data, size_t size, size_t nmemb, void *ctx)
 static void request_clear(struct wc_witness *w)
 {
 	if (w->easy != NULL) {
-		curl_multi_remove_handle(w->wc->multi, w->easy);
+		curl_multi_remove_handle(w->wc->curl.multi, w->easy);
 		curl_easy_cleanup(w->easy);
 		w->easy = NULL;
 	}
@@ -374,7 +313,7 @@ static int request_start(struct wc_witness *w)
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "custodyd");
 	if (w->ca_file != NULL)
 		curl_easy_setopt(e, CURLOPT_CAINFO, w->ca_file);
-	if (curl_multi_add_handle(w->wc->multi, e) != CURLM_OK) {
+	if (curl_multi_add_handle(w->wc->curl.multi, e) != CURLM_OK) {
 		request_clear(w);
 		return -EIO;
 	}
@@ -686,25 +625,14 @@ static void answer(struct wc_witness *w, CURLcode cc)
 	}
 }
 
-static void check_done(struct witness_client *wc)
+/* curl_loop's done callback: a witness answered, or its request failed. */
+static void request_done(void *ctx, CURLcode cc)
 {
-	CURLMsg *m;
-	int left;
+	struct wc_witness *w = ctx;
 
-	while ((m = curl_multi_info_read(wc->multi, &left)) != NULL) {
-		struct wc_witness *w = NULL;
-		CURLcode cc;
-
-		if (m->msg != CURLMSG_DONE)
-			continue;
-		cc = m->data.result;
-		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&w);
-		if (w == NULL)
-			continue;
-		answer(w, cc);
-		/* the answer is handled (a resend prepares a new body apart) */
-		request_clear(w);
-	}
+	answer(w, cc);
+	/* the answer is handled (a resend prepares a new body apart) */
+	request_clear(w);
 }
 
 /* ---- the tick ------------------------------------------------------------ */
@@ -744,9 +672,7 @@ int witness_client_new(struct broker *b, struct witness_client **out)
 	wc->b = b;
 	wc->quorum = c->witness_quorum;
 	wc->w = calloc(c->n_witnesses, sizeof(*wc->w));
-	wc->multi = curl_multi_init();
-	if (wc->w == NULL || wc->multi == NULL ||
-	    loop_timer_new(b->loop, on_curl_timer, wc, &wc->curl_timer) < 0 ||
+	if (wc->w == NULL || curl_loop_init(&wc->curl, b->loop, request_done) < 0 ||
 	    loop_timer_new(b->loop, on_tick, wc, &wc->tick) < 0)
 		goto fail;
 	wc->n = c->n_witnesses;
@@ -762,10 +688,6 @@ int witness_client_new(struct broker *b, struct witness_client **out)
 		    (c->witnesses[i].ca_file != NULL && w->ca_file == NULL))
 			goto fail;
 	}
-	curl_multi_setopt(wc->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-	curl_multi_setopt(wc->multi, CURLMOPT_SOCKETDATA, wc);
-	curl_multi_setopt(wc->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(wc->multi, CURLMOPT_TIMERDATA, wc);
 	/* an alarm nobody acknowledged yet is shown again after a restart */
 	if (audit_alarm_get(b->audit, &detail) == 0) {
 		wc->alarm = json_loads(detail, 0, NULL);
@@ -805,10 +727,7 @@ void witness_client_free(struct witness_client *wc)
 		free(w->url);
 		free(w->ca_file);
 	}
-	if (wc->multi != NULL)
-		curl_multi_cleanup(wc->multi);
-	if (wc->curl_timer != NULL)
-		loop_timer_free(wc->curl_timer);
+	curl_loop_cleanup(&wc->curl);
 	if (wc->tick != NULL)
 		loop_timer_free(wc->tick);
 	json_decref(wc->alarm);
