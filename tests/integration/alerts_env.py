@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 
+import harness
 from harness import BUILD_DIR, Fail
 
 CUSTODY_ALERTS = os.path.join(BUILD_DIR, "alerts", "custody-alerts")
@@ -142,82 +143,12 @@ def wait_file_lines(a, n, timeout=20, path=None):
 
 # ---- real receivers: rsyslog over TLS, a Splunk HEC stand-in, SMTP ----------
 
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-class Rsyslog:
-    """rsyslogd -n with imtcp over TLS (gtls, anonymous clients) on a
-    loopback port, writing "%msgid%|%structured-data%|%msg%" a line."""
+class Rsyslog(harness.Rsyslog):
+    """The receiver the alerts tests read: "%msgid%|%structured-data%|%msg%"
+    a line, its own test CA (self.ca)."""
 
     def __init__(self, base):
-        from idp import make_certs
-        self.dir = os.path.join(base, "rsyslog")
-        os.makedirs(self.dir, exist_ok=True)
-        self.ca, cert, key = make_certs(os.path.join(self.dir, "certs"))
-        self.port = free_port()
-        self.out = os.path.join(self.dir, "received.log")
-        self.conf = os.path.join(self.dir, "rsyslog.conf")
-        self.pidfile = os.path.join(self.dir, "rsyslog.pid")
-        with open(self.conf, "w") as f:
-            f.write('global(workDirectory="%s" maxMessageSize="64k"\n'
-                    '  DefaultNetstreamDriver="gtls" DefaultNetstreamDriverCAFile="%s"\n'
-                    '  DefaultNetstreamDriverCertFile="%s" DefaultNetstreamDriverKeyFile="%s")\n'
-                    'module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1"\n'
-                    '  StreamDriver.AuthMode="anon")\n'
-                    'template(name="t" type="string" string="%%msgid%%|%%structured-data%%|%%msg%%\\n")\n'
-                    'input(type="imtcp" port="%d" address="127.0.0.1" ruleset="r")\n'
-                    'ruleset(name="r") { action(type="omfile" file="%s" template="t") }\n'
-                    % (self.dir, self.ca, cert, key, self.port, self.out))
-        self.proc = None
-
-    def start(self):
-        import socket
-        self.log = open(os.path.join(self.dir, "rsyslogd.log"), "ab")
-        self.proc = subprocess.Popen(["rsyslogd", "-n", "-f", self.conf, "-i", self.pidfile],
-                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
-        end = time.monotonic() + 15
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise Fail("rsyslogd exited %s" % self.proc.returncode)
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise Fail("rsyslogd does not listen on %d" % self.port)
-
-    def lines(self):
-        try:
-            with open(self.out, encoding="utf-8") as f:
-                return [x.rstrip("\n") for x in f if x.strip()]
-        except FileNotFoundError:
-            return []
-
-    def wait_lines(self, n, timeout=20):
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            got = self.lines()
-            if len(got) >= n:
-                return got
-            time.sleep(0.1)
-        raise Fail("rsyslog received %d of %d messages" % (len(self.lines()), n))
-
-    def stop(self):
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-            self.log.close()
+        super().__init__(base, "%msgid%|%structured-data%|%msg%")
 
 
 CEF_KEY = "[A-Za-z0-9_]+"
@@ -383,12 +314,7 @@ class Smtp:
 
     def stop(self):
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            harness.stop_process(self.proc)
             self.proc.stdout.close()
             self.proc = None
             self.log.close()

@@ -11,6 +11,7 @@
     with env.admin() as a: a.request({"op": "grant.import", "sealed": env.seal(grant)})
     env.stop_broker()                 # SIGTERM, waits (<= 10 s), returns the exit status
     env.close()                       # stops everything still running, removes the temp dir
+    rs = Rsyslog(env.base, "%msgid%|%msg%").start()   # rsyslog over TLS on loopback; rs.stop()
 
 Binaries come from $CUSTODY_BUILD_DIR (default ./build), sources from
 $CUSTODY_SOURCE_DIR (default: two levels above this file). Servers are
@@ -439,3 +440,104 @@ def expect_error(r, code):
           "expected error %s" % code, r)
     check(isinstance(r.get("message"), str) and r["message"], "error without a message", r)
     return r
+
+
+# ---- a real syslog receiver: rsyslog over TLS (rsyslog-gnutls) ---------------
+
+def stop_process(proc, timeout=10):
+    """SIGTERM, SIGKILL when it has not exited after timeout seconds; reaped."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def free_port():
+    """A loopback TCP port nobody listened on a moment ago."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+class Rsyslog:
+    """rsyslogd -n with imtcp over TLS (gtls, anonymous clients) on a
+    loopback port, writing each message as one line of `template` (rsyslog
+    properties, e.g. "%msgid%|%msg%") to self.out. certs: (ca, cert, key);
+    None makes a test CA in its folder (self.ca). keep_trailing_lf: a message
+    keeps a trailing newline (shown as #012) instead of losing it."""
+
+    def __init__(self, base, template, certs=None, max_size="64k", keep_trailing_lf=False):
+        self.dir = os.path.join(base, "rsyslog")
+        os.makedirs(self.dir, exist_ok=True)
+        if certs is None:
+            from idp import make_certs
+            certs = make_certs(os.path.join(self.dir, "certs"))
+        self.ca, cert, key = certs
+        self.port = free_port()
+        self.out = os.path.join(self.dir, "received.log")
+        self.conf = os.path.join(self.dir, "rsyslog.conf")
+        self.pidfile = os.path.join(self.dir, "rsyslog.pid")
+        lf = ' parser.dropTrailingLFOnReception="off"' if keep_trailing_lf else ""
+        with open(self.conf, "w") as f:
+            f.write('global(workDirectory="%s" maxMessageSize="%s"%s\n'
+                    '  DefaultNetstreamDriver="gtls" DefaultNetstreamDriverCAFile="%s"\n'
+                    '  DefaultNetstreamDriverCertFile="%s" DefaultNetstreamDriverKeyFile="%s")\n'
+                    'module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1"\n'
+                    '  StreamDriver.AuthMode="anon")\n'
+                    'template(name="t" type="string" string="%s\\n")\n'
+                    'input(type="imtcp" port="%d" address="127.0.0.1" ruleset="r")\n'
+                    'ruleset(name="r") { action(type="omfile" file="%s" template="t") }\n'
+                    % (self.dir, max_size, lf, self.ca, cert, key, template, self.port,
+                       self.out))
+        self.proc = None
+
+    def start(self):
+        """Start it and wait until it accepts connections; returns self."""
+        self.log = open(os.path.join(self.dir, "rsyslogd.log"), "ab")
+        self.proc = subprocess.Popen(["rsyslogd", "-n", "-f", self.conf, "-i", self.pidfile],
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+        end = time.monotonic() + 15
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise Fail("rsyslogd exited %s" % self.proc.returncode)
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise Fail("rsyslogd does not listen on %d" % self.port)
+
+    def kill(self):
+        """SIGKILL: what it had not written yet is lost."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+            self.log.close()
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+            self.log.close()
+
+    def lines(self):
+        """The non-empty lines received so far."""
+        try:
+            with open(self.out, encoding="utf-8") as f:
+                return [x.rstrip("\n") for x in f if x.strip()]
+        except FileNotFoundError:
+            return []
+
+    def wait_lines(self, n, timeout=20):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            got = self.lines()
+            if len(got) >= n:
+                return got
+            time.sleep(0.1)
+        raise Fail("rsyslog received %d of %d messages" % (len(self.lines()), n))

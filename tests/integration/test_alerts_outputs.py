@@ -12,8 +12,8 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Env  # noqa: E402
-from alerts_env import Alerts, HecServer, Rsyslog, cef_parse, free_port  # noqa: E402
+from harness import Env, free_port  # noqa: E402
+from alerts_env import Alerts, HecServer, Rsyslog, cef_parse  # noqa: E402
 
 env = rsyslog = None
 

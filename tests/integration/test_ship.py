@@ -11,7 +11,6 @@ never reads) against none, same run.
 
 import json
 import os
-import signal
 import socket
 import sqlite3
 import ssl
@@ -21,71 +20,17 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Env, Fail, build_path, check, wait_for  # noqa: E402
+import harness  # noqa: E402
+from harness import Env, build_path, check, wait_for  # noqa: E402
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+class Rsyslog(harness.Rsyslog):
+    """"%app-name%|%msgid%|%structured-data%|%msg%" a line; records up to
+    256 KiB keep their trailing newline (#012), so bodies compare whole."""
 
-
-class Rsyslog:
     def __init__(self, base, certs):
-        self.dir = os.path.join(base, "rsyslog")
-        os.makedirs(self.dir, exist_ok=True)
-        self.ca, cert, key = certs
-        self.port = free_port()
-        self.out = os.path.join(self.dir, "received.log")
-        self.conf = os.path.join(self.dir, "rsyslog.conf")
-        with open(self.conf, "w") as f:
-            f.write('global(workDirectory="%s" maxMessageSize="256k" parser.dropTrailingLFOnReception="off"\n'
-                    '  DefaultNetstreamDriver="gtls" DefaultNetstreamDriverCAFile="%s"\n'
-                    '  DefaultNetstreamDriverCertFile="%s" DefaultNetstreamDriverKeyFile="%s")\n'
-                    'module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1"\n'
-                    '  StreamDriver.AuthMode="anon")\n'
-                    'template(name="t" type="string" '
-                    'string="%%app-name%%|%%msgid%%|%%structured-data%%|%%msg%%\\n")\n'
-                    'input(type="imtcp" port="%d" address="127.0.0.1" ruleset="r")\n'
-                    'ruleset(name="r") { action(type="omfile" file="%s" template="t") }\n'
-                    % (self.dir, self.ca, cert, key, self.port, self.out))
-        self.proc = None
-
-    def start(self):
-        self.log = open(os.path.join(self.dir, "rsyslogd.log"), "ab")
-        self.proc = subprocess.Popen(["rsyslogd", "-n", "-f", self.conf, "-i",
-                                      os.path.join(self.dir, "pid")],
-                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
-        end = time.monotonic() + 15
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise Fail("rsyslogd exited %s" % self.proc.returncode)
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        raise Fail("rsyslogd does not listen on %d" % self.port)
-
-    def kill(self):
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-            self.proc = None
-            self.log.close()
-
-    def stop(self):
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-            self.log.close()
+        super().__init__(base, "%app-name%|%msgid%|%structured-data%|%msg%", certs=certs,
+                         max_size="256k", keep_trailing_lf=True)
 
     def messages(self):
         """[(msgid, sd, msg)] in arrival order (complete lines only)."""
