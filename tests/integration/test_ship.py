@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import Env, build_path, check, wait_for  # noqa: E402
+from harness import Env, Fail, build_path, check, wait_for  # noqa: E402
 
 
 class Rsyslog(harness.Rsyslog):
@@ -59,6 +59,19 @@ def store(env, upto):
 
 
 def check_syslog(rs, recs, cps, what):
+    # "shipped" means the socket took the bytes; rsyslog writes them to its
+    # file a moment later, through its queue (under load, hundreds of ms):
+    # wait for every one before calling any missing
+    def written():
+        seen = set()
+        for app, mid, sd, msg in rs.messages():
+            seen.add((mid == "checkpoint", int(sd.split('seq="')[1].split('"')[0])))
+        return (all((False, s) in seen for s in recs) and
+                all((True, c) in seen for c in cps))
+    try:
+        wait_for(written, 15, 0.1, "rsyslog to write every record (%s)" % what)
+    except Fail:
+        pass  # the checks below say which
     got, gotcp, order = {}, set(), []
     for app, mid, sd, msg in rs.messages():
         check(app == "custody", "APP-NAME custody", app)
