@@ -28,7 +28,8 @@ static const char reload_usage[] =
 	"Ask the running custodyd to re-read its config (the same as SIGHUP). A\n"
 	"config with an error is refused and the running policy stays; settings\n"
 	"that only apply at the next start (state_dir, the key, a socket's path,\n"
-	"mode or group, audit.origin) are named.\n"
+	"mode or group, and the audit section: origin, checkpoints, witnesses,\n"
+	"witness_quorum, ship sinks) are named.\n"
 	"\n"
 	"Options:\n" CLI_COMMON_HELP;
 
