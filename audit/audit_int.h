@@ -188,4 +188,41 @@ int audit_newest_checkpoint(sqlite3 *db, uint64_t *size, char **note);
  * leaf of the wrong size). Used by exports and witness consistency proofs. */
 int audit_load_leaves(sqlite3 *db, uint64_t size, uint8_t (**out)[MERKLE_HASH]);
 
+/* export_scan.c: where an export's records array and its elements lie.
+ * Nesting deeper than this inside the records is left to the whole parse
+ * (jansson allows 2048 levels; an element parsed alone would have two
+ * more than inside the document). */
+#define XSCAN_DEPTH 64
+
+struct xspan {
+	size_t off, len;
+};
+
+struct xscan {
+	size_t rec_off, rec_len; /* the records array, '[' to ']' */
+	struct xspan *piece;     /* the text between its separators, in order */
+	size_t n;
+};
+
+/* Find the value of the top-level key "records" (spelled without escapes)
+ * in buf and the text of each of its elements: the bytes between '[', each
+ * ',' at the array's level and ']'. Strings are told apart and brackets
+ * counted, nothing else is checked. Sound because of what the caller
+ * checks after it: if jansson parses buf with the records array replaced
+ * by "[]" (and finds "records" an empty array there) and parses each
+ * piece as exactly one value, then buf is valid JSON whose tree is that
+ * one with the pieces' trees as the records; the reverse holds too (for
+ * valid JSON this scan is exact). 0; -EINVAL: not an object with such an
+ * array, or nested deeper than XSCAN_DEPTH (parse the whole document);
+ * -ENOMEM. */
+int audit_export_scan(const char *buf, size_t len, struct xscan *out);
+void audit_export_scan_free(struct xscan *s);
+
+/* verify.c: audit_verify_export_with without the record-at-a-time read:
+ * one jansson tree of the whole document, on one thread. The reference the
+ * fast path is compared with (unit test, fuzz target). */
+int audit_verify_export_whole(const char *path, const struct audit_verify_opts *o,
+			      struct audit_verify_stats *st, struct cerr *err)
+	__attribute__((warn_unused_result));
+
 #endif

@@ -965,7 +965,6 @@ static int hash_list(json_t *arr, uint8_t (**out)[MERKLE_HASH], size_t *count)
 /* What one export's proofs share, kept from record to record. */
 struct xmemo {
 	struct merkle_memo walk;
-	struct b64_cache b64;
 };
 
 /* The export's window and chain claims. */
@@ -976,133 +975,401 @@ struct xwin {
 	bool has_next;             /* the record after the window was checked */
 };
 
-/* One exported record (or the one before the window): its proof against
- * the checkpoint, its seq, tenant and time; the parsed body in *body_out. */
-static int export_record(struct vstate *v, json_t *r, const char *what, const char *tenant,
-			 const struct note_checkpoint *cp, struct xmemo *memo,
-			 uint64_t *seq_out, uint8_t leaf[static MERKLE_HASH], json_t **body_out,
-			 int64_t *time_out)
+/* One exported record as read, before it is checked: what can be worked
+ * out from it alone (its fields' types, leaf hash, decoded proof, parsed
+ * body), so that on two cores reading runs beside the in-order checks.
+ * The checks (xrec_check) then say exactly what export_record said. */
+struct xrec {
+	json_t *r;               /* the record (owned) */
+	json_t *body;            /* its body parsed, NULL when it is not JSON (owned) */
+	bool shape_ok;           /* seq >= 1, body a string, leaf_index an integer */
+	int proof_rc;            /* decoding the inclusion proof */
+	size_t npath;
+	uint8_t leaf[MERKLE_HASH];
+	uint8_t path[PROOF_MAX][MERKLE_HASH];
+};
+
+static void xrec_clear(struct xrec *x)
+{
+	json_decref(x->body);
+	json_decref(x->r);
+	x->r = NULL;
+	x->body = NULL;
+}
+
+/* Read r (taking it) into x; c is this reader's memory of decoded hashes.
+ * Touches nothing shared, so any thread may read. */
+static void xrec_read(struct xrec *x, json_t *r, struct b64_cache *c)
 {
 	json_t *jseq = json_object_get(r, "seq"), *jbody = json_object_get(r, "body");
-	json_t *jidx = json_object_get(r, "leaf_index"), *body, *bt;
-	uint8_t path[PROOF_MAX][MERKLE_HASH];
-	size_t npath = 0;
-	uint64_t seq;
-	int rc = 0;
+	json_t *jidx = json_object_get(r, "leaf_index");
 
-	if (!json_is_integer(jseq) || json_integer_value(jseq) < 1 || !json_is_string(jbody) ||
-	    !json_is_integer(jidx))
+	x->r = r;
+	x->body = NULL;
+	x->npath = 0;
+	x->proof_rc = 0;
+	x->shape_ok = json_is_integer(jseq) && json_integer_value(jseq) >= 1 &&
+		      json_is_string(jbody) && json_is_integer(jidx);
+	if (!x->shape_ok)
+		return;
+	merkle_leaf_hash(json_string_value(jbody), json_string_length(jbody), x->leaf);
+	x->proof_rc = hash_list_into(json_object_get(r, "inclusion"), x->path, PROOF_MAX,
+				     &x->npath, c);
+	x->body = json_loadb(json_string_value(jbody), json_string_length(jbody),
+			     JSON_REJECT_DUPLICATES, NULL);
+}
+
+/* One exported record (or the one before or after the window), read: its
+ * proof against the checkpoint, its seq, tenant and time, in this order. */
+static int xrec_check(struct vstate *v, const struct xrec *x, const char *what,
+		      const char *tenant, const struct note_checkpoint *cp, struct xmemo *memo,
+		      uint64_t *seq_out, int64_t *time_out)
+{
+	json_t *body = x->body, *bt;
+	uint64_t seq;
+
+	if (!x->shape_ok)
 		return cerr_set(v->err, -EBADMSG, "export: %s is malformed", what);
-	seq = (uint64_t)json_integer_value(jseq);
-	if (seq > cp->size || (uint64_t)json_integer_value(jidx) != seq - 1)
+	seq = (uint64_t)json_integer_value(json_object_get(x->r, "seq"));
+	if (seq > cp->size ||
+	    (uint64_t)json_integer_value(json_object_get(x->r, "leaf_index")) != seq - 1)
 		return cerr_set(v->err, -EBADMSG,
 				"record %" PRIu64 ": not in the checkpoint's tree of %" PRIu64, seq,
 				cp->size);
-	merkle_leaf_hash(json_string_value(jbody), json_string_length(jbody), leaf);
-	if (hash_list_into(json_object_get(r, "inclusion"), path, PROOF_MAX, &npath,
-			   &memo->b64) < 0)
+	if (x->proof_rc < 0)
 		return cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": malformed inclusion proof",
 				seq);
 	/* the memo ends the walk where a neighbour's verified one went on
 	 * with the very same siblings: same verdict, a fraction of the hashes */
-	if (!merkle_verify_inclusion_memo(&memo->walk, seq - 1, cp->size, leaf,
-					  (const uint8_t(*)[MERKLE_HASH])path, npath, cp->root))
+	if (!merkle_verify_inclusion_memo(&memo->walk, seq - 1, cp->size, x->leaf,
+					  (const uint8_t(*)[MERKLE_HASH])x->path, x->npath, cp->root))
 		return cerr_set(v->err, -EBADMSG,
 				"record %" PRIu64 ": body is not in the signed tree (inclusion "
 				"proof does not verify)", seq);
-	body = json_loadb(json_string_value(jbody), json_string_length(jbody),
-			  JSON_REJECT_DUPLICATES, NULL);
 	bt = json_object_get(body, "tenant");
 	if (!json_is_object(body) || !json_is_integer(json_object_get(body, "seq")) ||
 	    (uint64_t)json_integer_value(json_object_get(body, "seq")) != seq)
-		rc = cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": body does not say seq %" PRIu64,
-			      seq, seq);
-	else if (!json_is_string(bt) || strcmp(json_string_value(bt), tenant) != 0)
-		rc = cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": belongs to another tenant", seq);
-	else if (!json_is_string(json_object_get(body, "time")) ||
-		 util_time_parse(json_string_value(json_object_get(body, "time")), time_out) < 0)
-		rc = cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": body has no valid time", seq);
-	if (rc < 0) {
-		json_decref(body);
-		return rc;
-	}
+		return cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": body does not say seq %" PRIu64,
+				seq, seq);
+	if (!json_is_string(bt) || strcmp(json_string_value(bt), tenant) != 0)
+		return cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": belongs to another tenant",
+				seq);
+	if (!json_is_string(json_object_get(body, "time")) ||
+	    util_time_parse(json_string_value(json_object_get(body, "time")), time_out) < 0)
+		return cerr_set(v->err, -EBADMSG, "record %" PRIu64 ": body has no valid time", seq);
 	*seq_out = seq;
-	*body_out = body;
 	return 0;
 }
 
-static int export_records(struct vstate *v, json_t *recs, json_t *prev, json_t *next,
+/* ---- reading records a batch at a time: the text's pieces (export_scan.c)
+ * are parsed by worker threads a few batches ahead of the checks, which
+ * run in order on the caller's thread. Memory stays at a few batches of
+ * records instead of one tree of the whole document (several times its
+ * size). Batch k is read, and later freed, by worker k % nth alone: a
+ * thread freeing what another allocated costs glibc's malloc a lock and
+ * its caches. */
+
+#define XB_RECS 64      /* records per batch */
+#define XB_SLOTS 8      /* batches read ahead of the checks, at most */
+#define XP_THREADS 4    /* workers at most; divides XB_SLOTS, so a slot has one worker */
+
+struct xbatch {
+	struct xrec rec[XB_RECS];
+	size_t n;          /* records read; a piece at n (< its size) did not parse */
+	bool ready;        /* read, not yet checked */
+};
+
+struct xpipe {
+	const char *buf;
+	const struct xscan *scan;
+	size_t nbatch;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	size_t check;      /* the batch being checked; those before it are done */
+	bool stop;
+	struct xbatch slot[XB_SLOTS]; /* batch k in slot k % XB_SLOTS */
+	pthread_t th[XP_THREADS];
+	size_t nth;
+};
+
+struct xworker {
+	struct xpipe *p;
+	size_t id;
+};
+
+/* Where the exported records come from: the records array of a tree of
+ * the whole document, or the pipeline over the text's pieces. */
+struct xsrc {
+	json_t *arr;             /* whole document */
+	struct xrec one;         /* whole document: the record handed out */
+	struct xpipe *p;         /* pieces */
+	struct xworker w[XP_THREADS];
+	const char *buf;         /* pieces: the document's text */
+	const struct xscan *scan;
+	size_t n, i;             /* records; the next to hand out */
+	bool unparsed;           /* a piece is not JSON */
+	struct b64_cache b64;    /* the checking thread's */
+};
+
+static void xbatch_release(struct xbatch *b)
+{
+	for (size_t i = 0; i < b->n; i++)
+		xrec_clear(&b->rec[i]);
+	b->n = 0;
+}
+
+/* Read batch k into its slot, freeing the batch it held. */
+static void xbatch_read(struct xpipe *p, size_t k, struct b64_cache *c)
+{
+	struct xbatch *b = &p->slot[k % XB_SLOTS];
+	size_t first = k * XB_RECS, n = p->scan->n - first;
+
+	xbatch_release(b);
+	if (n > XB_RECS)
+		n = XB_RECS;
+	for (size_t i = 0; i < n; i++) {
+		const struct xspan *s = &p->scan->piece[first + i];
+		/* an element of the array: any value, as in the whole document */
+		json_t *r = json_loadb(p->buf + s->off, s->len,
+				       JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+
+		if (r == NULL)
+			break;
+		xrec_read(&b->rec[i], r, c);
+		b->n++;
+	}
+}
+
+static void *xpipe_worker(void *arg)
+{
+	struct xworker *w = arg;
+	struct xpipe *p = w->p;
+	struct b64_cache *c = calloc(1, sizeof(*c));
+
+	for (size_t k = w->id; k < p->nbatch; k += p->nth) {
+		bool stop;
+
+		pthread_mutex_lock(&p->lock);
+		/* the slot is free once the batch it held is checked */
+		while (!p->stop && k >= p->check + XB_SLOTS)
+			pthread_cond_wait(&p->cond, &p->lock);
+		stop = p->stop;
+		pthread_mutex_unlock(&p->lock);
+		if (stop)
+			break;
+		/* without the memory of decoded hashes, every one is decoded */
+		xbatch_read(p, k, c);
+		pthread_mutex_lock(&p->lock);
+		p->slot[k % XB_SLOTS].ready = true;
+		pthread_cond_broadcast(&p->cond);
+		pthread_mutex_unlock(&p->lock);
+	}
+	free(c);
+	return NULL;
+}
+
+static void xsrc_pipe_stop(struct xsrc *s)
+{
+	struct xpipe *p = s->p;
+
+	if (p == NULL)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->stop = true;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	for (size_t i = 0; i < p->nth; i++)
+		pthread_join(p->th[i], NULL);
+	for (size_t i = 0; i < XB_SLOTS; i++)
+		xbatch_release(&p->slot[i]);
+	pthread_cond_destroy(&p->cond);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+	s->p = NULL;
+}
+
+/* Start reading the pieces: one worker per core past the first (the
+ * checks are light), two on one core, at most XP_THREADS. */
+static int xsrc_pipe_start(struct xsrc *s, const char *buf, const struct xscan *scan)
+{
+	struct xpipe *p = calloc(1, sizeof(*p));
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t want = ncpu >= 4 ? 4 : ncpu >= 2 ? 2 : 1;
+	int rc = 0;
+
+	if (p == NULL)
+		return -ENOMEM;
+	p->buf = buf;
+	p->scan = scan;
+	p->nbatch = (scan->n + XB_RECS - 1) / XB_RECS;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	s->p = p;
+	s->buf = buf;
+	s->scan = scan;
+	s->n = scan->n;
+	/* each worker's batches are fixed: all start, or none reads */
+	p->nth = want;
+	for (size_t i = 0; i < want && rc == 0; i++) {
+		s->w[i] = (struct xworker){p, i};
+		rc = -pthread_create(&p->th[i], NULL, xpipe_worker, &s->w[i]);
+		if (rc < 0)
+			p->nth = i;
+	}
+	if (rc < 0)
+		xsrc_pipe_stop(s);
+	return rc;
+}
+
+static void xsrc_free(struct xsrc *s)
+{
+	xsrc_pipe_stop(s);
+	xrec_clear(&s->one);
+}
+
+/* The next record into *x: 1; 0 at the end; -EBADMSG with s->unparsed
+ * when its piece is not JSON. *x stays valid until the next call. */
+static int xsrc_next(struct xsrc *s, struct xrec **x)
+{
+	struct xpipe *p = s->p;
+	struct xbatch *b;
+	size_t k = s->i / XB_RECS, j = s->i % XB_RECS;
+
+	if (s->i >= s->n)
+		return 0;
+	if (p == NULL) {
+		xrec_clear(&s->one);
+		xrec_read(&s->one, json_incref(json_array_get(s->arr, s->i)), &s->b64);
+		s->i++;
+		*x = &s->one;
+		return 1;
+	}
+	b = &p->slot[k % XB_SLOTS];
+	pthread_mutex_lock(&p->lock);
+	if (j == 0 && k > 0) {
+		/* the batch before is checked: its worker may read into its slot */
+		p->slot[(k - 1) % XB_SLOTS].ready = false;
+		p->check = k;
+		pthread_cond_broadcast(&p->cond);
+	}
+	while (!b->ready)
+		pthread_cond_wait(&p->cond, &p->lock);
+	pthread_mutex_unlock(&p->lock);
+	if (j >= b->n) {
+		s->unparsed = true;
+		return -EBADMSG;
+	}
+	s->i++;
+	*x = &b->rec[j];
+	return 1;
+}
+
+/* After a failure: would the whole document have parsed? The records not
+ * handed out yet are parsed (and dropped) one by one. */
+static bool xsrc_rest_parses(struct xsrc *s)
+{
+	if (s->unparsed)
+		return false;
+	xsrc_pipe_stop(s);
+	for (size_t i = s->i; i < s->n; i++) {
+		const struct xspan *sp = &s->scan->piece[i];
+		json_t *r = json_loadb(s->buf + sp->off, sp->len,
+				       JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+
+		if (r == NULL)
+			return false;
+		json_decref(r);
+	}
+	return true;
+}
+
+static int export_records(struct vstate *v, struct xsrc *src, json_t *prev, json_t *next,
 			  const char *tenant, const struct note_checkpoint *cp, struct xwin *w,
 			  uint64_t *count)
 {
 	uint64_t last = 0, pseq = 0;
 	size_t i;
-	json_t *r, *body = NULL;
-	uint8_t leaf[MERKLE_HASH];
+	struct xrec *x, *one = NULL;
 	struct chain_fields cf;
-	struct xmemo memo = {0}; /* every proof here is against cp */
+	struct xmemo *memo = NULL; /* every proof here is against cp */
 	int64_t t;
 	int rc;
 
-	if (!json_is_array(recs))
+	if (src->p == NULL && !json_is_array(src->arr))
 		return cerr_set(v->err, -EBADMSG, "export: records is not an array");
+	memo = calloc(1, sizeof(*memo));
+	one = calloc(1, sizeof(*one));
+	if (memo == NULL || one == NULL) {
+		rc = cerr_set(v->err, -ENOMEM, "out of memory");
+		goto out;
+	}
 	/* The record before the window anchors its start: it is older than
 	 * since and the first exported record chains to it, so none between
 	 * them can be left out. Without since the export must start at the
 	 * tenant's first record. */
 	if (prev != NULL && !json_is_null(prev)) {
-		if (w->since == 0)
-			return cerr_set(v->err, -EBADMSG,
-					"export: a record before the window, but no since");
-		rc = export_record(v, prev, "the record before the window", tenant, cp, &memo,
-				   &pseq, leaf, &body, &t);
+		if (w->since == 0) {
+			rc = cerr_set(v->err, -EBADMSG,
+				      "export: a record before the window, but no since");
+			goto out;
+		}
+		xrec_read(one, json_incref(prev), &src->b64);
+		rc = xrec_check(v, one, "the record before the window", tenant, cp, memo, &pseq,
+				&t);
 		if (rc < 0)
-			return rc;
-		/* cf points into body: checked before body goes */
-		chain_fields_json(body, &cf);
+			goto out;
+		/* cf points into the body: checked before it goes */
+		chain_fields_json(one->body, &cf);
 		if (t >= w->since)
 			rc = cerr_set(v->err, -EBADMSG,
 				      "record %" PRIu64 ": given as the one before the window but "
 				      "is not older than since", pseq);
 		else
-			rc = chain_check(v, tenant, &cf, pseq, leaf, true);
-		json_decref(body);
+			rc = chain_check(v, tenant, &cf, pseq, one->leaf, true);
+		xrec_clear(one);
 		if (rc < 0)
-			return rc;
+			goto out;
 		last = pseq;
 	}
-	if (json_array_size(recs) != 0 && !w->has_first)
-		return cerr_set(v->err, -EBADMSG, "export: records but no first_tenant_seq");
-	if (json_array_size(recs) == 0 && w->has_first)
-		return cerr_set(v->err, -EBADMSG, "export: a first_tenant_seq but no records");
-	if (w->has_first && w->first_ts > 1 && pseq == 0)
-		return cerr_set(v->err, -EBADMSG,
-				w->since == 0
-					? "tenant %s: the export starts at its record %" PRIu64 " (tenant_seq): "
-					  "its oldest records are missing"
-					: "tenant %s: the export starts at its record %" PRIu64 " (tenant_seq) "
-					  "without the record before its window: records at the start may be "
-					  "missing", tenant, w->first_ts);
-	json_array_foreach(recs, i, r) {
+	rc = -EBADMSG;
+	if (src->n != 0 && !w->has_first) {
+		cerr_set(v->err, rc, "export: records but no first_tenant_seq");
+		goto out;
+	}
+	if (src->n == 0 && w->has_first) {
+		cerr_set(v->err, rc, "export: a first_tenant_seq but no records");
+		goto out;
+	}
+	if (w->has_first && w->first_ts > 1 && pseq == 0) {
+		cerr_set(v->err, rc,
+			 w->since == 0
+				 ? "tenant %s: the export starts at its record %" PRIu64 " (tenant_seq): "
+				   "its oldest records are missing"
+				 : "tenant %s: the export starts at its record %" PRIu64 " (tenant_seq) "
+				   "without the record before its window: records at the start may be "
+				   "missing", tenant, w->first_ts);
+		goto out;
+	}
+	for (i = 0; (rc = xsrc_next(src, &x)) > 0; i++) {
 		uint64_t seq;
 		char what[48];
 
 		snprintf(what, sizeof(what), "record #%zu", i + 1);
-		rc = export_record(v, r, what, tenant, cp, &memo, &seq, leaf, &body, &t);
+		rc = xrec_check(v, x, what, tenant, cp, memo, &seq, &t);
 		if (rc < 0)
-			return rc;
+			goto out;
 		if (seq <= last) {
-			json_decref(body);
-			return cerr_set(v->err, -EBADMSG,
-					"record %" PRIu64 ": out of order (after %" PRIu64 ")", seq, last);
+			rc = cerr_set(v->err, -EBADMSG,
+				      "record %" PRIu64 ": out of order (after %" PRIu64 ")", seq, last);
+			goto out;
 		}
 		if ((w->since && t < w->since) || (w->until && t > w->until)) {
-			json_decref(body);
-			return cerr_set(v->err, -EBADMSG,
-					"record %" PRIu64 ": its time is outside the export's window",
-					seq);
+			rc = cerr_set(v->err, -EBADMSG,
+				      "record %" PRIu64 ": its time is outside the export's window",
+				      seq);
+			goto out;
 		}
-		chain_fields_json(body, &cf);
+		chain_fields_json(x->body, &cf);
 		if (i == 0 && (!cf.ts_ok || cf.ts != w->first_ts))
 			rc = cerr_set(v->err, -EBADMSG,
 				      "tenant %s: the first exported record %" PRIu64 " is not "
@@ -1110,20 +1377,24 @@ static int export_records(struct vstate *v, json_t *recs, json_t *prev, json_t *
 		else
 			/* no record may start anywhere: it chains to nothing
 			 * (tenant_seq 1) or to the record before the window */
-			rc = chain_check(v, tenant, &cf, seq, leaf, false);
+			rc = chain_check(v, tenant, &cf, seq, x->leaf, false);
 		if (rc == 0) {
-			json_t *jb = json_object_get(r, "body");
+			json_t *jb = json_object_get(x->r, "body");
 
-			rc = record_seen(v, seq, json_string_value(jb), json_string_length(jb), body);
+			rc = record_seen(v, seq, json_string_value(jb), json_string_length(jb),
+					 x->body);
 		}
-		json_decref(body);
 		if (rc < 0)
-			return rc;
+			goto out;
 		w->last_ts = cf.ts;
 		last = seq;
 	}
-	if (w->has_first && i > 0 && w->last_ts != w->first_ts + i - 1)
-		return cerr_set(v->err, -EBADMSG, "tenant %s: the export's chain is not dense", tenant);
+	if (rc < 0)
+		goto out;
+	if (w->has_first && i > 0 && w->last_ts != w->first_ts + i - 1) {
+		rc = cerr_set(v->err, -EBADMSG, "tenant %s: the export's chain is not dense", tenant);
+		goto out;
+	}
 	*count = i;
 	/* The record after the window anchors its end: newer than until and
 	 * chained to the last exported one, so none at the end was left out.
@@ -1132,26 +1403,34 @@ static int export_records(struct vstate *v, json_t *recs, json_t *prev, json_t *
 	if (next != NULL && !json_is_null(next)) {
 		uint64_t nseq;
 
-		if (w->until == 0)
-			return cerr_set(v->err, -EBADMSG,
-					"export: a record after the window, but no until");
-		rc = export_record(v, next, "the record after the window", tenant, cp, &memo,
-				   &nseq, leaf, &body, &t);
+		if (w->until == 0) {
+			rc = cerr_set(v->err, -EBADMSG,
+				      "export: a record after the window, but no until");
+			goto out;
+		}
+		xrec_read(one, json_incref(next), &src->b64);
+		rc = xrec_check(v, one, "the record after the window", tenant, cp, memo, &nseq,
+				&t);
 		if (rc < 0)
-			return rc;
-		chain_fields_json(body, &cf);
+			goto out;
+		chain_fields_json(one->body, &cf);
 		if (nseq <= last || t <= w->until)
 			rc = cerr_set(v->err, -EBADMSG,
 				      "record %" PRIu64 ": given as the one after the window but is "
 				      "not newer than until", nseq);
 		else
-			rc = chain_check(v, tenant, &cf, nseq, leaf, false);
-		json_decref(body);
+			rc = chain_check(v, tenant, &cf, nseq, one->leaf, false);
 		if (rc < 0)
-			return rc;
+			goto out;
 		w->has_next = true;
 	}
-	return 0;
+	rc = 0;
+out:
+	if (one != NULL)
+		xrec_clear(one);
+	free(one);
+	free(memo);
+	return rc;
 }
 
 /* "since"/"until": present, null or an RFC 3339 time. */
@@ -1169,21 +1448,67 @@ static int window_time(json_t *doc, const char *k, int64_t *out)
 	return 0;
 }
 
-int audit_verify_export_with(const char *path, const struct audit_verify_opts *o,
-			     struct audit_verify_stats *st, struct cerr *err)
+/* The document without its records' elements: the text with the records
+ * array cut down to "[]", parsed. NULL when it is not JSON, or the "[]"
+ * is not where the scan says (then the whole document is parsed). */
+static json_t *export_head(const char *buf, size_t len, const struct xscan *scan)
+{
+	size_t tail = scan->rec_off + scan->rec_len, n = scan->rec_off + 2 + (len - tail);
+	char *h = malloc(n + 1);
+	json_t *doc, *recs;
+
+	if (h == NULL)
+		return NULL;
+	memcpy(h, buf, scan->rec_off);
+	memcpy(h + scan->rec_off, "[]", 2);
+	memcpy(h + scan->rec_off + 2, buf + tail, len - tail);
+	h[n] = '\0';
+	doc = json_loadb(h, n, JSON_REJECT_DUPLICATES, NULL);
+	free(h);
+	recs = json_object_get(doc, "records");
+	if (!json_is_array(recs) || json_array_size(recs) != 0) {
+		json_decref(doc);
+		return NULL;
+	}
+	return doc;
+}
+
+static int not_json(const char *path, const char *buf, size_t len, struct cerr *err)
+{
+	json_error_t jerr;
+	json_t *doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+
+	if (doc != NULL) {
+		/* cannot be (export_scan.c): its pieces parse when it does */
+		json_decref(doc);
+		return cerr_set(err, -EBADMSG, "%s is not JSON", path);
+	}
+	return cerr_set(err, -EBADMSG, "%s is not JSON (line %d: %s)", path, jerr.line, jerr.text);
+}
+
+/* whole: one tree of the whole document (the reference); otherwise the
+ * records are parsed one at a time, beside the checks. Both give the same
+ * result, message and statistics for every input; only the order in which
+ * the work is done differs. A document that is not JSON is refused as such
+ * before any check is reported; but on_record may have seen the records
+ * before the piece that is not JSON (each of them verified). */
+static int verify_export(const char *path, const struct audit_verify_opts *o,
+			 struct audit_verify_stats *st, struct cerr *err, bool whole)
 {
 	struct note_key key;
 	struct note_checkpoint cp, from, trusted;
 	struct vstate v = {.err = err};
 	struct audit_verify_stats dummy;
 	struct xwin w = {0};
+	struct xscan scan = {0};
+	struct xsrc *src = NULL;
 	json_t *doc = NULL, *cons, *jf, *jl;
 	json_error_t jerr;
 	const char *tenant, *fmt, *origin, *note;
 	char *buf = NULL;
 	size_t len = 0;
 	uint64_t nrec = 0, ncp = 1;
-	bool have_from = false;
+	bool have_from = false, pieces = false;
 	struct cerr e2 = {{0}};
 	int rc;
 
@@ -1202,11 +1527,31 @@ int audit_verify_export_with(const char *path, const struct audit_verify_opts *o
 	rc = tenant_map_init(&v.tenants);
 	if (rc < 0)
 		goto out;
-	doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (doc == NULL) {
-		rc = cerr_set(err, -EBADMSG, "%s is not JSON (line %d: %s)", path, jerr.line,
-			      jerr.text);
+	src = calloc(1, sizeof(*src));
+	if (src == NULL) {
+		rc = -ENOMEM;
 		goto out;
+	}
+	if (!whole && audit_export_scan(buf, len, &scan) == 0) {
+		doc = export_head(buf, len, &scan);
+		/* no threads: the whole document on this one */
+		pieces = doc != NULL && xsrc_pipe_start(src, buf, &scan) == 0;
+		if (!pieces) {
+			json_decref(doc);
+			doc = NULL;
+		}
+	}
+	if (doc == NULL) {
+		doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
+		if (doc == NULL) {
+			rc = cerr_set(err, -EBADMSG, "%s is not JSON (line %d: %s)", path, jerr.line,
+				      jerr.text);
+			goto out;
+		}
+	}
+	if (!pieces) {
+		src->arr = json_object_get(doc, "records");
+		src->n = json_array_size(src->arr);
 	}
 	fmt = json_string_value(json_object_get(doc, "format"));
 	tenant = json_string_value(json_object_get(doc, "tenant"));
@@ -1265,8 +1610,8 @@ int audit_verify_export_with(const char *path, const struct audit_verify_opts *o
 		rc = cerr_set(err, -EBADMSG, "export: last_tenant_seq missing or malformed");
 		goto out;
 	}
-	rc = export_records(&v, json_object_get(doc, "records"), json_object_get(doc, "previous"),
-			    json_object_get(doc, "next"), tenant, &cp, &w, &nrec);
+	rc = export_records(&v, src, json_object_get(doc, "previous"), json_object_get(doc, "next"),
+			    tenant, &cp, &w, &nrec);
 	st->records = nrec;
 	if (rc == 0 && w.has_first && (uint64_t)json_integer_value(jl) != w.last_ts)
 		rc = cerr_set(err, -EBADMSG, "tenant %s: the export says its last record is "
@@ -1353,12 +1698,34 @@ int audit_verify_export_with(const char *path, const struct audit_verify_opts *o
 	st->uncovered_from = 0;
 	rc = 0;
 out:
+	/* a failure before every piece was parsed: the whole document would
+	 * not have parsed, and that is what it says */
+	if (rc < 0 && rc != -ENOMEM && pieces && !xsrc_rest_parses(src)) {
+		memset(st, 0, sizeof(*st));
+		rc = not_json(path, buf, len, err);
+	}
 	if (rc == -ENOMEM)
 		cerr_set(err, rc, "out of memory");
+	if (src != NULL)
+		xsrc_free(src);
+	free(src);
+	audit_export_scan_free(&scan);
 	json_decref(doc);
 	free(buf);
 	tenant_map_free(&v.tenants);
 	return rc;
+}
+
+int audit_verify_export_with(const char *path, const struct audit_verify_opts *o,
+			     struct audit_verify_stats *st, struct cerr *err)
+{
+	return verify_export(path, o, st, err, false);
+}
+
+int audit_verify_export_whole(const char *path, const struct audit_verify_opts *o,
+			      struct audit_verify_stats *st, struct cerr *err)
+{
+	return verify_export(path, o, st, err, true);
 }
 
 int audit_verify_export(const char *path, const char *vkey, struct audit_verify_stats *st,

@@ -2,7 +2,10 @@
  * a temporary file, with a fixed verifier key: a customer verifies exports
  * it received from the MSSP, so an export is untrusted input. Nothing but
  * "verified" (0), "tampered" (-EBADMSG) or "unreadable/invalid" may come
- * back; a garbage file must never verify. */
+ * back; a garbage file must never verify. The export is read a record at
+ * a time (export_scan.c finds the pieces): every input must get the same
+ * answer, message and statistics as from one tree of the whole document
+ * (audit_verify_export_whole), or the target aborts. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,7 +15,7 @@
 
 #include <sodium.h>
 
-#include "audit.h"
+#include "audit_int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -67,9 +70,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct audit_verify_stats st;
-	struct cerr err = {{0}};
-	int rc;
+	struct audit_verify_stats st, st2;
+	struct audit_verify_opts o = {.vkey = vkey};
+	struct cerr err = {{0}}, err2 = {{0}};
+	int rc, rc2;
 
 	if (ftruncate(fd, 0) < 0 || pwrite(fd, data, size, 0) != (ssize_t)size)
 		abort();
@@ -79,6 +83,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (rc < 0 && err.msg[0] == '\0')
 		abort(); /* a failure says why */
+	rc2 = audit_verify_export_whole(path, &o, &st2, &err2);
+	if (rc2 != rc || strcmp(err.msg, err2.msg) != 0 || memcmp(&st, &st2, sizeof(st)) != 0) {
+		fprintf(stderr, "record at a time: %d %s\nwhole document: %d %s\n", rc, err.msg,
+			rc2, err2.msg);
+		abort();
+	}
 	if (rc == 0)
 		n_ok++;
 	else if (rc == -EBADMSG)

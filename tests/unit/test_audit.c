@@ -1059,5 +1059,6 @@ int main(void)
 	rc |= audit_group_verify();
 	rc |= audit_group_fault();
 	rc |= audit_group_cosig();
+	rc |= audit_group_scan();
 	return rc ? 1 : 0;
 }

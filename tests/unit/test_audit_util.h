@@ -31,5 +31,10 @@ int audit_group_store(void);
 int audit_group_verify(void);
 int audit_group_fault(void);
 int audit_group_cosig(void);
+int audit_group_scan(void);
+/* Verify an export record at a time and as one tree (the reference):
+ * fails the test unless both say the same; returns what they say. */
+int verify_export_both(const char *path, const char *vkey, const char *checkpoint,
+		       struct audit_verify_stats *st, struct cerr *err);
 
 #endif

@@ -753,7 +753,7 @@ static char *do_export(struct fx *f, const char *tenant, int64_t since, int64_t 
 static int vexport(struct fx *f, const char *path, struct audit_verify_stats *st, char *msg)
 {
 	struct cerr err = {{0}};
-	int rc = audit_verify_export(path, f->k.vkey, st, &err);
+	int rc = verify_export_both(path, f->k.vkey, NULL, st, &err);
 
 	if (rc != 0 && getenv("TEST_VERBOSE"))
 		fprintf(stderr, "verify export: %d %s\n", rc, err.msg);
@@ -800,10 +800,10 @@ static void test_export_roundtrip(void **state)
 		struct cerr err = {{0}};
 		struct tkey k;
 
-		assert_int_equal(audit_verify_export(p, f->other.vkey, &st, &err), -EKEYREJECTED);
+		assert_int_equal(verify_export_both(p, f->other.vkey, NULL, &st, &err), -EKEYREJECTED);
 		assert_non_null(strstr(err.msg, "this key is not the key of this log"));
 		tkey_init(&k, "other.example/audit", 21);
-		assert_int_equal(audit_verify_export(p, k.vkey, &st, &err), -EKEYREJECTED);
+		assert_int_equal(verify_export_both(p, k.vkey, NULL, &st, &err), -EKEYREJECTED);
 		assert_non_null(strstr(err.msg, "log signed by "));
 	}
 	/* unknown tenant: an empty, valid export */
@@ -1215,15 +1215,15 @@ static void test_export_trusted(void **state)
 	p = do_export(f, "t1", 0, 0, NULL, &rc);
 	assert_int_equal(rc, 0);
 	o.checkpoint = n40;
-	assert_int_equal(audit_verify_export_with(p, &o, &st, &err), 0);
+	assert_int_equal(verify_export_both(p, o.vkey, o.checkpoint, &st, &err), 0);
 	assert_true(st.trusted);
 	assert_int_equal(st.trusted_size, 40);
 	o.checkpoint = n25;
-	assert_int_equal(audit_verify_export_with(p, &o, &st, &err), -ENODATA);
+	assert_int_equal(verify_export_both(p, o.vkey, o.checkpoint, &st, &err), -ENODATA);
 	assert_non_null(strstr(err.msg, "no consistency proof from the checkpoint you trust"));
 	assert_int_equal(note_checkpoint_sign(&f->k.signer, 40, root, &forged), 0);
 	o.checkpoint = forged;
-	assert_int_equal(audit_verify_export_with(p, &o, &st, &err), -EBADMSG);
+	assert_int_equal(verify_export_both(p, o.vkey, o.checkpoint, &st, &err), -EBADMSG);
 	assert_non_null(strstr(err.msg, "has another root than the checkpoint you trust"));
 	free(p);
 	/* the log grew; an export from the kept checkpoint proves it only grew */
@@ -1233,7 +1233,7 @@ static void test_export_trusted(void **state)
 	p = do_export(f, "t1", 0, 0, n25, &rc);
 	assert_int_equal(rc, 0);
 	o.checkpoint = n25;
-	assert_int_equal(audit_verify_export_with(p, &o, &st, &err), 0);
+	assert_int_equal(verify_export_both(p, o.vkey, o.checkpoint, &st, &err), 0);
 	assert_int_equal(st.trusted_size, 25);
 	assert_true(st.cp_size > 40);
 	free(p);
