@@ -1074,8 +1074,9 @@ static int xrec_check(struct vstate *v, const struct xrec *x, const char *what,
 #define XP_THREADS 4    /* workers at most; divides XB_SLOTS, so a slot has one worker */
 
 struct xbatch {
+	json_t *arr;       /* the batch's records */
 	struct xrec rec[XB_RECS];
-	size_t n;          /* records read; a piece at n (< its size) did not parse */
+	size_t n;          /* records read; fewer than its pieces: they did not parse */
 	bool ready;        /* read, not yet checked */
 };
 
@@ -1116,26 +1117,47 @@ static void xbatch_release(struct xbatch *b)
 	for (size_t i = 0; i < b->n; i++)
 		xrec_clear(&b->rec[i]);
 	b->n = 0;
+	json_decref(b->arr);
+	b->arr = NULL;
 }
 
-/* Read batch k into its slot, freeing the batch it held. */
-static void xbatch_read(struct xpipe *p, size_t k, struct b64_cache *c)
+/* A reader's own buffer for a batch's text. */
+struct xtext {
+	char *p;
+	size_t cap;
+};
+
+/* Read batch k into its slot, freeing the batch it held. Its pieces are
+ * parsed as one array, "[" the text from its first to its last piece "]":
+ * the pieces with the commas between them, so it parses exactly when each
+ * piece is one value (and one lexer buffer serves the batch, not one per
+ * record). */
+static void xbatch_read(struct xpipe *p, size_t k, struct b64_cache *c, struct xtext *t)
 {
 	struct xbatch *b = &p->slot[k % XB_SLOTS];
-	size_t first = k * XB_RECS, n = p->scan->n - first;
+	size_t first = k * XB_RECS, n = p->scan->n - first, from, len;
 
 	xbatch_release(b);
 	if (n > XB_RECS)
 		n = XB_RECS;
-	for (size_t i = 0; i < n; i++) {
-		const struct xspan *s = &p->scan->piece[first + i];
-		/* an element of the array: any value, as in the whole document */
-		json_t *r = json_loadb(p->buf + s->off, s->len,
-				       JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, NULL);
+	from = p->scan->piece[first].off;
+	len = p->scan->piece[first + n - 1].off + p->scan->piece[first + n - 1].len - from;
+	if (len + 2 > t->cap) {
+		char *np = realloc(t->p, len + 2);
 
-		if (r == NULL)
-			break;
-		xrec_read(&b->rec[i], r, c);
+		if (np == NULL)
+			return; /* read as not parsing: the whole parse says what it is */
+		t->p = np;
+		t->cap = len + 2;
+	}
+	t->p[0] = '[';
+	memcpy(t->p + 1, p->buf + from, len);
+	t->p[len + 1] = ']';
+	b->arr = json_loadb(t->p, len + 2, JSON_REJECT_DUPLICATES, NULL);
+	if (json_array_size(b->arr) != n)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		xrec_read(&b->rec[i], json_incref(json_array_get(b->arr, i)), c);
 		b->n++;
 	}
 }
@@ -1145,6 +1167,7 @@ static void *xpipe_worker(void *arg)
 	struct xworker *w = arg;
 	struct xpipe *p = w->p;
 	struct b64_cache *c = calloc(1, sizeof(*c));
+	struct xtext t = {0};
 
 	for (size_t k = w->id; k < p->nbatch; k += p->nth) {
 		bool stop;
@@ -1158,12 +1181,13 @@ static void *xpipe_worker(void *arg)
 		if (stop)
 			break;
 		/* without the memory of decoded hashes, every one is decoded */
-		xbatch_read(p, k, c);
+		xbatch_read(p, k, c, &t);
 		pthread_mutex_lock(&p->lock);
 		p->slot[k % XB_SLOTS].ready = true;
 		pthread_cond_broadcast(&p->cond);
 		pthread_mutex_unlock(&p->lock);
 	}
+	free(t.p);
 	free(c);
 	return NULL;
 }
@@ -1479,9 +1503,10 @@ static int not_json(const char *path, const char *buf, size_t len, struct cerr *
 	json_t *doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
 
 	if (doc != NULL) {
-		/* cannot be (export_scan.c): its pieces parse when it does */
+		/* its pieces parse when it does (export_scan.c): one failed
+		 * for want of memory */
 		json_decref(doc);
-		return cerr_set(err, -EBADMSG, "%s is not JSON", path);
+		return cerr_set(err, -ENOMEM, "out of memory reading %s", path);
 	}
 	return cerr_set(err, -EBADMSG, "%s is not JSON (line %d: %s)", path, jerr.line, jerr.text);
 }

@@ -51,7 +51,8 @@ def main():
     assert "| metric | custody | reference | ratio | target | met |" in table
     for metric in ("cached token, 1 conn", "cached token, 64 conns", "cached token p99, 64 conns",
                    "cold path", "start-up", "peak RSS", "audit verify", "tenant query",
-                   "SQLite floor: 1 row per commit"):
+                   "SQLite floor: 1 row per commit", "`custody audit report`",
+                   "`custody audit verify --export`"):
         assert metric in table, "row missing: " + metric
     assert "CPUs" in table and "kernel" in table, "machine line missing"
     assert raw["failed"] == [], raw["failed"]
