@@ -1079,7 +1079,11 @@ struct xbatch {
 	json_t *arr;       /* the batch's records */
 	struct xrec rec[XB_RECS];
 	size_t n;          /* records read; fewer than its pieces: they did not parse */
-	bool ready;        /* read, not yet checked */
+	/* under the lock: */
+	bool claimed;      /* batch is being read or was read into this slot */
+	size_t batch;
+	bool ready;        /* batch is read */
+	bool mine;         /* ... by the checking thread */
 };
 
 struct xpipe {
@@ -1182,23 +1186,36 @@ static void *xpipe_worker(void *arg)
 	struct xtext t = {0};
 
 	for (size_t k = 0; k < p->nbatch; k++) {
-		bool stop;
+		bool stop, skip;
 
 		if (xreader(p, k) != w->id)
 			continue;
+
+		struct xbatch *b = &p->slot[k % XB_SLOTS];
 
 		pthread_mutex_lock(&p->lock);
 		/* the slot is free once the batch it held is checked */
 		while (!p->stop && k >= p->check + XB_SLOTS)
 			pthread_cond_wait(&p->cond, &p->lock);
 		stop = p->stop;
+		/* the checking thread got there first (this one was not
+		 * running): it reads this batch itself */
+		skip = b->claimed && b->batch == k;
+		if (!stop && !skip) {
+			b->claimed = true;
+			b->batch = k;
+			b->ready = false;
+			b->mine = false;
+		}
 		pthread_mutex_unlock(&p->lock);
 		if (stop)
 			break;
+		if (skip)
+			continue;
 		/* without the memory of decoded hashes, every one is decoded */
 		xbatch_read(p, k, c, &t);
 		pthread_mutex_lock(&p->lock);
-		p->slot[k % XB_SLOTS].ready = true;
+		b->ready = true;
 		pthread_cond_broadcast(&p->cond);
 		pthread_mutex_unlock(&p->lock);
 	}
@@ -1291,18 +1308,25 @@ static int xsrc_next(struct xsrc *s, struct xrec **x)
 	b = &p->slot[k % XB_SLOTS];
 	pthread_mutex_lock(&p->lock);
 	if (j == 0 && k > 0) {
-		/* the batch before is checked: its worker may read into its slot */
-		p->slot[(k - 1) % XB_SLOTS].ready = false;
-		/* this thread's own: freed while still in its cache */
-		if (xreader(p, k - 1) == p->nth)
-			xbatch_release(&p->slot[(k - 1) % XB_SLOTS]);
+		struct xbatch *prev = &p->slot[(k - 1) % XB_SLOTS];
+
+		/* the batch before is checked: its slot may be read into.
+		 * This thread's own are freed now, still in its cache */
+		if (prev->mine)
+			xbatch_release(prev);
 		p->check = k;
 		pthread_cond_broadcast(&p->cond);
 	}
-	if (xreader(p, k) == p->nth && !b->ready) {
-		/* this thread's share: read just before its checks, its
-		 * records still in the cache */
+	if (!(b->claimed && b->batch == k)) {
+		/* this thread's share, or a worker's it has not begun (it is
+		 * not running): read it now, just before its checks */
+		b->claimed = true;
+		b->batch = k;
+		b->ready = false;
+		b->mine = true;
+		pthread_mutex_unlock(&p->lock);
 		xbatch_read(p, k, &s->b64, &s->text);
+		pthread_mutex_lock(&p->lock);
 		b->ready = true;
 	}
 	while (!b->ready)
