@@ -1123,7 +1123,7 @@ struct xsrc {
 	size_t n, i;             /* records; the next to hand out */
 	bool unparsed;           /* a piece is not JSON */
 	struct b64_cache b64;    /* the checking thread's */
-	struct xtext text;       /* no workers: the checking thread reads */
+	struct xtext text;       /* the checking thread's */
 };
 
 /* Who reads batch k: worker 0 .. nth-1, or nth, the checking thread. */
@@ -1186,13 +1186,11 @@ static void *xpipe_worker(void *arg)
 	struct xtext t = {0};
 
 	for (size_t k = 0; k < p->nbatch; k++) {
+		struct xbatch *b = &p->slot[k % XB_SLOTS];
 		bool stop, skip;
 
 		if (xreader(p, k) != w->id)
 			continue;
-
-		struct xbatch *b = &p->slot[k % XB_SLOTS];
-
 		pthread_mutex_lock(&p->lock);
 		/* the slot is free once the batch it held is checked */
 		while (!p->stop && k >= p->check + XB_SLOTS)
@@ -1252,7 +1250,6 @@ static int xsrc_pipe_start(struct xsrc *s, const char *buf, const struct xscan *
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	size_t want = ncpu >= 4 ? 3 : ncpu >= 2 ? 1 : 0;
 	int rc = 0;
-
 
 	if (p == NULL)
 		return -ENOMEM;
