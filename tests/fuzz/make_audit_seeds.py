@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """make_audit_seeds.py — (re)make the seed corpus of fuzz-audit_export:
-a real custodyd issues a few tokens for two tenants, `custody audit export`
+a real custodyd issues a few tokens for two tenants (and forty for a third,
+so one export spans several of the verifier's batches), `custody audit export`
 writes tenant exports, and this script stores them with a few broken
 variants (a changed record, a cut-off document, a dropped proof, a forged
 signature line) plus the verifier key they verify with (export.vkey, passed
@@ -35,12 +36,19 @@ def main():
             env.import_grant(g)
             for _ in range(3):
                 check(env.token(name).get("ok") is True, "token failed")
+        # more records than a batch of the record-at-a-time reader (16,
+        # audit/verify.c), so the fuzzer starts from exports that span
+        # several, read by both threads (refusals are records too)
+        g, _ = env.new_tenant(name="gamma")
+        env.import_grant(g)
+        for i in range(40):
+            env.token("gamma", purpose="batch %d" % i)
         env.admin_request("audit.checkpoint")
         env.token("alpha", purpose="after the checkpoint")
         vkey = env.run_cli("keys", "--json")
         vkey = json.loads(vkey.stdout)["audit_verifier_key"]
         docs = {}
-        for name in ("alpha", "beta"):
+        for name in ("alpha", "beta", "gamma"):
             path = os.path.join(env.base, name + ".json")
             p = env.run_cli("audit", "export", "--tenant", name, "--output", path)
             check(p.returncode == 0, "export failed", p.stderr)
