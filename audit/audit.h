@@ -138,6 +138,14 @@ void audit_fields_raw(struct audit_fields *f, const char *key, const char *text,
 /* audit_append_async for a member list (nothing to take ownership of). */
 int audit_append_fields_async(struct audit *a, const struct audit_fields *f, uint64_t cookie);
 
+/* Batched wakes: from this call on, async appends do not wake the writer
+ * one by one; the caller calls audit_flush() after each run of appends
+ * (the broker: once per loop iteration, before it waits), so the records
+ * of one run reach the writer together and its commit starts with all of
+ * them instead of with the first. Call from the appending thread. */
+void audit_batch_wakes(struct audit *a);
+void audit_flush(struct audit *a);
+
 /* Readable (EPOLLIN) whenever completions are waiting. */
 int audit_event_fd(const struct audit *a);
 

@@ -100,6 +100,8 @@ struct audit {
 	struct audit_done *done;
 	size_t done_head, done_len, done_cap; /* ring of async completions */
 	size_t outstanding;           /* async appends not yet polled */
+	bool batch_wakes;             /* audit_batch_wakes: the appender flushes */
+	atomic_bool wake_due;         /* appended since the last audit_flush */
 	int efd;
 	pthread_t thread;
 	bool thread_started;

@@ -71,9 +71,25 @@ static int enqueue_async(struct audit *a, struct audit_item *it, uint64_t cookie
 	pthread_mutex_unlock(&a->lock);
 	if (rc < 0)
 		audit_item_free(it);
+	else if (a->batch_wakes)
+		atomic_store(&a->wake_due, true);
 	else
 		pthread_cond_signal(&a->wake);
 	return rc;
+}
+
+void audit_batch_wakes(struct audit *a)
+{
+	a->batch_wakes = true;
+}
+
+void audit_flush(struct audit *a)
+{
+	/* The writer waits for a non-empty queue, which the appends made
+	 * under the lock: a signal after them is never lost, and one with
+	 * the writer busy costs nothing (it looks at the queue again). */
+	if (atomic_exchange(&a->wake_due, false))
+		pthread_cond_signal(&a->wake);
 }
 
 int audit_append_async(struct audit *a, json_t *fields, uint64_t cookie)

@@ -253,6 +253,13 @@ static int helpers_start(struct broker *b)
 	return rc;
 }
 
+static void flush_audit(void *ctx)
+{
+	struct broker *b = ctx;
+
+	audit_flush(b->audit);
+}
+
 static int broker_start(struct broker *b)
 {
 	struct vault_key_source src;
@@ -296,6 +303,9 @@ static int broker_start(struct broker *b)
 	if (rc < 0)
 		return rc;
 	expiry_init(b);
+	/* the records of one loop iteration go to the writer together */
+	audit_batch_wakes(b->audit);
+	loop_set_before_wait(b->loop, flush_audit, b);
 	rc = loop_fd_add(b->loop, b->sigfd, EPOLLIN, on_signal, b);
 	if (rc == 0)
 		rc = loop_fd_add(b->loop, audit_event_fd(b->audit), EPOLLIN, pending_audit_ready, b);

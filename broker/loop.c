@@ -39,6 +39,8 @@ struct loop {
 	size_t ntimers, captimers;
 	bool in_timers;
 	uint64_t batch;   /* epoll_wait calls so far */
+	void (*before_wait)(void *ctx);
+	void *before_wait_ctx;
 };
 
 static int64_t mono_ms(void)
@@ -229,7 +231,11 @@ int loop_run(struct loop *l)
 
 	l->stop = false;
 	while (!l->stop) {
-		int n = epoll_wait(l->epfd, evs, 128, next_timeout(l));
+		int n;
+
+		if (l->before_wait != NULL)
+			l->before_wait(l->before_wait_ctx);
+		n = epoll_wait(l->epfd, evs, 128, next_timeout(l));
 
 		if (n < 0 && errno != EINTR)
 			return -errno;
@@ -252,6 +258,12 @@ int loop_run(struct loop *l)
 		run_timers(l);
 	}
 	return 0;
+}
+
+void loop_set_before_wait(struct loop *l, void (*cb)(void *ctx), void *ctx)
+{
+	l->before_wait = cb;
+	l->before_wait_ctx = ctx;
 }
 
 void loop_stop(struct loop *l)

@@ -36,6 +36,11 @@ void loop_timer_disarm(struct loop_timer *t);
 /* Safe to call from inside the timer's own callback. */
 void loop_timer_free(struct loop_timer *t);
 
+/* cb(ctx) runs once per iteration, after its callbacks and timers, right
+ * before the loop waits again (Redis's beforeSleep): where work batched
+ * over an iteration is flushed. One per loop; NULL removes it. */
+void loop_set_before_wait(struct loop *l, void (*cb)(void *ctx), void *ctx);
+
 /* Run until loop_stop(). Returns 0 or -errno from epoll_wait. */
 int loop_run(struct loop *l);
 void loop_stop(struct loop *l);

@@ -26,10 +26,11 @@ import tempfile
 CONNS = (1, 8, 64)
 
 
-def one_run(src, build, out_json):
-    argv = [sys.executable, os.path.join(src, "tests", "bench", "run.py"), "--build", build,
+def one_run(src, build, out_json, runner=None):
+    # runner: one tree's run.py for both, so both are measured the same way
+    argv = [sys.executable, os.path.join(runner or src, "tests", "bench", "run.py"), "--build", build,
             "--only", "cached,redis", "--profile", "--json", out_json]
-    r = subprocess.run(argv, capture_output=True, text=True, cwd=src, timeout=1800)
+    r = subprocess.run(argv, capture_output=True, text=True, cwd=runner or src, timeout=1800)
     if r.returncode != 0:
         raise SystemExit("run.py in %s failed (exit %d): %s" % (src, r.returncode, r.stderr[-2000:]))
     with open(out_json) as f:
@@ -72,6 +73,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--out", help="write the markdown there too")
+    ap.add_argument("--runner", help="run every tree with this checkout's run.py (default: "
+                    "each tree's own), so a change in how run.py measures does not "
+                    "read as a change in custody")
     ap.add_argument("trees", nargs=2, metavar="LABEL=SRC:BUILD")
     a = ap.parse_args()
     trees = []
@@ -85,7 +89,8 @@ def main():
     for i in range(a.pairs):
         order = trees if i % 2 == 0 else list(reversed(trees))
         for label, src, build in order:
-            fig = one_run(src, build, os.path.join(tmp, "%s-%d.json" % (label, i)))
+            fig = one_run(src, build, os.path.join(tmp, "%s-%d.json" % (label, i)),
+                          os.path.abspath(a.runner) if a.runner else None)
             runs[label].append(fig)
             print("pairs: run %d %-8s %s" % (i + 1, label, " ".join(
                 "%s=%.3g" % kv for kv in sorted(fig.items()))), file=sys.stderr, flush=True)
