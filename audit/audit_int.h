@@ -158,6 +158,9 @@ void audit_placeholders_init(struct audit *a);
  * 0, -EINVAL, -ENOMEM. */
 int audit_item_new(struct audit *a, json_t *fields, struct audit_item **out);
 void audit_item_free(struct audit_item *it);
+/* The indexed columns (event, outcome, tenant, principal; NULL: none)
+ * copied into one allocation, it->strs, with it->col pointing in. */
+int audit_item_copy_columns(struct audit_item *it, const char *const s[4]);
 /* The same from a member list (fields.c; nothing owned). */
 int audit_item_from_fields(struct audit *a, const struct audit_fields *f,
 			   struct audit_item **out);

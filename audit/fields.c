@@ -111,8 +111,7 @@ static int put_member_value(struct audit_jbuf *b, const struct audit_field *v)
 	return audit_jbuf_raw(b, "null", 4);
 }
 
-/* The indexed columns, copied into one allocation. */
-static int copy_columns(struct audit_item *it, const char *s[4])
+int audit_item_copy_columns(struct audit_item *it, const char *const s[4])
 {
 	size_t len[4], total = 0;
 	char *p;
@@ -184,7 +183,7 @@ int audit_item_from_fields(struct audit *a, const struct audit_fields *f,
 	if (it == NULL)
 		goto out;
 	it->has_tenant = col[2] != NULL;
-	rc = copy_columns(it, col);
+	rc = audit_item_copy_columns(it, col);
 	if (rc == 0)
 		rc = audit_jbuf_raw(&b, "{", 1);
 	for (size_t i = 0; rc == 0 && i < n; i++) {

@@ -59,11 +59,9 @@ int audit_item_new(struct audit *a, json_t *fields, struct audit_item **out)
 	json_t *ev = json_object_get(fields, "event"), *oc = json_object_get(fields, "outcome");
 	json_t *tn = json_object_get(fields, "tenant"), *pr = json_object_get(fields, "principal");
 	const char *s[4];
-	size_t len[4], total = 0;
 	struct audit_item *it = NULL;
 	const char *key;
 	json_t *v;
-	char *p;
 	int rc = -EINVAL;
 
 	if (!json_is_object(fields) || !json_is_string(ev) || !string_or_null(oc) ||
@@ -82,22 +80,9 @@ int audit_item_new(struct audit *a, json_t *fields, struct audit_item **out)
 	s[1] = json_string_value(oc);
 	s[2] = json_string_value(tn);
 	s[3] = json_string_value(pr);
-	for (int i = 0; i < 4; i++) {
-		len[i] = s[i] ? strlen(s[i]) + 1 : 0;
-		total += len[i];
-	}
 	/* the indexed columns, copied so the JSON can go now */
-	it->strs = malloc(total);
-	if (it->strs == NULL)
+	if (audit_item_copy_columns(it, s) < 0)
 		goto out;
-	p = it->strs;
-	for (int i = 0; i < 4; i++) {
-		it->col[i] = s[i] ? p : NULL;
-		if (s[i]) {
-			memcpy(p, s[i], len[i]);
-			p += len[i];
-		}
-	}
 	it->has_tenant = s[2] != NULL;
 	if (json_object_set_new(fields, "seq", json_string(a->ph[AUDIT_PH_SEQ])) < 0 ||
 	    json_object_set_new(fields, "time", json_string(a->ph[AUDIT_PH_TIME])) < 0)
