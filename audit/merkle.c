@@ -228,6 +228,29 @@ int merkle_tree_consistency(const struct merkle_tree *t, uint64_t m,
 	return 0;
 }
 
+/* One step of RFC 9162 §2.1.3.2's inclusion check: fold the sibling into
+ * r and move (fn, sn) up past it. Returns the levels climbed (one, more
+ * where r was a right edge). */
+static unsigned inclusion_step(const uint8_t sibling[static MERKLE_HASH], uint8_t r[static MERKLE_HASH],
+			       uint64_t *fn, uint64_t *sn)
+{
+	unsigned up = 1;
+
+	if ((*fn & 1) || *fn == *sn) {
+		merkle_node_hash(sibling, r, r);
+		while (!(*fn & 1) && *fn != 0) {
+			*fn >>= 1;
+			*sn >>= 1;
+			up++;
+		}
+	} else {
+		merkle_node_hash(r, sibling, r);
+	}
+	*fn >>= 1;
+	*sn >>= 1;
+	return up;
+}
+
 bool merkle_verify_inclusion(uint64_t index, uint64_t size, const uint8_t leaf[static MERKLE_HASH],
 			     const uint8_t (*path)[MERKLE_HASH], size_t count,
 			     const uint8_t root[static MERKLE_HASH])
@@ -242,18 +265,7 @@ bool merkle_verify_inclusion(uint64_t index, uint64_t size, const uint8_t leaf[s
 	for (size_t i = 0; i < count; i++) {
 		if (sn == 0)
 			return false;
-		if ((fn & 1) || fn == sn) {
-			merkle_node_hash(path[i], r, r);
-			if (!(fn & 1))
-				while (!(fn & 1) && fn != 0) {
-					fn >>= 1;
-					sn >>= 1;
-				}
-		} else {
-			merkle_node_hash(r, path[i], r);
-		}
-		fn >>= 1;
-		sn >>= 1;
+		inclusion_step(path[i], r, &fn, &sn);
 	}
 	return sn == 0 && sodium_memcmp(r, root, MERKLE_HASH) == 0;
 }
@@ -317,20 +329,7 @@ bool merkle_verify_inclusion_memo(struct merkle_memo *m, uint64_t index, uint64_
 		memcpy(node[i], r, MERKLE_HASH);
 		fns[i] = fn;
 		level[i] = (uint8_t)lv;
-		if ((fn & 1) || fn == sn) {
-			merkle_node_hash(path[i], r, r);
-			if (!(fn & 1))
-				while (!(fn & 1) && fn != 0) {
-					fn >>= 1;
-					sn >>= 1;
-					lv++;
-				}
-		} else {
-			merkle_node_hash(r, path[i], r);
-		}
-		fn >>= 1;
-		sn >>= 1;
-		lv++;
+		lv += inclusion_step(path[i], r, &fn, &sn);
 	}
 	if (i == count && !(sn == 0 && sodium_memcmp(r, root, MERKLE_HASH) == 0))
 		return false;
