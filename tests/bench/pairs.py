@@ -5,7 +5,9 @@ One machine's figures drift by 2x within minutes (other work, the disk's
 sync latency), so a before/after comparison is only fair when the two
 trees take turns: before, after, after, before, ... Each run is the tree's
 own tests/bench/run.py (--only cached,redis --profile), so Redis is
-measured in the same minute as the custody figures it is set beside.
+measured in the same minute as the custody figures it is set beside; and
+the durable echo floor too (--only ...,durable) when every tree's
+echo_server has --store.
 
     python3 tests/bench/pairs.py --pairs 5 \\
         before=/path/to/old/checkout:/path/to/old/build \\
@@ -26,10 +28,22 @@ import tempfile
 CONNS = (1, 8, 64)
 
 
-def one_run(src, build, out_json, runner=None):
+def has_store_mode(build):
+    """Whether build's echo_server has --store (its usage line says so):
+    trees from before it cannot measure the durable echo floor."""
+    exe = os.path.join(build, "tests", "bench", "echo_server")
+    try:
+        r = subprocess.run([exe], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return False
+    return "--store" in r.stderr
+
+
+def one_run(src, build, out_json, runner=None, durable=False):
     # runner: one tree's run.py for both, so both are measured the same way
     argv = [sys.executable, os.path.join(runner or src, "tests", "bench", "run.py"), "--build", build,
-            "--only", "cached,redis", "--profile", "--json", out_json]
+            "--only", "cached,redis,durable" if durable else "cached,redis", "--profile",
+            "--json", out_json]
     r = subprocess.run(argv, capture_output=True, text=True, cwd=runner or src, timeout=1800)
     if r.returncode != 0:
         raise SystemExit("run.py in %s failed (exit %d): %s" % (src, r.returncode, r.stderr[-2000:]))
@@ -45,6 +59,11 @@ def one_run(src, build, out_json, runner=None):
             fig["x_redis_%d" % c] = cu["rps"] / rd["rps"]
         if rd:
             fig["redis_rps_%d" % c] = rd["rps"]
+        du = res.get("durable_%d" % c)
+        if du:
+            fig["durable_rps_%d" % c] = du["rps"]
+        if cu and du:
+            fig["x_durable_%d" % c] = cu["rps"] / du["rps"]
     prof = res.get("profile") or {}
     if "task-clock" in prof and prof.get("requests"):
         fig["cpu_us"] = prof["task-clock"] * 1000 / prof["requests"]
@@ -66,6 +85,12 @@ ROWS = [
     ("redis_rps_1", "Redis SET, 1 conn (req/s)", "%.0f"),
     ("redis_rps_8", "Redis SET, 8 conns (req/s)", "%.0f"),
     ("redis_rps_64", "Redis SET, 64 conns (req/s)", "%.0f"),
+    ("x_durable_1", "× durable echo floor, 1 conn (same run)", "%.2f"),
+    ("x_durable_8", "× durable echo floor, 8 conns (same run)", "%.2f"),
+    ("x_durable_64", "× durable echo floor, 64 conns (same run)", "%.2f"),
+    ("durable_rps_1", "durable echo floor, 1 conn (req/s)", "%.0f"),
+    ("durable_rps_8", "durable echo floor, 8 conns (req/s)", "%.0f"),
+    ("durable_rps_64", "durable echo floor, 64 conns (req/s)", "%.0f"),
 ]
 
 
@@ -85,12 +110,16 @@ def main():
         trees.append((label, os.path.abspath(src), os.path.abspath(os.path.join(src, build))
                       if not os.path.isabs(build) else build))
     runs = {t[0]: [] for t in trees}
+    durable = all(has_store_mode(build) for _, _, build in trees)
+    if not durable:
+        print("pairs: a tree's echo_server has no --store: no durable echo floor figures",
+              file=sys.stderr)
     tmp = tempfile.mkdtemp(prefix="cpairs-")
     for i in range(a.pairs):
         order = trees if i % 2 == 0 else list(reversed(trees))
         for label, src, build in order:
             fig = one_run(src, build, os.path.join(tmp, "%s-%d.json" % (label, i)),
-                          os.path.abspath(a.runner) if a.runner else None)
+                          os.path.abspath(a.runner) if a.runner else None, durable)
             runs[label].append(fig)
             print("pairs: run %d %-8s %s" % (i + 1, label, " ".join(
                 "%s=%.3g" % kv for kv in sorted(fig.items()))), file=sys.stderr, flush=True)

@@ -10,6 +10,10 @@ Measures, in one run on this machine, and prints one markdown table:
       IdP tests/fixtures/idp.py, `custody init`, one sealed+imported grant,
       custodyd, the cache warmed with one request, then tests/bench/loadgen);
   (b) the same load against tests/bench/echo_server — the floor;
+  (b') durable: the same load against echo_server --store, the echo floor
+      committing one audit-store row per request before its reply leaves
+      (SQLite, WAL, synchronous=FULL; one commit per loop iteration, as
+      Redis's appendfsync always) — what durability alone allows;
   (c) Redis SET with appendfsync always on a Unix socket (redis-benchmark);
   (d) ssh-agent REQUEST_IDENTITIES (loadgen --mode sshagent);
   (e) the cold path: first tokens for 1,000 tenants, 64 in parallel, and the
@@ -314,6 +318,49 @@ class Bench:
             self.stop(p)
         self.notes.append("Echo floor reply: %d bytes a line (%s)." % (
             size, "the size of custody's token reply" if self.reply_bytes else "custody not measured"))
+
+    # -- (b') the durable echo floor
+
+    def bench_durable(self):
+        """The echo floor with DESIGN.md §7's durability and nothing else:
+        echo_server --store inserts one row per request into an audit store
+        (the real schema and pragmas) and lets the replies of a loop
+        iteration out after its one COMMIT. Its exit line says how many
+        rows the commits made durable, checked against the replies."""
+        d = os.path.join(self.tmp, "durable")
+        os.makedirs(d)
+        sock = os.path.join(d, "echo.sock")
+        size = self.reply_bytes or 1500
+        p = self.start([self.echo_bin, sock, str(size), "--store", d], "echo_durable")
+        replies = 0
+        try:
+            self.wait_socket(sock, p)
+            for c in CONNS:
+                res = self.loadgen("durable echo floor", sock, c, request=self.token_line("bench-0"))
+                self.results[("durable", c)] = res
+                replies += res["requests"]
+        finally:
+            self.stop(p)
+        with open(p.bench_log.name, errors="replace") as f:
+            text = f.read()
+        m = re.search(r"echo_server: committed (\d+) rows in (\d+) commits", text)
+        if p.returncode != 0 or m is None:
+            raise BenchError("echo_server --store exited %s without its commit count: %s" % (
+                p.returncode, text.strip()[-500:]))
+        rows, commits = int(m.group(1)), int(m.group(2))
+        # every reply counted left after its row's commit
+        if rows < replies or not 0 < commits <= rows:
+            raise BenchError("echo_server --store: %d rows in %d commits for %d replies" % (
+                rows, commits, replies))
+        left = [n for n in os.listdir(d) if n.startswith("echo_server-")]
+        if left:
+            raise BenchError("echo_server --store left its store behind: %s" % left)
+        self.results["durable_store"] = {"rows": rows, "commits": commits, "replies": replies}
+        self.log("durable echo floor: %d rows in %d commits (%.1f a commit)" % (
+            rows, commits, rows / commits))
+        self.notes.append("Durable echo floor (echo_server --store): %s rows in %s commits over its "
+                          "three load points, %.1f rows a commit." % (
+                              "{:,}".format(rows), "{:,}".format(commits), rows / commits))
 
     # -- (c) Redis
 
@@ -1032,6 +1079,7 @@ class Bench:
         else:
             self.notes.append("(a), (e), (f) skipped: custodyd/custody are not built in %s." % self.build)
         self.section("(b) echo", self.bench_echo)
+        self.section("(b') durable", self.bench_durable)
         self.section("(c) redis", self.bench_redis)
         self.section("(c) floor", self.bench_floor)
         self.section("(d) sshagent", self.bench_sshagent)
@@ -1133,6 +1181,16 @@ def report(b):
         rows.append(("SQLite floor: commit p50 / p99, 64 rows",
                      "%s / %s" % (fmt_ms(fl["floor_64x1_p50_us"]), fmt_ms(fl["floor_64x1_p99_us"])),
                      "—", "—", "(floor)", "—"))
+    for c in CONNS:
+        # the echo floor with the design's durability (echo_server --store)
+        du, rd = get("durable", c, "rps"), get("redis", c, "rps")
+        rows.append(("durable echo floor: one thread, one SQLite commit per loop iteration, %d conn%s "
+                     "(ref: Redis SET, appendfsync always)" % (c, "s" if c > 1 else ""),
+                     fmt_rps(du), fmt_rps(rd), ratio(du, rd), "(floor)", "—"))
+    for c in CONNS:
+        cu, du = get("custody", c, "rps"), get("durable", c, "rps")
+        rows.append(("cached token, %d conn%s (ref: durable echo floor)" % (c, "s" if c > 1 else ""),
+                     fmt_rps(cu), fmt_rps(du), ratio(cu, du), "(floor)", "—"))
     for c in CONNS:
         cu, e = get("custody", c, "rps"), get("echo", c, "rps")
         rows.append(("cached token, %d conn%s (ref: echo-server floor)" % (c, "s" if c > 1 else ""),
@@ -1271,6 +1329,7 @@ def report(b):
         lines.append("| " + " | ".join(r) + " |")
     lines.append("")
     raw = [("custody cached token", "custody"), ("echo-server floor", "echo"),
+           ("durable echo floor (one SQLite commit per loop iteration)", "durable"),
            ("Redis SET, appendfsync always", "redis"), ("ssh-agent list identities", "sshagent")]
     lines += ["All load points (closed loop):", "",
               "| server | conns | req/s | p50 | p99 | p99.9 |", "|---|---|---|---|---|---|"]
@@ -1325,7 +1384,7 @@ def main():
     ap.add_argument("--idp", help="the fake IdP script (default tests/fixtures/idp.py)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     ap.add_argument("--only", help="run only these sections, comma-separated: "
-                    "cached, echo, redis, floor, sshagent, cold, scale, audit, alerts, ship, report (the table shows what ran)")
+                    "cached, echo, durable, redis, floor, sshagent, cold, scale, audit, alerts, ship, report (the table shows what ran)")
     ap.add_argument("--perf-record", metavar="FILE",
                     help="also record custodyd's call graphs (perf record -g) over the "
                          "profile's requests into FILE, for perf report")

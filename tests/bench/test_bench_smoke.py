@@ -5,7 +5,9 @@ Asserts the driver ran end to end: the markdown table was written with every
 metric row, every load point that ran had replies and no failed reply (the
 load generator checks each reply line is JSON with "ok":true), and every
 process the driver started is gone. Figures are not checked: a smoke run's
-numbers mean nothing on a shared machine.
+numbers mean nothing on a shared machine; but the durable echo floor
+(echo_server --store) must have committed a row for every reply it sent,
+in at least one commit and no more commits than rows.
 """
 import json
 import os
@@ -52,7 +54,9 @@ def main():
     for metric in ("cached token, 1 conn", "cached token, 64 conns", "cached token p99, 64 conns",
                    "cold path", "start-up", "peak RSS", "audit verify", "tenant query",
                    "SQLite floor: 1 row per commit", "`custody audit report`",
-                   "`custody audit verify --export`"):
+                   "`custody audit verify --export`",
+                   "durable echo floor: one thread, one SQLite commit per loop iteration, 1 conn",
+                   "durable echo floor: one thread, one SQLite commit per loop iteration, 64 conns"):
         assert metric in table, "row missing: " + metric
     assert "CPUs" in table and "kernel" in table, "machine line missing"
     assert raw["failed"] == [], raw["failed"]
@@ -65,6 +69,21 @@ def main():
         assert "stalled syslog-TLS sink" in table and "custodyd CPU per cached token" in table
     for x in runs:
         assert x["failures"] == 0 and x["requests"] > 0, x
+    # The durable echo floor ran at every load point and really committed:
+    # its exit line counts the rows in the store after the last commit
+    # (uncommitted ones rolled back), so a mode that answers without
+    # committing reads 0 rows here.
+    assert "durable echo floor" in labels, labels
+    res = raw["results"]
+    for c in (1, 8, 64):
+        d = res.get("durable_%d" % c)
+        assert d and d["rps"] > 0 and d["requests"] > 0, (c, d)
+        assert "| durable echo floor (one SQLite commit per loop iteration) | %d | " % c in table
+    st = res["durable_store"]
+    replies = sum(res["durable_%d" % c]["requests"] for c in (1, 8, 64))
+    assert st["rows"] >= replies > 0 and 0 < st["commits"] <= st["rows"], (st, replies)
+    if "custody_1" in res:
+        assert "cached token, 1 conn (ref: durable echo floor)" in table
     # Secrets never reach the report.
     assert "access_token" not in table and "client_secret" not in table
     # Nothing the driver started is still running: each of them named the
