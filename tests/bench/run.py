@@ -638,8 +638,13 @@ class Bench:
         perf = shutil.which("perf")
         # Two passes: CPU and context switches alone, then the syscall
         # count. Counting the raw_syscalls tracepoint adds kernel time to
-        # every syscall, which is the tracer's cost, not custodyd's.
-        for i, events in enumerate(("task-clock,context-switches", "raw_syscalls:sys_enter")):
+        # every syscall, which is the tracer's cost, not custodyd's. The
+        # second pass also counts the block requests custodyd's threads
+        # issue per commit (fdatasync): a commit that also writes the WAL's
+        # inode costs a second device round trip.
+        for i, events in enumerate(("task-clock,context-switches",
+                                    "raw_syscalls:sys_enter,syscalls:sys_enter_fdatasync,"
+                                    "block:block_rq_issue")):
             if not perf:
                 break
             out = os.path.join(self.tmp, "perf-stat-%d.txt" % i)
@@ -1351,6 +1356,12 @@ def report(b):
                          "%.2f context switches" % (prof["task-clock"] * 1000 / n,
                                                     prof.get("raw_syscalls:sys_enter", 0) / n,
                                                     prof.get("context-switches", 0) / n))
+            if prof.get("syscalls:sys_enter_fdatasync"):
+                lines.append("- commits (fdatasync) per request: %.3f (%.1f requests a commit); "
+                             "block requests custodyd issued per commit: %.2f" % (
+                                 prof["syscalls:sys_enter_fdatasync"] / n,
+                                 n / prof["syscalls:sys_enter_fdatasync"],
+                                 prof.get("block:block_rq_issue", 0) / prof["syscalls:sys_enter_fdatasync"]))
             rc = get("redis", 64, "cpu_us_per_req")
             if rc:
                 lines.append("- for comparison, redis-server's CPU per SET at 64 connections "
