@@ -181,11 +181,19 @@ static void audit_not_applied(json_t *list, const struct broker_config *was,
 
 #define SWAP(a, b) do { __typeof__(a) t_ = (a); (a) = (b); (b) = t_; } while (0)
 
-/* The audit settings that run stay in the config the broker keeps (the new
+/* The settings that run stay in the config the broker keeps (the new
  * file's go with the old config, to be freed): the next reload compares
  * against what runs and names a change again until a restart applies it. */
-static void keep_running_audit(struct broker_config *was, struct broker_config *now)
+static void keep_running(struct broker_config *was, struct broker_config *now)
 {
+	SWAP(was->state_dir, now->state_dir);   /* and the paths made from it */
+	SWAP(was->vault_dir, now->vault_dir);
+	SWAP(was->audit_db, now->audit_db);
+	SWAP(was->runtime_dir, now->runtime_dir);
+	SWAP(was->key_file, now->key_file);
+	SWAP(was->passphrase_file, now->passphrase_file);
+	SWAP(was->tool_socket, now->tool_socket);
+	SWAP(was->admin_socket, now->admin_socket);
 	SWAP(was->audit_origin, now->audit_origin);
 	SWAP(was->checkpoint_every, now->checkpoint_every);
 	SWAP(was->checkpoint_interval_s, now->checkpoint_interval_s);
@@ -214,6 +222,8 @@ int broker_reload(struct broker *b, struct cerr *err, json_t *list)
 	}
 	if (str_differs(nc->state_dir, b->cfg->state_dir))
 		not_applied(list, "state_dir", b->cfg->state_dir, nc->state_dir);
+	if (str_differs(nc->runtime_dir, b->cfg->runtime_dir))
+		not_applied(list, "runtime_dir", b->cfg->runtime_dir, nc->runtime_dir);
 	if (str_differs(nc->key_file, b->cfg->key_file))
 		not_applied(list, "key_file", b->cfg->key_file, nc->key_file);
 	if (str_differs(nc->passphrase_file, b->cfg->passphrase_file))
@@ -221,7 +231,7 @@ int broker_reload(struct broker *b, struct cerr *err, json_t *list)
 	socket_not_applied(list, "tool_socket", &b->cfg->tool_socket, &nc->tool_socket);
 	socket_not_applied(list, "admin_socket", &b->cfg->admin_socket, &nc->admin_socket);
 	audit_not_applied(list, b->cfg, nc);
-	keep_running_audit(b->cfg, nc);
+	keep_running(b->cfg, nc);
 	policy_set_config(b->policy, nc);
 	broker_config_free(b->cfg);
 	b->cfg = nc;

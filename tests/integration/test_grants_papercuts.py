@@ -188,6 +188,9 @@ def item9_papercuts():
         env.signal_broker(signal.SIGHUP)
         wait_for(lambda: "admin_socket.path changed" in env.log_text(since_start=True),
                  what="the SIGHUP's log line about the socket path")
+        # the mode still waits for a restart: the second reload names it again
+        n = env.log_text(since_start=True).count("reload: tool_socket.mode changed (0666 -> 0600)")
+        check(n == 2, "each reload names the socket mode that waits, not just the first", n)
         env.config["admin_socket"]["path"] = "admin.sock"   # where it still listens
         def reload_recorded():
             return [r for r in env.audit_records(event="reload")
