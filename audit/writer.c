@@ -221,18 +221,37 @@ int audit_checkpoint_async(struct audit *a, uint64_t cookie)
 
 /* ---- the writer thread --------------------------------------------------- */
 
+struct file_ident {
+	dev_t dev;
+	ino_t ino;
+	nlink_t nlink;
+};
+
 /* The link count and identity of a file, and nothing else. Asking for
  * its times would cost a disk write per commit: on kernels with
  * fine-grained ("multigrain") timestamps, a query of a file's times makes
  * its next write update them, which marks the WAL's inode dirty, and
  * every fdatasync then writes the inode too (a second synchronous device
- * round trip). statx with this mask queries neither times nor i_version. */
-static int stat_ident(int dirfd, const char *path, int flags, struct statx *sx)
+ * round trip). statx with this mask queries neither times nor i_version.
+ * A file system that does not fill both fields (or a kernel without
+ * statx) gets the plain stat: slower, never a false "removed". */
+static int stat_ident(int dirfd, const char *path, int flags, struct file_ident *id)
 {
 	const unsigned int want = STATX_NLINK | STATX_INO;
+	struct statx sx;
+	struct stat st;
 
-	if (statx(dirfd, path, flags, want, sx) < 0 || (sx->stx_mask & want) != want)
+	if (statx(dirfd, path, flags, want, &sx) == 0 && (sx.stx_mask & want) == want) {
+		id->dev = makedev(sx.stx_dev_major, sx.stx_dev_minor);
+		id->ino = sx.stx_ino;
+		id->nlink = sx.stx_nlink;
+		return 0;
+	}
+	if (fstatat(dirfd, path, &st, flags) < 0)
 		return -1;
+	id->dev = st.st_dev;
+	id->ino = st.st_ino;
+	id->nlink = st.st_nlink;
 	return 0;
 }
 
@@ -241,14 +260,13 @@ static int stat_ident(int dirfd, const char *path, int flags, struct statx *sx)
  * would be lost at the next start. */
 static int file_check(struct audit *a)
 {
-	struct statx sx;
+	struct file_ident db, at, wal;
 
 	if (a->gone)
 		return -EIO;
-	if (stat_ident(a->db_fd, "", AT_EMPTY_PATH, &sx) < 0 || sx.stx_nlink == 0 ||
-	    stat_ident(AT_FDCWD, a->path, 0, &sx) < 0 ||
-	    makedev(sx.stx_dev_major, sx.stx_dev_minor) != a->dev || sx.stx_ino != a->ino ||
-	    stat_ident(a->wal_fd, "", AT_EMPTY_PATH, &sx) < 0 || sx.stx_nlink == 0) {
+	if (stat_ident(a->db_fd, "", AT_EMPTY_PATH, &db) < 0 || db.nlink == 0 ||
+	    stat_ident(AT_FDCWD, a->path, 0, &at) < 0 || at.dev != a->dev || at.ino != a->ino ||
+	    stat_ident(a->wal_fd, "", AT_EMPTY_PATH, &wal) < 0 || wal.nlink == 0) {
 		a->gone = true;
 		audit_log("%s was removed or replaced while open; refusing every append "
 			  "(restart the broker once the file is restored)", a->path);
