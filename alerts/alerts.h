@@ -155,12 +155,15 @@ int state_tenant_get(struct state *s, const char *tenant_id, struct tenant_state
  * delivered counted), else the one-line error. */
 int state_tenant_put(struct state *s, const char *tenant_id, const char *name,
 		     const struct tenant_state *ts, const char *error, uint64_t delivered);
-/* 1 when (id, lastUpdateTime) was delivered already, 0 when not. */
-int state_delivered(struct state *s, const char *tenant_id, const char *id, const char *lut);
-int state_mark_delivered(struct state *s, const char *tenant_id, const char *id,
-			 const char *lut, int64_t lut_us);
-/* Forget delivered entries older than the cursor: the filter never
- * returns them again unless they change. */
+/* 1 when (id, lastUpdateTime) was delivered already, 0 when not. output
+ * NULL: to every output; else: taken by that output (its label) in a pass
+ * where another output did not take it. */
+int state_delivered(struct state *s, const char *output, const char *tenant_id, const char *id,
+		    const char *lut);
+int state_mark_delivered(struct state *s, const char *output, const char *tenant_id,
+			 const char *id, const char *lut, int64_t lut_us);
+/* Forget delivered and taken entries older than the cursor: the filter
+ * never returns them again unless they change. */
 int state_prune(struct state *s, const char *tenant_id, int64_t before_us);
 /* Forget outputs of an older config (before the pass records its own). */
 int state_outputs_clear(struct state *s);
@@ -194,6 +197,7 @@ struct output {
 	bool broken;           /* failed this pass: no more alerts for it until the next */
 	char error[CERR_MAX];
 	uint64_t waiting;      /* alerts it did not take this pass */
+	bool took;             /* it took the page in hand */
 	int fd;                /* file */
 	CURL *conn;            /* syslog: the TLS connection; hec: the handle */
 	char hostname[256];

@@ -94,6 +94,7 @@ struct pass {
 	bool kick;         /* a tenant became ready: loop again at once */
 	int64_t last_flush_ms;
 	json_t **batch;
+	json_t **sub;      /* the part of batch one output has not taken */
 	size_t batch_cap;
 
 	pthread_mutex_t mu;
@@ -375,6 +376,40 @@ static void api_message(const struct buf *body, char *out, size_t size)
 	json_decref(j);
 }
 
+
+/* The batch's alerts as delivered to every output (output NULL) or as
+ * taken by one output. */
+static void mark_delivered(struct pass *p, const struct tenant *t, const char *output, size_t nb)
+{
+	for (size_t i = 0; i < nb; i++) {
+		const char *lut = json_string_value(json_object_get(p->batch[i], "lastUpdateTime"));
+		int64_t us = 0;
+
+		(void)util_time_parse(lut, &us);
+		(void)state_mark_delivered(p->s, output, t->id,
+					   json_string_value(json_object_get(p->batch[i], "id")),
+					   lut, us);
+	}
+}
+
+/* Into p->sub: the alerts of the batch output o has not taken yet (it took
+ * some in a pass where another output failed). A database error sends
+ * them again: at least once, never lost. */
+static size_t output_missing(struct pass *p, const struct tenant *t, const struct output *o,
+			     size_t nb)
+{
+	size_t m = 0;
+
+	for (size_t i = 0; i < nb; i++) {
+		const char *id = json_string_value(json_object_get(p->batch[i], "id"));
+		const char *lut = json_string_value(json_object_get(p->batch[i], "lastUpdateTime"));
+
+		if (state_delivered(p->s, o->cfg->label, t->id, id, lut) != 1)
+			p->sub[m++] = p->batch[i];
+	}
+	return m;
+}
+
 static void deliver_page(struct pass *p, struct tenant *t)
 {
 	const struct alerts_config *c = p->c;
@@ -393,13 +428,16 @@ static void deliver_page(struct pass *p, struct tenant *t)
 	n = json_array_size(alerts);
 	if (n > p->batch_cap) {
 		json_t **nbp = realloc(p->batch, n * sizeof(*nbp));
+		json_t **nsp = nbp ? realloc(p->sub, n * sizeof(*nsp)) : NULL;
 
-		if (nbp == NULL) {
+		if (nbp != NULL)
+			p->batch = nbp;
+		if (nsp == NULL) {
 			json_decref(alerts);
 			finish(p, t, AX_FAILED, "out of memory");
 			return;
 		}
-		p->batch = nbp;
+		p->sub = nsp;
 		p->batch_cap = n;
 	}
 	if (state_begin(p->s) < 0) {
@@ -418,7 +456,7 @@ static void deliver_page(struct pass *p, struct tenant *t)
 			t->max_lut_us = us;
 		/* 1: delivered before; a database error delivers it again (at
 		 * least once) rather than risk losing it */
-		if (state_delivered(p->s, t->id, id, lut) == 1)
+		if (state_delivered(p->s, NULL, t->id, id, lut) == 1)
 			continue;
 		eid = curl_easy_escape(NULL, id, 0);
 		snprintf(link, sizeof(link), "https://security.microsoft.com/alerts/%s?tid=%s",
@@ -432,26 +470,25 @@ static void deliver_page(struct pass *p, struct tenant *t)
 	}
 	for (size_t k = 0; k < p->n_outs; k++) {
 		struct output *o = &p->outs[k];
+		size_t m = output_missing(p, t, o, nb);
 
 		e.msg[0] = '\0';
-		if (output_put(o, p->batch, nb, &e) < 0) {
-			o->waiting += nb;
+		o->took = output_put(o, p->sub, m, &e) == 0;
+		if (!o->took) {
+			o->waiting += m;
 			outputs_ok = false;
 			snprintf(failed, sizeof(failed), "%s", e.msg);
 		}
 	}
+	/* Every output took the page: delivered. Else each output that took
+	 * it remembers so, and the next pass sends it to the others only. */
 	if (outputs_ok) {
-		for (i = 0; i < nb; i++) {
-			const char *lut = json_string_value(json_object_get(p->batch[i], "lastUpdateTime"));
-			int64_t us = 0;
-
-			(void)util_time_parse(lut, &us);
-			(void)state_mark_delivered(p->s, t->id,
-						   json_string_value(json_object_get(p->batch[i], "id")),
-						   lut, us);
-		}
+		mark_delivered(p, t, NULL, nb);
 		t->delivered += nb;
 	}
+	for (size_t k = 0; !outputs_ok && k < p->n_outs; k++)
+		if (p->outs[k].took)
+			mark_delivered(p, t, p->outs[k].cfg->label, nb);
 	/* Notifications do not wait for the outputs: each rule has its own
 	 * record of what it sent, so an alert fetched again is not mailed again. */
 	for (i = 0; i < nb; i++) {
@@ -889,6 +926,7 @@ out:
 	free(p.t);
 	free(p.done);
 	free(p.batch);
+	free(p.sub);
 	if (p.multi != NULL)
 		curl_multi_cleanup(p.multi);
 	pthread_mutex_destroy(&p.mu);

@@ -7,6 +7,10 @@
  *   delivered  (tenant, alert id) -> the lastUpdateTime delivered: an
  *              alert goes out again only when it changed; rows older than
  *              the cursor are pruned (the filter never returns them)
+ *   taken      (output, tenant, alert id) -> the lastUpdateTime one output
+ *              took in a pass where another did not: the next pass sends
+ *              it to the others only, so a healthy output gets no
+ *              duplicates while another is down; pruned with delivered
  *   notified   (rule, tenant, alert id): one e-mail per rule and alert,
  *              ever; state queued -> sending -> sent | failed. A crash
  *              while "sending" leaves the row there: it is never sent
@@ -26,8 +30,8 @@
 #include <unistd.h>
 
 enum {
-	Q_TENANT_GET, Q_TENANT_PUT, Q_TENANT_ERR, Q_DELIVERED, Q_MARK, Q_PRUNE, Q_OUTPUT,
-	Q_NOTIFIED, Q_NQUEUE, Q_NDONE, Q_COUNT,
+	Q_TENANT_GET, Q_TENANT_PUT, Q_TENANT_ERR, Q_DELIVERED, Q_MARK, Q_PRUNE, Q_TAKEN,
+	Q_TAKE, Q_PRUNE_TAKEN, Q_OUTPUT, Q_NOTIFIED, Q_NQUEUE, Q_NDONE, Q_COUNT,
 };
 
 static const char *const queries[Q_COUNT] = {
@@ -51,6 +55,11 @@ static const char *const queries[Q_COUNT] = {
 	[Q_MARK] = "INSERT OR REPLACE INTO delivered(tenant_id, alert_id, last_update, lut_us)"
 		   " VALUES(?1, ?2, ?3, ?4)",
 	[Q_PRUNE] = "DELETE FROM delivered WHERE tenant_id = ?1 AND lut_us < ?2",
+	[Q_TAKEN] = "SELECT last_update FROM taken WHERE tenant_id = ?1 AND alert_id = ?2"
+		    " AND output = ?3",
+	[Q_TAKE] = "INSERT OR REPLACE INTO taken(output, tenant_id, alert_id, last_update, lut_us)"
+		   " VALUES(?3, ?1, ?2, ?4, ?5)",
+	[Q_PRUNE_TAKEN] = "DELETE FROM taken WHERE tenant_id = ?1 AND lut_us < ?2",
 	[Q_OUTPUT] = "INSERT INTO outputs(label, waiting, last_error, time) VALUES(?1, ?2, ?3, ?4)"
 		     " ON CONFLICT(label) DO UPDATE SET waiting = ?2, last_error = ?3, time = ?4",
 	[Q_NOTIFIED] = "SELECT 1 FROM notified WHERE rule = ?1 AND tenant_id = ?2 AND alert_id = ?3",
@@ -70,6 +79,9 @@ static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS delivered(tenant_id TEXT NOT NULL, alert_id TEXT NOT NULL,"
 	" last_update TEXT NOT NULL, lut_us INTEGER NOT NULL,"
 	" PRIMARY KEY(tenant_id, alert_id)) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS taken(output TEXT NOT NULL, tenant_id TEXT NOT NULL,"
+	" alert_id TEXT NOT NULL, last_update TEXT NOT NULL, lut_us INTEGER NOT NULL,"
+	" PRIMARY KEY(tenant_id, alert_id, output)) WITHOUT ROWID;"
 	"CREATE TABLE IF NOT EXISTS notified(rule TEXT NOT NULL, tenant_id TEXT NOT NULL,"
 	" alert_id TEXT NOT NULL, state TEXT NOT NULL, message TEXT, error TEXT, time TEXT,"
 	" UNIQUE(rule, tenant_id, alert_id));"
@@ -82,6 +94,7 @@ struct state {
 	sqlite3_stmt *q[Q_COUNT];
 	int lock_fd;
 	bool in_tx;
+	bool any_taken;    /* the taken table may have rows: look there */
 };
 
 static void now_text(char out[static UTIL_TIME_LEN])
@@ -140,6 +153,20 @@ int state_open(const char *state_dir, bool writer, struct state **out, struct ce
 			rc = cerr_set(err, -EIO, "%s: %s", path, sqlite3_errmsg(s->db));
 			goto fail;
 		}
+	}
+	if (writer) {
+		sqlite3_stmt *st = NULL;
+
+		/* an output was down in an earlier run: its peers' takes count */
+		if (sqlite3_prepare_v2(s->db, "SELECT EXISTS(SELECT 1 FROM taken)", -1, &st, NULL) !=
+			    SQLITE_OK ||
+		    sqlite3_step(st) != SQLITE_ROW) {
+			rc = cerr_set(err, -EIO, "%s: %s", path, sqlite3_errmsg(s->db));
+			sqlite3_finalize(st);
+			goto fail;
+		}
+		s->any_taken = sqlite3_column_int(st, 0) != 0;
+		sqlite3_finalize(st);
 	}
 	free(path);
 	free(lock);
@@ -254,13 +281,18 @@ int state_tenant_put(struct state *s, const char *tenant_id, const char *name,
 	return step_done(st);
 }
 
-int state_delivered(struct state *s, const char *tenant_id, const char *id, const char *lut)
+int state_delivered(struct state *s, const char *output, const char *tenant_id, const char *id,
+		    const char *lut)
 {
-	sqlite3_stmt *st = q(s, Q_DELIVERED);
+	sqlite3_stmt *st = q(s, output ? Q_TAKEN : Q_DELIVERED);
 	int rc, found = 0;
 
+	if (output != NULL && !s->any_taken)
+		return 0;   /* the common case: no output was ever down */
 	sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+	if (output != NULL)
+		sqlite3_bind_text(st, 3, output, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
 		found = strcmp((const char *)sqlite3_column_text(st, 0), lut) == 0;
@@ -268,25 +300,40 @@ int state_delivered(struct state *s, const char *tenant_id, const char *id, cons
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? found : -EIO;
 }
 
-int state_mark_delivered(struct state *s, const char *tenant_id, const char *id,
-			 const char *lut, int64_t lut_us)
+int state_mark_delivered(struct state *s, const char *output, const char *tenant_id,
+			 const char *id, const char *lut, int64_t lut_us)
 {
-	sqlite3_stmt *st = q(s, Q_MARK);
+	sqlite3_stmt *st = q(s, output ? Q_TAKE : Q_MARK);
 
 	sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, lut, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 4, lut_us);
+	if (output != NULL) {
+		sqlite3_bind_text(st, 3, output, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 4, lut, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 5, lut_us);
+		s->any_taken = true;
+	} else {
+		sqlite3_bind_text(st, 3, lut, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 4, lut_us);
+	}
 	return step_done(st);
 }
 
 int state_prune(struct state *s, const char *tenant_id, int64_t before_us)
 {
-	sqlite3_stmt *st = q(s, Q_PRUNE);
+	static const int which[] = {Q_PRUNE, Q_PRUNE_TAKEN};
 
-	sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, before_us);
-	return step_done(st);
+	for (size_t k = 0; k < sizeof(which) / sizeof(which[0]); k++) {
+		sqlite3_stmt *st = q(s, which[k]);
+		int rc;
+
+		sqlite3_bind_text(st, 1, tenant_id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, before_us);
+		rc = step_done(st);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
 }
 
 int state_outputs_clear(struct state *s)

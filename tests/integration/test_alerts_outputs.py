@@ -186,6 +186,15 @@ class Outputs(unittest.TestCase):
         want = {x["id"] for x in env.idp.get_alerts(tid) + env.idp.get_alerts(other)}
         self.assertEqual(ids, want)
         self.assertEqual(a.status()["outputs"][1]["alerts_waiting"], 0)
+        # and the file output, which took them the first time, got no duplicates
+        self.assertEqual(len(a.lines()), 8)
+        self.assertEqual(sorted(x["id"] for x in a.lines()), sorted(want))
+        # nothing waits any more: a third pass sends nothing anywhere
+        before = len(rsyslog.lines())
+        p = a.run()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(len(a.lines()), 8)
+        self.assertEqual(len(rsyslog.lines()), before)
 
 
 if __name__ == "__main__":
