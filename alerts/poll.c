@@ -376,7 +376,6 @@ static void api_message(const struct buf *body, char *out, size_t size)
 	json_decref(j);
 }
 
-
 /* The batch's alerts as delivered to every output (output NULL) or as
  * taken by one output. */
 static void mark_delivered(struct pass *p, const struct tenant *t, const char *output, size_t nb)
