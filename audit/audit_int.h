@@ -137,6 +137,8 @@ struct audit {
 	ino_t ino;
 	int db_fd, wal_fd;            /* opened by us, only to watch nlink */
 	sqlite3_stmt *st_event, *st_tenant, *st_range, *st_cp, *st_probe;
+	/* prepared once: sqlite3_exec parses (and allocates) at every commit */
+	sqlite3_stmt *st_begin, *st_commit;
 	char *body_buf;               /* reused for every body */
 	size_t body_cap;
 

@@ -323,6 +323,8 @@ static int prepare_writer(struct audit *a)
 		 "INSERT INTO checkpoints(size, root, note, time) VALUES (?1, ?2, ?3, ?4)"},
 		{offsetof(struct audit, st_probe),
 		 "UPDATE meta SET value = value + 1 WHERE key = 'probe'"},
+		{offsetof(struct audit, st_begin), "BEGIN IMMEDIATE"},
+		{offsetof(struct audit, st_commit), "COMMIT"},
 	};
 
 	for (size_t i = 0; i < sizeof(stmts) / sizeof(stmts[0]); i++) {
@@ -644,6 +646,8 @@ int audit_close(struct audit *a)
 	sqlite3_finalize(a->st_range);
 	sqlite3_finalize(a->st_cp);
 	sqlite3_finalize(a->st_probe);
+	sqlite3_finalize(a->st_begin);
+	sqlite3_finalize(a->st_commit);
 	if (a->rdb != NULL && sqlite3_close(a->rdb) != SQLITE_OK && rc == 0)
 		rc = -EIO;
 	if (a->db != NULL) {

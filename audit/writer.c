@@ -400,7 +400,7 @@ static int batch_commit(struct audit *a, struct audit_item *list)
 	rc = file_check(a);
 	if (rc < 0)
 		goto fail;
-	rc = audit_exec(a->db, "BEGIN IMMEDIATE");
+	rc = step_done(a->db, a->st_begin);
 	if (rc < 0)
 		goto fail;
 	what = "insert";
@@ -423,7 +423,7 @@ static int batch_commit(struct audit *a, struct audit_item *list)
 			goto fail;
 	}
 	what = "commit";
-	rc = audit_exec(a->db, "COMMIT");
+	rc = step_done(a->db, a->st_commit);
 	if (rc < 0)
 		goto fail;
 	if (derived)
@@ -486,7 +486,7 @@ static int checkpoint_make(struct audit *a, char **note_out, uint64_t *size_out)
 	}
 	rc = file_check(a);
 	if (rc == 0)
-		rc = audit_exec(a->db, "BEGIN IMMEDIATE");
+		rc = step_done(a->db, a->st_begin);
 	if (rc == 0) {
 		sqlite3_bind_int64(a->st_cp, 1, (sqlite3_int64)size);
 		sqlite3_bind_blob(a->st_cp, 2, root, MERKLE_HASH, SQLITE_STATIC);
@@ -497,7 +497,7 @@ static int checkpoint_make(struct audit *a, char **note_out, uint64_t *size_out)
 	if (rc == 0)
 		rc = derived_write(a);
 	if (rc == 0)
-		rc = audit_exec(a->db, "COMMIT");
+		rc = step_done(a->db, a->st_commit);
 	if (rc < 0) {
 		set_failed(a, rc, "checkpoint");
 		rc = atomic_load(&a->fail_rc);
@@ -531,11 +531,11 @@ static void try_recover(struct audit *a)
 		return;
 	rc = file_check(a);
 	if (rc == 0)
-		rc = audit_exec(a->db, "BEGIN IMMEDIATE");
+		rc = step_done(a->db, a->st_begin);
 	if (rc == 0)
 		rc = step_done(a->db, a->st_probe);
 	if (rc == 0)
-		rc = audit_exec(a->db, "COMMIT");
+		rc = step_done(a->db, a->st_commit);
 	if (rc == 0)
 		rc = audit_state_load(a, &err);
 	if (rc < 0) {
@@ -796,11 +796,11 @@ void *audit_writer_main(void *arg)
 		int rc = file_check(a);
 
 		if (rc == 0)
-			rc = audit_exec(a->db, "BEGIN IMMEDIATE");
+			rc = step_done(a->db, a->st_begin);
 		if (rc == 0)
 			rc = derived_write(a);
 		if (rc == 0)
-			rc = audit_exec(a->db, "COMMIT");
+			rc = step_done(a->db, a->st_commit);
 		if (rc == 0)
 			derived_written(a);
 		else
