@@ -257,15 +257,15 @@ static int stat_ident(int dirfd, const char *path, int flags, struct file_ident 
 
 /* The file we opened must still be the file at path, with a link: SQLite
  * would happily keep writing to a removed file (or WAL) and every record
- * would be lost at the next start. */
+ * would be lost at the next start. The file at path being ours says both
+ * (a file a path names has a link); the WAL must still have one. */
 static int file_check(struct audit *a)
 {
-	struct file_ident db, at, wal;
+	struct file_ident at, wal;
 
 	if (a->gone)
 		return -EIO;
-	if (stat_ident(a->db_fd, "", AT_EMPTY_PATH, &db) < 0 || db.nlink == 0 ||
-	    stat_ident(AT_FDCWD, a->path, 0, &at) < 0 || at.dev != a->dev || at.ino != a->ino ||
+	if (stat_ident(AT_FDCWD, a->path, 0, &at) < 0 || at.dev != a->dev || at.ino != a->ino ||
 	    stat_ident(a->wal_fd, "", AT_EMPTY_PATH, &wal) < 0 || wal.nlink == 0) {
 		a->gone = true;
 		audit_log("%s was removed or replaced while open; refusing every append "
