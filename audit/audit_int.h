@@ -135,7 +135,7 @@ struct audit {
 	int64_t retry_ms, retry_at_ms;
 	dev_t dev;
 	ino_t ino;
-	int db_fd, wal_fd;            /* opened by us, only to watch nlink */
+	int wal_fd;                   /* opened by us, only to watch nlink */
 	sqlite3_stmt *st_event, *st_tenant, *st_range, *st_cp, *st_probe;
 	/* prepared once: sqlite3_exec parses (and allocates) at every commit */
 	sqlite3_stmt *st_begin, *st_commit;

@@ -446,9 +446,12 @@ static int open_writer(struct audit *a, struct cerr *err)
 	if (fd < 0)
 		return cerr_set(err, -errno, "cannot open the audit store %s: %s", a->path,
 				strerror(errno));
-	a->db_fd = fd;
-	if (fstat(fd, &sb) < 0)
-		return cerr_set(err, -errno, "cannot stat %s: %s", a->path, strerror(errno));
+	/* closed before SQLite opens the file: a close of any descriptor of
+	 * it later would drop the POSIX locks SQLite holds on it */
+	rc = fstat(fd, &sb) < 0 ? -errno : 0;
+	close(fd);
+	if (rc < 0)
+		return cerr_set(err, rc, "cannot stat %s: %s", a->path, strerror(-rc));
 	a->dev = sb.st_dev;
 	a->ino = sb.st_ino;
 	rc = audit_db_open(a->path, false, true, &a->db, err);
@@ -530,7 +533,7 @@ int audit_open(const char *path, const struct audit_opts *o, struct audit **out,
 		a->wkeys[i] = o->witnesses[i];
 	a->n_wkeys = o->n_witnesses;
 	a->wquorum = o->witness_quorum ? o->witness_quorum : (unsigned)o->n_witnesses;
-	a->efd = a->db_fd = a->wal_fd = -1;
+	a->efd = a->wal_fd = -1;
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_mutex_init(&a->rlock, NULL);
 	pthread_condattr_init(&ca);
@@ -659,8 +662,6 @@ int audit_close(struct audit *a)
 		if (sqlite3_close(a->db) != SQLITE_OK && rc == 0)
 			rc = -EIO;
 	}
-	if (a->db_fd >= 0)
-		close(a->db_fd);
 	if (a->wal_fd >= 0)
 		close(a->wal_fd);
 	if (a->efd >= 0)
